@@ -1,0 +1,179 @@
+// Package sse reads and writes Server-Sent Events as the Anthropic and OpenAI
+// streaming APIs use them: one small state machine over lines, events as
+// values, and the exact bytes of every event kept so a relay can forward a
+// stream byte for byte.
+package sse
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+)
+
+// DefaultMaxEventSize bounds one event (all of its lines) unless SetMaxEventSize
+// says otherwise. Real events are a few hundred bytes; the bound only protects
+// memory against a broken or hostile upstream.
+const DefaultMaxEventSize = 8 << 20
+
+// ErrEventTooLarge is returned when an event exceeds the reader's size limit.
+var ErrEventTooLarge = errors.New("sse: event exceeds size limit")
+
+// Event is one Server-Sent Event.
+type Event struct {
+	// Name is the value of the event's "event:" field, or "" if it had none.
+	Name string
+	// Data is the event's data lines joined by "\n", without the "data:" prefix.
+	Data []byte
+	// Raw holds the exact bytes of the event as read, including comment lines,
+	// line endings and the blank line that ended it. An event made by Encode has
+	// Raw set too. Raw and Data are not reused by the reader.
+	Raw []byte
+}
+
+// Empty reports whether the event carries neither a name nor data (a block of
+// comments such as a keep-alive).
+func (e Event) Empty() bool { return e.Name == "" && e.Data == nil }
+
+// Reader decodes events from a stream. It accepts "\n" and "\r\n" line
+// endings and ignores "id:" and "retry:" fields (they stay in Raw).
+type Reader struct {
+	br      *bufio.Reader
+	max     int
+	scratch []byte
+}
+
+// NewReader returns a Reader over r.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, 16<<10), max: DefaultMaxEventSize}
+}
+
+// SetMaxEventSize sets the largest event, in bytes, the reader accepts.
+func (r *Reader) SetMaxEventSize(n int) { r.max = n }
+
+// Next returns the next event. At the clean end of the stream it returns
+// io.EOF; if the stream ends inside an event it returns that partial event
+// (when it has a name or data) together with io.ErrUnexpectedEOF.
+func (r *Reader) Next() (Event, error) {
+	raw := r.scratch[:0]
+	var (
+		name     string
+		data     []byte
+		dataSeen bool
+		multi    bool
+		// dataStart and dataEnd locate the first data value inside raw, so the
+		// common one-line case needs no second allocation.
+		dataStart, dataEnd int
+	)
+	for {
+		lineStart := len(raw)
+		var err error
+		for {
+			var part []byte
+			part, err = r.br.ReadSlice('\n')
+			if len(raw)+len(part) > r.max {
+				r.scratch = raw[:0]
+				return Event{}, ErrEventTooLarge
+			}
+			raw = append(raw, part...)
+			if err != bufio.ErrBufferFull {
+				break
+			}
+		}
+		if err != nil && err != io.EOF {
+			r.scratch = raw[:0]
+			return Event{}, err
+		}
+		content := trimEOL(raw[lineStart:])
+		if len(content) == 0 {
+			if err == io.EOF {
+				return r.finish(raw, name, data, dataSeen, multi, dataStart, dataEnd, io.ErrUnexpectedEOF)
+			}
+			if lineStart == 0 {
+				// Blank lines between events are not events.
+				raw = raw[:0]
+				continue
+			}
+			return r.finish(raw, name, data, dataSeen, multi, dataStart, dataEnd, nil)
+		}
+		if content[0] != ':' {
+			field, value := content, content[len(content):]
+			if i := bytes.IndexByte(content, ':'); i >= 0 {
+				field, value = content[:i], content[i+1:]
+				if len(value) > 0 && value[0] == ' ' {
+					value = value[1:]
+				}
+			}
+			switch string(field) {
+			case "event":
+				name = string(value)
+			case "data":
+				off := lineStart + len(content) - len(value)
+				switch {
+				case !dataSeen:
+					dataSeen = true
+					dataStart, dataEnd = off, off+len(value)
+				default:
+					if !multi {
+						multi = true
+						data = append([]byte(nil), raw[dataStart:dataEnd]...)
+					}
+					data = append(data, '\n')
+					data = append(data, value...)
+				}
+			}
+		}
+		if err == io.EOF {
+			return r.finish(raw, name, data, dataSeen, multi, dataStart, dataEnd, io.ErrUnexpectedEOF)
+		}
+	}
+}
+
+func (r *Reader) finish(raw []byte, name string, data []byte, dataSeen, multi bool, ds, de int, err error) (Event, error) {
+	out := make([]byte, len(raw))
+	copy(out, raw)
+	r.scratch = raw[:0]
+	ev := Event{Name: name, Raw: out}
+	switch {
+	case multi:
+		ev.Data = data
+	case dataSeen:
+		ev.Data = out[ds:de:de]
+	}
+	if err != nil && ev.Empty() {
+		return Event{}, io.EOF
+	}
+	return ev, err
+}
+
+func trimEOL(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+	}
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	return b
+}
+
+// Append appends one event in the form the Anthropic API writes
+// ("event: <name>\ndata: <data>\n\n") to dst and returns the result. A name of
+// "" writes a data-only event. data must not contain newlines (JSON from
+// encoding/json never does).
+func Append(dst []byte, name string, data []byte) []byte {
+	if name != "" {
+		dst = append(dst, "event: "...)
+		dst = append(dst, name...)
+		dst = append(dst, '\n')
+	}
+	dst = append(dst, "data: "...)
+	dst = append(dst, data...)
+	return append(dst, '\n', '\n')
+}
+
+// Encode returns a complete Event for name and data, with Raw set.
+func Encode(name string, data []byte) Event {
+	raw := Append(make([]byte, 0, len(name)+len(data)+17), name, data)
+	start := len(raw) - 2 - len(data)
+	return Event{Name: name, Data: raw[start : start+len(data) : start+len(data)], Raw: raw}
+}

@@ -1,0 +1,126 @@
+package sse
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func readAll(t *testing.T, r io.Reader) ([]Event, error) {
+	t.Helper()
+	rd := NewReader(r)
+	var evs []Event
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			if err == io.ErrUnexpectedEOF {
+				return append(evs, ev), nil
+			}
+			if err == io.EOF {
+				return evs, nil
+			}
+			return evs, err
+		}
+		evs = append(evs, ev)
+	}
+}
+
+func TestReaderParsesNamedAndDataOnlyEvents(t *testing.T) {
+	in := "event: message_start\ndata: {\"a\":1}\n\n" +
+		"data: {\"b\":2}\r\n\r\n" +
+		": keepalive\n\n" +
+		"event: ping\ndata: {}\nid: 7\n\n" +
+		"data: one\ndata: two\n\n" +
+		"data: [DONE]\n\n"
+	for _, r := range []io.Reader{strings.NewReader(in), iotest.OneByteReader(strings.NewReader(in))} {
+		evs, err := readAll(t, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 6 {
+			t.Fatalf("got %d events, want 6", len(evs))
+		}
+		want := []struct{ name, data string }{
+			{"message_start", `{"a":1}`}, {"", `{"b":2}`}, {"", ""}, {"ping", "{}"}, {"", "one\ntwo"}, {"", "[DONE]"},
+		}
+		var raw bytes.Buffer
+		for i, w := range want {
+			if evs[i].Name != w.name || string(evs[i].Data) != w.data {
+				t.Errorf("event %d = %q %q, want %q %q", i, evs[i].Name, evs[i].Data, w.name, w.data)
+			}
+			raw.Write(evs[i].Raw)
+		}
+		if !evs[2].Empty() {
+			t.Errorf("comment block should be empty")
+		}
+		if raw.String() != in {
+			t.Errorf("raw bytes differ:\n%q\n%q", raw.String(), in)
+		}
+	}
+}
+
+func TestReaderTruncatedEvent(t *testing.T) {
+	evs, err := readAll(t, strings.NewReader("event: a\ndata: 1\n\nevent: b\ndata: {\"x\""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[1].Name != "b" || string(evs[1].Data) != `{"x"` {
+		t.Fatalf("got %+v", evs)
+	}
+	rd := NewReader(strings.NewReader("event: a\ndata: 1\n"))
+	if _, err := rd.Next(); err != io.ErrUnexpectedEOF {
+		t.Fatalf("err = %v, want unexpected EOF", err)
+	}
+}
+
+func TestReaderEventTooLarge(t *testing.T) {
+	rd := NewReader(strings.NewReader("data: " + strings.Repeat("x", 100<<10) + "\n\n"))
+	rd.SetMaxEventSize(64 << 10)
+	if _, err := rd.Next(); !errors.Is(err, ErrEventTooLarge) {
+		t.Fatalf("err = %v, want ErrEventTooLarge", err)
+	}
+	rd = NewReader(strings.NewReader("data: " + strings.Repeat("x", 100<<10) + "\n\n"))
+	ev, err := rd.Next()
+	if err != nil || len(ev.Data) != 100<<10 {
+		t.Fatalf("long line: err %v len %d", err, len(ev.Data))
+	}
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	ev := Encode("content_block_delta", []byte(`{"x":1}`))
+	if string(ev.Raw) != "event: content_block_delta\ndata: {\"x\":1}\n\n" || string(ev.Data) != `{"x":1}` {
+		t.Fatalf("got %q / %q", ev.Raw, ev.Data)
+	}
+	got, err := NewReader(bytes.NewReader(ev.Raw)).Next()
+	if err != nil || got.Name != ev.Name || !bytes.Equal(got.Data, ev.Data) {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	f.Add([]byte("event: a\ndata: 1\n\n"))
+	f.Add([]byte("data: x\r\ndata: y\r\n\r\n: c\n\n"))
+	f.Add([]byte("event: b\ndata"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		rd := NewReader(bytes.NewReader(in))
+		rd.SetMaxEventSize(1 << 16)
+		var raw []byte
+		for i := 0; i < len(in)+2; i++ {
+			ev, err := rd.Next()
+			raw = append(raw, ev.Raw...)
+			if err != nil {
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					// Everything but blank separator lines is kept in Raw.
+					if len(raw) > len(in) {
+						t.Fatalf("raw longer than input")
+					}
+				}
+				return
+			}
+		}
+		t.Fatalf("reader did not terminate")
+	})
+}
