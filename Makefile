@@ -1,0 +1,53 @@
+# Build, run and test claude_balancer.
+GO       ?= go
+BIN      ?= bin/caddy
+CONFIG   ?= examples/Caddyfile
+CLAUDE_CODE_VERSION ?= 2.1.332
+CLAUDE_DIR ?= .cache/claude-code
+export CLAUDE_BIN ?= $(CURDIR)/$(CLAUDE_DIR)/node_modules/.bin/claude
+
+.PHONY: all build run test lint unit integration claude-code bench fuzz soak clean
+
+all: build
+
+# Caddy with the standard modules and claude_balancer; no xcaddy needed.
+build:
+	$(GO) build -o $(BIN) ./cmd/caddy
+
+run: build
+	$(BIN) run --config $(CONFIG)
+
+# The real Claude Code CLI, pinned, for the end-to-end tests.
+claude-code: $(CLAUDE_BIN)
+$(CLAUDE_BIN):
+	mkdir -p $(CLAUDE_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+lint:
+	@test -z "$$(gofmt -l . | grep -v '^.cache/')" || { gofmt -l . | grep -v '^.cache/'; echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration: claude-code build
+	$(GO) test -race -count=1 -p 1 ./integration/...
+
+# Everything CI runs.
+test: lint build claude-code
+	$(GO) test -race -count=1 -p 1 ./...
+	$(BIN) validate --config $(CONFIG)
+	@for f in examples/*Caddyfile*; do $(BIN) fmt $$f | diff -q - $$f >/dev/null || { echo "$$f is not caddy fmt clean"; exit 1; }; done
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+
+fuzz:
+	./scripts/fuzz.sh 30s
+
+soak:
+	$(GO) test -count=1 -run TestSoak -soak ./integration/
+
+clean:
+	rm -rf bin .cache

@@ -1,0 +1,284 @@
+// Package balancer picks providers for Anthropic Messages requests and runs
+// the attempt loop: routes and strategies, passive health per provider and
+// endpoint class, session stickiness, failover before the commit point, and
+// the upstream transport.
+package balancer
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+// Defaults of the balancer-wide options.
+const (
+	DefaultThreshold  = 2
+	DefaultCooldown   = 5 * time.Minute
+	DefaultResetAfter = 5 * time.Minute
+	DefaultSticky     = 5 * time.Minute
+)
+
+// pool keeps provider health, stickiness and cursors across config reloads,
+// keyed by balancer name and provider identity.
+var pool = caddy.NewUsagePool()
+
+// Config is everything a Balancer is built from.
+type Config struct {
+	// Name identifies the balancer's state across reloads.
+	Name      string
+	Providers []ProviderConfig
+	Routes    []RouteConfig
+	Strategy  string
+	// Sticky is the session affinity TTL; 0 turns stickiness off.
+	Sticky time.Duration
+	Health HealthConfig
+}
+
+// Observer is told about events worth logging, counting or emitting.
+// Implementations must be cheap and must not block.
+type Observer interface {
+	// HealthChanged reports a provider becoming unhealthy or healthy again.
+	HealthChanged(p *Provider, class string, t Transition, errors int, reason string)
+	// Failover reports that a request moves from one provider to the next.
+	Failover(from, to *Provider, reason string)
+}
+
+// Options carry what a Balancer needs from its host.
+type Options struct {
+	Logger   *zap.Logger
+	Replacer *caddy.Replacer
+	Tokens   TokenSource
+	Observer Observer
+	// DialContext replaces the network dialer of every provider (tests).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Balancer is one provisioned balancer. It is immutable once built; what
+// must outlive a reload lives in pooled state.
+type Balancer struct {
+	Name      string
+	providers []*Provider
+	byName    map[string]*Provider
+	routes    Routes
+	strategy  string
+	stickyTTL time.Duration
+	policy    HealthPolicy
+	counted   map[int]bool
+	patterns  []*regexp.Regexp
+
+	logger   *zap.Logger
+	tokens   TokenSource
+	observer Observer
+
+	state    *balancerState
+	poolKeys []string
+}
+
+// New validates cfg and builds a Balancer, taking references on the pooled
+// state of the balancer and each provider. Close releases them.
+func New(cfg Config, opt Options) (b *Balancer, err error) {
+	if opt.Logger == nil {
+		opt.Logger = zap.NewNop()
+	}
+	if opt.Replacer == nil {
+		opt.Replacer = caddy.NewReplacer()
+	}
+	b = &Balancer{
+		Name:      cfg.Name,
+		byName:    make(map[string]*Provider),
+		strategy:  cfg.Strategy,
+		stickyTTL: cfg.Sticky,
+		logger:    opt.Logger,
+		tokens:    opt.Tokens,
+		observer:  opt.Observer,
+	}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
+	if b.Name == "" {
+		b.Name = "default"
+	}
+	switch b.strategy {
+	case "":
+		b.strategy = StrategyPriority
+	case StrategyPriority, StrategyRoundRobin, StrategyRandom, StrategyWeighted, StrategyLeastLatency:
+	default:
+		return nil, fmt.Errorf("unknown strategy %q (want priority, round_robin, random, weighted or least_latency)", b.strategy)
+	}
+	if b.stickyTTL < 0 {
+		return nil, fmt.Errorf("sticky must not be negative")
+	}
+	if err := b.setHealth(cfg.Health); err != nil {
+		return nil, err
+	}
+
+	bs, _, err := pool.LoadOrNew("balancer/"+b.Name, func() (caddy.Destructor, error) { return newBalancerState(), nil })
+	if err != nil {
+		return nil, err
+	}
+	b.poolKeys = append(b.poolKeys, "balancer/"+b.Name)
+	b.state = bs.(*balancerState)
+
+	if len(cfg.Providers) == 0 {
+		return nil, fmt.Errorf("no providers configured")
+	}
+	for _, pc := range cfg.Providers {
+		p, err := newProvider(pc, opt.Replacer, opt.DialContext)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := b.byName[p.Name]; dup {
+			return nil, fmt.Errorf("provider %q is declared twice", p.Name)
+		}
+		if p.auth == authOAuth && b.tokens == nil {
+			return nil, fmt.Errorf("provider %q: oauth accounts are not available", p.Name)
+		}
+		key := "provider/" + b.Name + "/" + p.Name + "/" + p.identity
+		st, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) { return new(providerState), nil })
+		if err != nil {
+			return nil, err
+		}
+		b.poolKeys = append(b.poolKeys, key)
+		p.state, p.stateKey = st.(*providerState), key
+		b.providers = append(b.providers, p)
+		b.byName[p.Name] = p
+	}
+
+	if len(cfg.Routes) == 0 {
+		r := &Route{ID: "*"}
+		for _, p := range b.providers {
+			r.Targets = append(r.Targets, Target{Provider: p})
+		}
+		b.routes.fallback = r
+	}
+	for i, rc := range cfg.Routes {
+		if len(rc.Match) == 0 {
+			return nil, fmt.Errorf("route %d has no model pattern", i+1)
+		}
+		if len(rc.To) == 0 {
+			return nil, fmt.Errorf("route %s has no \"to\" target", strings.Join(rc.Match, " "))
+		}
+		r := &Route{ID: strings.Join(rc.Match, " ")}
+		for _, m := range rc.Match {
+			if strings.TrimSpace(m) == "" {
+				return nil, fmt.Errorf("route %d: empty model pattern", i+1)
+			}
+			r.patterns = append(r.patterns, compilePattern(m))
+		}
+		for _, tc := range rc.To {
+			p, ok := b.byName[tc.Provider]
+			if !ok {
+				return nil, fmt.Errorf("route %s: unknown provider %q", r.ID, tc.Provider)
+			}
+			r.Targets = append(r.Targets, Target{Provider: p, Model: tc.Model})
+		}
+		b.routes.routes = append(b.routes.routes, r)
+	}
+	return b, nil
+}
+
+func (b *Balancer) setHealth(hc HealthConfig) error {
+	b.policy = HealthPolicy{Threshold: hc.Threshold, Cooldown: time.Duration(hc.Cooldown), ResetAfter: time.Duration(hc.ResetAfter)}
+	if b.policy.Threshold < 0 || b.policy.Cooldown < 0 || b.policy.ResetAfter < 0 {
+		return fmt.Errorf("health: threshold, cooldown and reset_after must not be negative")
+	}
+	if b.policy.Threshold == 0 {
+		b.policy.Threshold = DefaultThreshold
+	}
+	if b.policy.Cooldown == 0 {
+		b.policy.Cooldown = DefaultCooldown
+	}
+	if b.policy.ResetAfter == 0 {
+		b.policy.ResetAfter = DefaultResetAfter
+	}
+	b.counted = make(map[int]bool)
+	if len(hc.Status) == 0 {
+		for _, s := range []int{401, 402, 403, 404, 408, 429} {
+			b.counted[s] = true
+		}
+		for s := 500; s < 600; s++ {
+			b.counted[s] = true
+		}
+	}
+	for _, s := range hc.Status {
+		if s < 100 || s > 599 {
+			return fmt.Errorf("health: invalid status %d", s)
+		}
+		b.counted[s] = true
+	}
+	for _, p := range hc.BodyPattern {
+		re, err := regexp.Compile(p)
+		if err != nil {
+			return fmt.Errorf("health: body_pattern %q: %w", p, err)
+		}
+		b.patterns = append(b.patterns, re)
+	}
+	return nil
+}
+
+// Close releases the balancer's references on pooled state. Requests still
+// running on it keep working: nothing they use is torn down.
+func (b *Balancer) Close() {
+	for _, k := range b.poolKeys {
+		_, _ = pool.Delete(k)
+	}
+	b.poolKeys = nil
+	for _, p := range b.providers {
+		p.transport.CloseIdleConnections()
+	}
+}
+
+// Providers returns the providers in declaration order.
+func (b *Balancer) Providers() []*Provider { return b.providers }
+
+// Provider returns a provider by name, or nil.
+func (b *Balancer) Provider(name string) *Provider { return b.byName[name] }
+
+// Routes returns the routes in order.
+func (b *Balancer) Routes() []*Route { return b.routes.All() }
+
+// MatchRoute returns the route serving a model, or nil.
+func (b *Balancer) MatchRoute(model string) *Route { return b.routes.Match(model) }
+
+// Policy returns the effective health settings.
+func (b *Balancer) Policy() HealthPolicy { return b.policy }
+
+// Strategy returns the strategy in effect.
+func (b *Balancer) Strategy() string { return b.strategy }
+
+// StickyBindings returns the number of live session bindings.
+func (b *Balancer) StickyBindings() int { return b.state.sticky.len() }
+
+// ResetProvider clears a provider's errors and cooldowns for every endpoint
+// class.
+func (b *Balancer) ResetProvider(p *Provider) {
+	for _, class := range []string{ClassMessages, ClassCountTokens} {
+		if p.Health(class).Reset() == BecameHealthy {
+			b.transition(p, class, BecameHealthy, 0, "reset by an operator")
+		}
+	}
+}
+
+func (b *Balancer) transition(p *Provider, class string, t Transition, errors int, reason string) {
+	switch t {
+	case BecameUnhealthy:
+		b.logger.Warn("provider unhealthy",
+			zap.String("provider", p.Name), zap.String("endpoint", class),
+			zap.String("count", countString(errors, b.policy.Threshold)), zap.String("reason", reason))
+	case BecameHealthy:
+		b.logger.Warn("provider healthy", zap.String("provider", p.Name), zap.String("endpoint", class), zap.String("reason", reason))
+	default:
+		return
+	}
+	if b.observer != nil {
+		b.observer.HealthChanged(p, class, t, errors, reason)
+	}
+}

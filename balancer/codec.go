@@ -1,0 +1,112 @@
+package balancer
+
+import (
+	"bytes"
+	"net/http"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
+)
+
+// codec is the wire format of a provider type: how a client's Anthropic
+// request becomes an upstream request and how the answer comes back.
+type codec interface {
+	// body returns the upstream request body for the target model
+	// (model == "" keeps the client's).
+	body(req *Request, model string) ([]byte, error)
+	// header sets the format's own request headers on h, which already holds
+	// the forwarded client headers.
+	header(h http.Header, req *Request)
+	// json turns a successful JSON answer into the Anthropic message the
+	// client gets.
+	json(body []byte, req *Request) ([]byte, error)
+	// stream returns a decoder turning upstream events into Anthropic events.
+	stream(req *Request) streamDecoder
+	// errorInfo extracts an error type and message from an error body.
+	errorInfo(status int, body []byte) (errType, message string, ok bool)
+	// clientHeaders reports whether client headers are forwarded upstream.
+	clientHeaders() bool
+}
+
+// streamDecoder turns upstream SSE events into Anthropic SSE events.
+type streamDecoder interface {
+	// feed appends the Anthropic events completed by ev to dst.
+	feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error)
+	// close is called at the end of the upstream stream; it appends any
+	// closing events and reports a stream that ended too early.
+	close(dst []sse.Event) ([]sse.Event, error)
+}
+
+// anthropicCodec passes requests and answers through byte for byte; only the
+// model is replaced when a route asks for it.
+type anthropicCodec struct{}
+
+func (anthropicCodec) body(req *Request, model string) ([]byte, error) {
+	if model == "" || model == req.Peek.Model {
+		return req.Body, nil
+	}
+	return req.Peek.WithModel(req.Body, model), nil
+}
+
+func (anthropicCodec) header(h http.Header, req *Request) {
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/json")
+	}
+	if h.Get("Anthropic-Version") == "" {
+		h.Set("Anthropic-Version", "2023-06-01")
+	}
+}
+
+func (anthropicCodec) json(body []byte, _ *Request) ([]byte, error) { return body, nil }
+
+func (anthropicCodec) stream(*Request) streamDecoder { return &anthropicStream{} }
+
+func (anthropicCodec) errorInfo(_ int, body []byte) (string, string, bool) { return apierr.Parse(body) }
+
+func (anthropicCodec) clientHeaders() bool { return true }
+
+// anthropicStream relays events unchanged and notes whether the stream ended
+// properly.
+type anthropicStream struct{ stopped bool }
+
+func (s *anthropicStream) feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error) {
+	if eventType(ev) == "message_stop" {
+		s.stopped = true
+	}
+	return append(dst, ev), nil
+}
+
+func (s *anthropicStream) close(dst []sse.Event) ([]sse.Event, error) {
+	if !s.stopped {
+		return dst, errTruncated
+	}
+	return dst, nil
+}
+
+// eventType returns an Anthropic event's type: its "event:" name, or for
+// data-only streams the "type" field that the API puts first in every data
+// object.
+func eventType(ev sse.Event) string {
+	if ev.Name != "" {
+		return ev.Name
+	}
+	d := ev.Data
+	const prefix = `"type"`
+	i := bytes.Index(d, []byte(prefix))
+	if i < 0 {
+		return ""
+	}
+	d = bytes.TrimLeft(d[i+len(prefix):], " \t")
+	if len(d) == 0 || d[0] != ':' {
+		return ""
+	}
+	d = bytes.TrimLeft(d[1:], " \t")
+	if len(d) == 0 || d[0] != '"' {
+		return ""
+	}
+	end := bytes.IndexByte(d[1:], '"')
+	if end < 0 {
+		return ""
+	}
+	return string(d[1 : 1+end])
+}

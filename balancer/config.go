@@ -1,0 +1,163 @@
+package balancer
+
+import (
+	"github.com/caddyserver/caddy/v2"
+)
+
+// Provider types.
+const (
+	TypeAnthropic = "anthropic"
+	TypeOpenAI    = "openai"
+)
+
+// Strategies that order the healthy candidates of a route.
+const (
+	StrategyPriority     = "priority"
+	StrategyRoundRobin   = "round_robin"
+	StrategyRandom       = "random"
+	StrategyWeighted     = "weighted"
+	StrategyLeastLatency = "least_latency"
+)
+
+// ProviderConfig declares one upstream provider.
+type ProviderConfig struct {
+	// Name identifies the provider in routes, logs, metrics and the status
+	// endpoints. Names are unique within a balancer.
+	Name string `json:"name"`
+
+	// Type is the wire format the provider speaks: "anthropic" (the Messages
+	// API, the default) or "openai" (Chat Completions).
+	Type string `json:"type,omitempty"`
+
+	// BaseURL is the provider's root URL. "/v1/messages" and
+	// "/v1/messages/count_tokens" (anthropic) or "/chat/completions" (openai)
+	// are appended to it. Providers that log in with OAuth default to
+	// https://api.anthropic.com.
+	BaseURL string `json:"base_url,omitempty"`
+
+	// APIKey is sent as "x-api-key" to anthropic providers and as
+	// "Authorization: Bearer" to openai providers. Write it as a placeholder
+	// such as "{env.ANTHROPIC_API_KEY}" so it never appears in the config.
+	APIKey string `json:"api_key,omitempty"`
+
+	// AuthToken is sent as "Authorization: Bearer". Use a placeholder.
+	AuthToken string `json:"auth_token,omitempty"`
+
+	// OAuth names a Claude subscription account (its email) logged in through
+	// this balancer's /oauth/ page; its access token is sent as a bearer token.
+	OAuth string `json:"oauth,omitempty"`
+
+	// PassthroughAuth forwards the client's own "x-api-key" or
+	// "Authorization" header to the provider instead of a configured
+	// credential, so each user of the balancer spends their own account.
+	PassthroughAuth bool `json:"passthrough_auth,omitempty"`
+
+	// Headers are extra headers sent with every request to this provider.
+	// Values may use placeholders.
+	Headers map[string][]string `json:"headers,omitempty"`
+
+	// Proxy is an HTTP, HTTPS or SOCKS5 proxy URL for this provider's
+	// connections (for example "socks5://127.0.0.1:1080").
+	Proxy string `json:"proxy,omitempty"`
+
+	// Timeouts bound each phase of a request to this provider.
+	Timeouts *Timeouts `json:"timeouts,omitempty"`
+
+	// Weight is the provider's share of traffic under the "weighted"
+	// strategy. Default: 1.
+	Weight int `json:"weight,omitempty"`
+
+	// Disabled keeps the provider configured but sends it nothing.
+	Disabled bool `json:"disabled,omitempty"`
+
+	// OpenAI holds the options of "openai" providers.
+	OpenAI *OpenAIOptions `json:"openai,omitempty"`
+}
+
+// OpenAIOptions tune the Anthropic <-> Chat Completions conversion for one
+// provider.
+type OpenAIOptions struct {
+	// MaxTokensField names the field that carries max_tokens upstream:
+	// "max_tokens" (default) or "max_completion_tokens" (newer OpenAI models).
+	MaxTokensField string `json:"max_tokens_field,omitempty"`
+
+	// SanitizeSchema removes JSON-schema keywords that strict providers
+	// reject from tool definitions.
+	SanitizeSchema bool `json:"sanitize_schema,omitempty"`
+
+	// Reasoning maps Anthropic's thinking settings to "reasoning_effort":
+	// "off" (default) sends nothing, "effort" derives the level from the
+	// request, and "low", "medium" or "high" always send that level.
+	Reasoning string `json:"reasoning,omitempty"`
+
+	// ThinkingHistory says what happens to thinking blocks in the
+	// conversation history: "drop" (default) or "reasoning_content" (sent as
+	// the assistant message's reasoning_content, for providers that accept it).
+	ThinkingHistory string `json:"thinking_history,omitempty"`
+
+	// TopK forwards top_k, which only some OpenAI-compatible providers accept.
+	TopK bool `json:"top_k,omitempty"`
+}
+
+// Timeouts bound the phases of an upstream request.
+type Timeouts struct {
+	// Connect bounds establishing the connection, TLS included. Default: 10s.
+	Connect caddy.Duration `json:"connect,omitempty"`
+
+	// FirstByte bounds the wait for the response to start: its headers and,
+	// for a stream, its first event. Default: 60s for streaming requests and
+	// 10m for non-streaming ones, whose headers only arrive when the whole
+	// answer is ready. Set explicitly, it applies to both.
+	FirstByte caddy.Duration `json:"first_byte,omitempty"`
+
+	// Idle bounds the silence between two reads of a response body, such as
+	// the gap between two events of a stream. Default: 2m.
+	Idle caddy.Duration `json:"idle,omitempty"`
+}
+
+// RouteConfig sends the models it matches to its candidates.
+type RouteConfig struct {
+	// Match lists model names, with "*" matching any run of characters,
+	// compared case-insensitively with the whole requested model name. A
+	// route naming the model exactly wins over glob matches; otherwise the
+	// first matching route in order wins.
+	Match []string `json:"match"`
+
+	// To lists the candidates in priority order.
+	To []TargetConfig `json:"to"`
+}
+
+// TargetConfig is one candidate of a route.
+type TargetConfig struct {
+	// Provider is the name of a configured provider.
+	Provider string `json:"provider"`
+
+	// Model replaces the request's model for this provider. Empty passes the
+	// client's model through.
+	Model string `json:"model,omitempty"`
+}
+
+// HealthConfig tunes passive health checking.
+type HealthConfig struct {
+	// Threshold is the number of counted errors in a row that takes a
+	// provider out of rotation. Default: 2.
+	Threshold int `json:"threshold,omitempty"`
+
+	// Cooldown is how long an unhealthy provider stays out before it gets one
+	// trial request. Default: 5m.
+	Cooldown caddy.Duration `json:"cooldown,omitempty"`
+
+	// ResetAfter clears an error count that saw no new error for this long.
+	// Default: 5m.
+	ResetAfter caddy.Duration `json:"reset_after,omitempty"`
+
+	// Status replaces the list of upstream statuses counted as provider
+	// errors. Default: 401 402 403 404 408 429 and every 5xx (including the
+	// 52x Cloudflare codes and 529).
+	Status []int `json:"status,omitempty"`
+
+	// BodyPattern adds regular expressions matched against error bodies and
+	// in-band stream errors; a match counts as a provider error and fails
+	// over even when the status alone would not.
+	BodyPattern []string `json:"body_pattern,omitempty"`
+}

@@ -1,0 +1,140 @@
+package balancer
+
+import (
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// candidate is a target that may be tried for a request.
+type candidate struct {
+	Target
+	index int // position in the route
+}
+
+// balancerState is what a balancer keeps across config reloads.
+type balancerState struct {
+	sticky  *stickyTable
+	cursors sync.Map // route ID -> *atomic.Uint64
+}
+
+func newBalancerState() *balancerState { return &balancerState{sticky: newStickyTable()} }
+
+// Destruct implements caddy.Destructor.
+func (*balancerState) Destruct() error { return nil }
+
+func (s *balancerState) cursor(route string) *atomic.Uint64 {
+	if c, ok := s.cursors.Load(route); ok {
+		return c.(*atomic.Uint64)
+	}
+	c, _ := s.cursors.LoadOrStore(route, new(atomic.Uint64))
+	return c.(*atomic.Uint64)
+}
+
+// unavailability explains why a route had no candidate.
+type unavailability struct {
+	retryAt  time.Time // soonest recovery
+	allQuota bool      // every provider is cooling down for quota
+	disabled int       // providers disabled by config or operator
+}
+
+// candidates returns the route's targets that may be tried now, in the order
+// to try them: the strategy's order, with the session's bound target first.
+func (b *Balancer) candidates(route *Route, session, class string) ([]candidate, unavailability) {
+	var (
+		list []candidate
+		why  = unavailability{allQuota: true}
+	)
+	for i, t := range route.Targets {
+		if !t.Provider.Enabled() {
+			why.disabled++
+			continue
+		}
+		h := t.Provider.Health(class)
+		ok, at := h.Available(b.policy)
+		if !ok {
+			if why.retryAt.IsZero() || at.Before(why.retryAt) {
+				why.retryAt = at
+			}
+			if !h.Snapshot(b.policy).Quota {
+				why.allQuota = false
+			}
+			continue
+		}
+		list = append(list, candidate{Target: t, index: i})
+	}
+	if len(list) == 0 {
+		if why.retryAt.IsZero() {
+			why.allQuota = false
+		}
+		return nil, why
+	}
+	if len(list) > 1 {
+		b.order(route, list)
+	}
+	if b.stickyTTL > 0 && (session != "" || b.strategy == StrategyPriority) {
+		if bd, ok := b.state.sticky.get(stickyKey(session, route.ID), b.stickyTTL); ok {
+			for i, c := range list {
+				if c.index == bd.target && c.Provider.Name == bd.provider {
+					if i > 0 {
+						copy(list[1:i+1], list[:i])
+						list[0] = c
+					}
+					break
+				}
+			}
+		}
+	}
+	return list, why
+}
+
+// order arranges candidates per the strategy. The order after the first is
+// the failover order.
+func (b *Balancer) order(route *Route, list []candidate) {
+	switch b.strategy {
+	case StrategyRoundRobin:
+		n := uint64(len(list))
+		k := int((b.state.cursor(route.ID).Add(1) - 1) % n)
+		rotate(list, k)
+	case StrategyRandom:
+		moveToFront(list, rand.IntN(len(list)))
+	case StrategyWeighted:
+		total := 0
+		for _, c := range list {
+			total += c.Provider.Weight()
+		}
+		r := rand.IntN(total)
+		for i, c := range list {
+			if r -= c.Provider.Weight(); r < 0 {
+				moveToFront(list, i)
+				break
+			}
+		}
+	case StrategyLeastLatency:
+		// Providers without a sample yet sort first so they get one.
+		sort.SliceStable(list, func(i, j int) bool {
+			return list[i].Provider.Latency() < list[j].Provider.Latency()
+		})
+	}
+}
+
+func moveToFront(list []candidate, i int) {
+	if i == 0 {
+		return
+	}
+	c := list[i]
+	copy(list[1:i+1], list[:i])
+	list[0] = c
+}
+
+func rotate(list []candidate, k int) {
+	if k == 0 {
+		return
+	}
+	tmp := make([]candidate, len(list))
+	copy(tmp, list[k:])
+	copy(tmp[len(list)-k:], list[:k])
+	copy(list, tmp)
+}

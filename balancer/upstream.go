@@ -1,0 +1,198 @@
+package balancer
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// hopHeaders are meaningful for one connection only and never forwarded
+// (RFC 9110 §7.6.1).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func isHopHeader(name string) bool {
+	name = textproto.CanonicalMIMEHeaderKey(name)
+	for _, h := range hopHeaders {
+		if h == name {
+			return true
+		}
+	}
+	return false
+}
+
+// droppedRequestHeaders never reach a provider: the transport computes the
+// length and the host, the module must be able to read the response
+// (no Accept-Encoding), and client addresses and cookies are the client's
+// business.
+var droppedRequestHeaders = map[string]bool{
+	"Host": true, "Content-Length": true, "Accept-Encoding": true, "Cookie": true,
+	"Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
+	"X-Real-Ip": true, "Via": true, "Expect": true,
+}
+
+// credentialHeaders carry the client's own credentials.
+var credentialHeaders = []string{"X-Api-Key", "Authorization"}
+
+// forwardRequestHeaders copies the client's headers that a provider should
+// see into dst: everything but hop-by-hop, transport, address and credential
+// headers.
+func forwardRequestHeaders(dst, src http.Header) {
+	var connTokens []string
+	for _, v := range src["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				connTokens = append(connTokens, textproto.CanonicalMIMEHeaderKey(f))
+			}
+		}
+	}
+outer:
+	for k, vs := range src {
+		if droppedRequestHeaders[k] || isHopHeader(k) || k == "X-Api-Key" || k == "Authorization" {
+			continue
+		}
+		if strings.HasPrefix(k, "X-Claude-Balancer-") {
+			continue
+		}
+		for _, t := range connTokens {
+			if t == k {
+				continue outer
+			}
+		}
+		dst[k] = vs
+	}
+}
+
+// copyResponseHeaders copies a provider's response headers that the client
+// should see (request-id, anthropic-ratelimit-*, retry-after, content type,
+// ...) into dst.
+func copyResponseHeaders(dst, src http.Header) {
+	for k, vs := range src {
+		if isHopHeader(k) || k == "Content-Length" || k == "Content-Encoding" || k == "Alt-Svc" {
+			continue
+		}
+		dst[k] = vs
+	}
+}
+
+// mergeBeta appends a flag to the anthropic-beta header unless present.
+func mergeBeta(h http.Header, flag string) {
+	cur := h.Values("Anthropic-Beta")
+	for _, v := range cur {
+		for _, f := range strings.Split(v, ",") {
+			if strings.TrimSpace(f) == flag {
+				return
+			}
+		}
+	}
+	if len(cur) == 0 {
+		h.Set("Anthropic-Beta", flag)
+		return
+	}
+	h.Set("Anthropic-Beta", strings.Join(cur, ",")+","+flag)
+}
+
+// watchdog cancels an attempt that waits too long: first for the response
+// to start, then between two reads of its body.
+type watchdog struct {
+	timer  *time.Timer
+	reason atomic.Pointer[string]
+	cancel context.CancelFunc
+	idle   time.Duration
+	phase  atomic.Pointer[string]
+}
+
+func newWatchdog(cancel context.CancelFunc, firstByte, idle time.Duration) *watchdog {
+	w := &watchdog{cancel: cancel, idle: idle}
+	msg := "no response within the first_byte timeout (" + firstByte.String() + ")"
+	w.phase.Store(&msg)
+	w.timer = time.AfterFunc(firstByte, w.fire)
+	return w
+}
+
+func (w *watchdog) fire() {
+	w.reason.Store(w.phase.Load())
+	w.cancel()
+}
+
+// streaming switches the watchdog to the idle timeout, re-armed on every read.
+func (w *watchdog) streaming() {
+	msg := "no data from the provider within the idle timeout (" + w.idle.String() + ")"
+	w.phase.Store(&msg)
+	w.timer.Reset(w.idle)
+}
+
+func (w *watchdog) stop() { w.timer.Stop() }
+
+// fired returns why the watchdog cancelled the attempt, or "".
+func (w *watchdog) fired() string {
+	if r := w.reason.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
+
+// idleReader re-arms the watchdog on every read that made progress.
+type idleReader struct {
+	r      io.Reader
+	w      *watchdog
+	active bool
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	if n > 0 && ir.active {
+		ir.w.timer.Reset(ir.w.idle)
+	}
+	return n, err
+}
+
+// retryAt reads when a rate-limited provider said to come back: Retry-After
+// (seconds or an HTTP date) or, failing that, the latest
+// anthropic-ratelimit-*-reset of a limit whose remaining count is zero. It
+// returns the zero time when the answer gives no such hint.
+func retryAt(h http.Header, t time.Time) time.Time {
+	if v := h.Get("Retry-After"); v != "" {
+		if secs, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && secs >= 0 {
+			return t.Add(time.Duration(secs * float64(time.Second)))
+		}
+		if d, err := http.ParseTime(v); err == nil {
+			return d
+		}
+	}
+	var latest time.Time
+	for k, vs := range h {
+		lk := strings.ToLower(k)
+		if !strings.HasPrefix(lk, "anthropic-ratelimit-") || !strings.HasSuffix(lk, "-reset") || len(vs) == 0 {
+			continue
+		}
+		limit := strings.TrimSuffix(lk, "-reset")
+		if rem := h.Get(limit + "-remaining"); rem != "" && rem != "0" {
+			continue
+		}
+		if rem := h.Get(limit + "-status"); rem == "allowed" {
+			continue
+		}
+		var at time.Time
+		if ts, err := time.Parse(time.RFC3339, strings.TrimSpace(vs[0])); err == nil {
+			at = ts
+		} else if unix, err := strconv.ParseInt(strings.TrimSpace(vs[0]), 10, 64); err == nil {
+			at = time.Unix(unix, 0)
+		}
+		if at.After(latest) {
+			latest = at
+		}
+	}
+	// A reset more than a day away is a misreading, not a cooldown.
+	if latest.After(t.Add(24 * time.Hour)) {
+		return t.Add(24 * time.Hour)
+	}
+	return latest
+}

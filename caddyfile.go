@@ -1,0 +1,408 @@
+package claudebalancer
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("claude_balancer", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("claude_balancer", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	claude_balancer {
+//		name <id>
+//		strategy priority|round_robin|random|weighted|least_latency
+//		sticky <ttl>
+//		max_request_body <size>
+//		client_keys <key...>
+//		admin_key <key>
+//		health {
+//			threshold <n>
+//			cooldown <duration>
+//			reset_after <duration>
+//			status <code|from-to...>
+//			body_pattern <regexp...>
+//		}
+//		provider <name> {
+//			type anthropic|openai
+//			base_url <url>
+//			api_key <key>
+//			auth_token <token>
+//			oauth <account-email>
+//			passthrough_auth
+//			header <name> <value>
+//			proxy <url>
+//			timeouts {
+//				connect <duration>
+//				first_byte <duration>
+//				idle <duration>
+//			}
+//			weight <n>
+//			disabled
+//			max_tokens_field max_tokens|max_completion_tokens
+//			sanitize_schema
+//			reasoning off|effort|low|medium|high
+//			thinking_history drop|reasoning_content
+//			top_k
+//		}
+//		route <model-pattern...> {
+//			to <provider> [<model>]
+//		}
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	type ref struct {
+		provider string
+		file     string
+		line     int
+	}
+	var refs []ref
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "name":
+			if err := oneArg(d, &h.Name); err != nil {
+				return err
+			}
+		case "strategy":
+			if err := oneArg(d, &h.Strategy); err != nil {
+				return err
+			}
+			switch h.Strategy {
+			case balancer.StrategyPriority, balancer.StrategyRoundRobin, balancer.StrategyRandom,
+				balancer.StrategyWeighted, balancer.StrategyLeastLatency:
+			default:
+				return d.Errf("unknown strategy %q (want priority, round_robin, random, weighted or least_latency)", h.Strategy)
+			}
+		case "sticky":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			h.Sticky = &dur
+		case "max_request_body":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := humanize.ParseBytes(s)
+			if err != nil || n == 0 {
+				return d.Errf("invalid size %q", s)
+			}
+			h.MaxRequestBody = int64(n)
+		case "client_keys":
+			keys := d.RemainingArgs()
+			if len(keys) == 0 {
+				return d.ArgErr()
+			}
+			h.ClientKeys = append(h.ClientKeys, keys...)
+		case "admin_key":
+			if err := oneArg(d, &h.AdminKey); err != nil {
+				return err
+			}
+		case "health":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Health == nil {
+				h.Health = new(balancer.HealthConfig)
+			}
+			if err := parseHealth(d, h.Health); err != nil {
+				return err
+			}
+		case "provider":
+			p, err := parseProvider(d)
+			if err != nil {
+				return err
+			}
+			for _, q := range h.Providers {
+				if q.Name == p.Name {
+					return d.Errf("provider %q is declared twice", p.Name)
+				}
+			}
+			h.Providers = append(h.Providers, p)
+		case "route":
+			file, line := d.File(), d.Line()
+			r, err := parseRoute(d)
+			if err != nil {
+				return err
+			}
+			for _, t := range r.To {
+				refs = append(refs, ref{provider: t.Provider, file: file, line: line})
+			}
+			h.Routes = append(h.Routes, r)
+		default:
+			return d.Errf("unrecognized subdirective %q", d.Val())
+		}
+	}
+	// Providers may be declared after the routes naming them, so references
+	// are checked at the end, with the position of the route.
+	for _, r := range refs {
+		found := false
+		for _, p := range h.Providers {
+			found = found || p.Name == r.provider
+		}
+		if !found {
+			return fmt.Errorf("route names unknown provider %q, at %s:%d", r.provider, r.file, r.line)
+		}
+	}
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return 0, d.Errf("invalid duration %q: %v", s, err)
+	}
+	if dur < 0 {
+		return 0, d.Errf("duration %q must not be negative", s)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func intArg(d *caddyfile.Dispenser, min int) (int, error) {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < min {
+		return 0, d.Errf("invalid number %q (want an integer of at least %d)", s, min)
+	}
+	return n, nil
+}
+
+func parseHealth(d *caddyfile.Dispenser, hc *balancer.HealthConfig) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "threshold":
+			hc.Threshold, err = intArg(d, 1)
+		case "cooldown":
+			hc.Cooldown, err = durationArg(d)
+		case "reset_after":
+			hc.ResetAfter, err = durationArg(d)
+		case "status":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, a := range args {
+				from, to, ok := strings.Cut(a, "-")
+				if !ok {
+					to = from
+				}
+				lo, err1 := strconv.Atoi(from)
+				hi, err2 := strconv.Atoi(to)
+				if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+					return d.Errf("invalid status %q (want a code such as 503 or a range such as 520-524)", a)
+				}
+				for s := lo; s <= hi; s++ {
+					hc.Status = append(hc.Status, s)
+				}
+			}
+		case "body_pattern":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			hc.BodyPattern = append(hc.BodyPattern, args...)
+		default:
+			return d.Errf("unrecognized health option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
+	var p balancer.ProviderConfig
+	if !d.NextArg() {
+		return p, d.Errf("provider needs a name")
+	}
+	p.Name = d.Val()
+	if d.NextArg() {
+		return p, d.ArgErr()
+	}
+	openai := func() *balancer.OpenAIOptions {
+		if p.OpenAI == nil {
+			p.OpenAI = new(balancer.OpenAIOptions)
+		}
+		return p.OpenAI
+	}
+	auths := 0
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "api_key", "auth_token", "oauth", "passthrough_auth":
+			if auths++; auths > 1 {
+				return p, d.Errf("provider %q: choose one of api_key, auth_token, oauth and passthrough_auth", p.Name)
+			}
+		}
+		switch d.Val() {
+		case "type":
+			err = oneArg(d, &p.Type)
+			if err == nil && p.Type != balancer.TypeAnthropic && p.Type != balancer.TypeOpenAI {
+				return p, d.Errf("unknown provider type %q (want anthropic or openai)", p.Type)
+			}
+		case "base_url":
+			err = oneArg(d, &p.BaseURL)
+		case "api_key":
+			err = oneArg(d, &p.APIKey)
+		case "auth_token":
+			err = oneArg(d, &p.AuthToken)
+		case "oauth":
+			err = oneArg(d, &p.OAuth)
+		case "passthrough_auth":
+			if d.NextArg() {
+				return p, d.ArgErr()
+			}
+			p.PassthroughAuth = true
+		case "header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return p, d.Errf("header needs a name and a value")
+			}
+			if p.Headers == nil {
+				p.Headers = map[string][]string{}
+			}
+			p.Headers[args[0]] = append(p.Headers[args[0]], args[1])
+		case "proxy":
+			err = oneArg(d, &p.Proxy)
+		case "timeouts":
+			if d.NextArg() {
+				return p, d.ArgErr()
+			}
+			if p.Timeouts == nil {
+				p.Timeouts = new(balancer.Timeouts)
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				var err error
+				switch d.Val() {
+				case "connect":
+					p.Timeouts.Connect, err = durationArg(d)
+				case "first_byte":
+					p.Timeouts.FirstByte, err = durationArg(d)
+				case "idle":
+					p.Timeouts.Idle, err = durationArg(d)
+				default:
+					return p, d.Errf("unrecognized timeout %q (want connect, first_byte or idle)", d.Val())
+				}
+				if err != nil {
+					return p, err
+				}
+			}
+		case "weight":
+			p.Weight, err = intArg(d, 1)
+		case "disabled":
+			if d.NextArg() {
+				return p, d.ArgErr()
+			}
+			p.Disabled = true
+		case "max_tokens_field":
+			o := openai()
+			err = oneArg(d, &o.MaxTokensField)
+			if err == nil && o.MaxTokensField != "max_tokens" && o.MaxTokensField != "max_completion_tokens" {
+				return p, d.Errf("max_tokens_field must be max_tokens or max_completion_tokens")
+			}
+		case "sanitize_schema":
+			if d.NextArg() {
+				return p, d.ArgErr()
+			}
+			openai().SanitizeSchema = true
+		case "reasoning":
+			o := openai()
+			err = oneArg(d, &o.Reasoning)
+			if err == nil {
+				switch o.Reasoning {
+				case "off", "effort", "low", "medium", "high":
+				default:
+					return p, d.Errf("reasoning must be off, effort, low, medium or high")
+				}
+			}
+		case "thinking_history":
+			o := openai()
+			err = oneArg(d, &o.ThinkingHistory)
+			if err == nil && o.ThinkingHistory != "drop" && o.ThinkingHistory != "reasoning_content" {
+				return p, d.Errf("thinking_history must be drop or reasoning_content")
+			}
+		case "top_k":
+			if d.NextArg() {
+				return p, d.ArgErr()
+			}
+			openai().TopK = true
+		default:
+			return p, d.Errf("unrecognized provider option %q", d.Val())
+		}
+		if err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+func parseRoute(d *caddyfile.Dispenser) (balancer.RouteConfig, error) {
+	var r balancer.RouteConfig
+	r.Match = d.RemainingArgs()
+	if len(r.Match) == 0 {
+		return r, d.Errf("route needs at least one model pattern")
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if d.Val() != "to" {
+			return r, d.Errf("unrecognized route option %q (want to)", d.Val())
+		}
+		args := d.RemainingArgs()
+		if len(args) < 1 || len(args) > 2 {
+			return r, d.Errf("to needs a provider and optionally a model")
+		}
+		t := balancer.TargetConfig{Provider: args[0]}
+		if len(args) == 2 {
+			t.Model = args[1]
+		}
+		r.To = append(r.To, t)
+	}
+	if len(r.To) == 0 {
+		return r, d.Errf("route %s has no \"to\" target", strings.Join(r.Match, " "))
+	}
+	return r, nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,428 @@
+// Package claudebalancer is a Caddy HTTP handler that puts one endpoint in
+// front of many Claude-capable providers for Claude Code and other clients of
+// the Anthropic Messages API: routing by model, failover before the first
+// byte, passive health, session stickiness and the status endpoints.
+package claudebalancer
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// DefaultMaxRequestBody is the largest request body accepted by default.
+const DefaultMaxRequestBody = 32 << 20
+
+// Handler balances Anthropic Messages API requests across providers. It
+// serves POST /v1/messages and /v1/messages/count_tokens, GET /health and
+// GET / (liveness and readiness), GET /providers (state, for operators) and
+// answers other paths with an Anthropic-format 404.
+type Handler struct {
+	// Name identifies this balancer's state (health, cooldowns, session
+	// bindings) across config reloads when a config holds several balancers.
+	// Default: "default".
+	Name string `json:"name,omitempty"`
+
+	// Providers are the upstreams requests can go to.
+	Providers []balancer.ProviderConfig `json:"providers,omitempty"`
+
+	// Routes map model names to candidate providers. Without routes, every
+	// enabled provider serves every model, in declaration order.
+	Routes []balancer.RouteConfig `json:"routes,omitempty"`
+
+	// Strategy orders the healthy candidates of a route: "priority" (the
+	// default: as listed), "round_robin", "random", "weighted" (by provider
+	// weight) or "least_latency" (lowest smoothed time to first token).
+	// The first is tried first; the rest are the failover order.
+	Strategy string `json:"strategy,omitempty"`
+
+	// Sticky is how long a Claude Code session keeps going back to the
+	// provider that last answered it (sliding), so its prompt cache stays
+	// warm. 0 turns stickiness off. Default: 5m.
+	Sticky *caddy.Duration `json:"sticky,omitempty"`
+
+	// Health tunes passive health checking.
+	Health *balancer.HealthConfig `json:"health,omitempty"`
+
+	// ClientKeys are the keys clients must present, in "x-api-key",
+	// "Authorization: Bearer" or "x-claude-balancer-key". With none, only
+	// clients on the loopback interface are served. Use placeholders such as
+	// "{env.BALANCER_KEY}".
+	ClientKeys []string `json:"client_keys,omitempty"`
+
+	// AdminKey protects the management endpoints served on the site
+	// (/providers and its reload, /oauth/). With none, only loopback clients
+	// may use them. Present it as "Authorization: Bearer", "x-admin-key" or
+	// the password of HTTP basic auth.
+	AdminKey string `json:"admin_key,omitempty"`
+
+	// MaxRequestBody is the largest request body accepted, in bytes; larger
+	// bodies get 413. Default: 32 MiB.
+	MaxRequestBody int64 `json:"max_request_body,omitempty"`
+
+	bal        *balancer.Balancer
+	logger     *zap.Logger
+	clientKeys [][32]byte
+	adminKey   [32]byte
+	hasAdmin   bool
+	maxBody    int64
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.claude_balancer",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision builds the balancer. It expands placeholders in secrets, takes
+// references on the state shared with earlier configs, and touches no
+// network.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	cfg := balancer.Config{
+		Name:      h.Name,
+		Providers: h.Providers,
+		Routes:    h.Routes,
+		Strategy:  h.Strategy,
+		Sticky:    balancer.DefaultSticky,
+	}
+	if h.Sticky != nil {
+		cfg.Sticky = time.Duration(*h.Sticky)
+	}
+	if h.Health != nil {
+		cfg.Health = *h.Health
+	}
+	for _, k := range h.ClientKeys {
+		k = repl.ReplaceKnown(k, "")
+		if k == "" {
+			return fmt.Errorf("client_keys: a key is empty (is the environment variable set?)")
+		}
+		h.clientKeys = append(h.clientKeys, sha256.Sum256([]byte(k)))
+	}
+	if h.AdminKey != "" {
+		k := repl.ReplaceKnown(h.AdminKey, "")
+		if k == "" {
+			return fmt.Errorf("admin_key is empty (is the environment variable set?)")
+		}
+		h.adminKey, h.hasAdmin = sha256.Sum256([]byte(k)), true
+	}
+	h.maxBody = h.MaxRequestBody
+	if h.maxBody == 0 {
+		h.maxBody = DefaultMaxRequestBody
+	}
+	if h.maxBody < 0 {
+		return fmt.Errorf("max_request_body must not be negative")
+	}
+	b, err := balancer.New(cfg, balancer.Options{
+		Logger:   h.logger,
+		Replacer: repl,
+	})
+	if err != nil {
+		return err
+	}
+	h.bal = b
+	return nil
+}
+
+// Cleanup releases the shared state this config held. Requests still being
+// served by it finish normally.
+func (h *Handler) Cleanup() error {
+	if h.bal != nil {
+		h.bal.Close()
+	}
+	return nil
+}
+
+// ServeHTTP dispatches by path.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	switch path := r.URL.Path; path {
+	case "/v1/messages":
+		if r.Method != http.MethodPost {
+			return methodNotAllowed(w, http.MethodPost)
+		}
+		h.serveMessages(w, r)
+	case "/health", "/":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		h.serveHealth(w, r)
+	case "/providers", "/providers/":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		if h.management(w, r) {
+			h.serveProviders(w, r)
+		}
+	default:
+		apierr.Write(w, http.StatusNotFound, apierr.NotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, path))
+	}
+	return nil
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) error {
+	w.Header().Set("Allow", allow)
+	apierr.Write(w, http.StatusMethodNotAllowed, apierr.InvalidRequest, "method not allowed; use "+allow)
+	return nil
+}
+
+// clientIP returns the client's address as Caddy sees it (honouring the
+// server's trusted_proxies).
+func clientIP(r *http.Request) netip.Addr {
+	if s, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+		if a, err := netip.ParseAddr(s); err == nil {
+			return a
+		}
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+func isLoopback(r *http.Request) bool {
+	a := clientIP(r)
+	return a.IsValid() && a.Unmap().IsLoopback()
+}
+
+// keyMatches compares a presented key with a stored digest in constant time.
+func keyMatches(presented string, digest [32]byte) bool {
+	sum := sha256.Sum256([]byte(presented))
+	return subtle.ConstantTimeCompare(sum[:], digest[:]) == 1
+}
+
+// authorizeClient checks the client's key. It returns the name of the header
+// that carried the key (so it is not forwarded upstream), and false after
+// answering the client itself.
+func (h *Handler) authorizeClient(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if len(h.clientKeys) == 0 {
+		if isLoopback(r) {
+			return "", true
+		}
+		apierr.Write(w, http.StatusForbidden, apierr.Permission,
+			"this balancer serves only local clients; set client_keys in its configuration to serve others")
+		return "", false
+	}
+	candidates := [][2]string{
+		{"X-Claude-Balancer-Key", r.Header.Get("X-Claude-Balancer-Key")},
+		{"X-Api-Key", r.Header.Get("X-Api-Key")},
+		{"Authorization", bearer(r.Header.Get("Authorization"))},
+	}
+	for _, c := range candidates {
+		if c[1] == "" {
+			continue
+		}
+		ok := false
+		for _, d := range h.clientKeys {
+			// Compare against every key so timing does not tell which matched.
+			if keyMatches(c[1], d) {
+				ok = true
+			}
+		}
+		if ok {
+			return c[0], true
+		}
+	}
+	apierr.Write(w, http.StatusUnauthorized, apierr.Authentication, "missing or invalid client key")
+	return "", false
+}
+
+func bearer(v string) string {
+	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimSpace(v[7:])
+	}
+	return ""
+}
+
+// management authorizes a management request: admin_key, or loopback when
+// none is set. It answers the client itself when it returns false.
+func (h *Handler) management(w http.ResponseWriter, r *http.Request) bool {
+	if !h.hasAdmin {
+		if isLoopback(r) {
+			return true
+		}
+		apierr.Write(w, http.StatusForbidden, apierr.Permission,
+			"management endpoints are served only to local clients; set admin_key to reach them remotely")
+		return false
+	}
+	for _, v := range []string{bearer(r.Header.Get("Authorization")), r.Header.Get("X-Admin-Key")} {
+		if v != "" && keyMatches(v, h.adminKey) {
+			return true
+		}
+	}
+	if _, pass, ok := r.BasicAuth(); ok && keyMatches(pass, h.adminKey) {
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", `Basic realm="claude_balancer", charset="UTF-8"`)
+	apierr.Write(w, http.StatusUnauthorized, apierr.Authentication, "missing or invalid admin key")
+	return false
+}
+
+// readBody reads the request body once, under the size limit. It answers
+// the client itself when it returns false.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if r.ContentLength > h.maxBody {
+		apierr.Write(w, http.StatusRequestEntityTooLarge, apierr.RequestTooLarge,
+			fmt.Sprintf("request body is larger than %d bytes", h.maxBody))
+		return nil, false
+	}
+	var buf []byte
+	if r.ContentLength > 0 {
+		buf = make([]byte, 0, r.ContentLength+1)
+	} else {
+		buf = make([]byte, 0, 32<<10)
+	}
+	lr := http.MaxBytesReader(w, r.Body, h.maxBody)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, true
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				apierr.Write(w, http.StatusRequestEntityTooLarge, apierr.RequestTooLarge,
+					fmt.Sprintf("request body is larger than %d bytes", h.maxBody))
+				return nil, false
+			}
+			apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, "reading the request body failed: "+err.Error())
+			return nil, false
+		}
+	}
+}
+
+func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	keyHeader, ok := h.authorizeClient(w, r)
+	if !ok {
+		return
+	}
+	body, ok := h.readBody(w, r)
+	if !ok {
+		return
+	}
+	peek, err := balancer.PeekBody(body)
+	if err != nil {
+		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
+		return
+	}
+	hdr := r.Header
+	if keyHeader != "" {
+		hdr = r.Header.Clone()
+		hdr.Del(keyHeader)
+	}
+	req := &balancer.Request{Body: body, Peek: peek, Header: hdr, RawQuery: r.URL.RawQuery}
+	out := relay.NewClientOutput(w)
+	res := h.bal.Serve(r.Context(), req, out)
+	if res.Failure != nil {
+		res.Failure.WriteTo(w)
+	}
+	h.logRequest(r, req, res, time.Since(start))
+}
+
+// logRequest writes the one log line of a request and adds its facts to
+// Caddy's access log.
+func (h *Handler) logRequest(r *http.Request, req *balancer.Request, res *balancer.Result, d time.Duration) {
+	provider := ""
+	if res.Provider != nil {
+		provider = res.Provider.Name
+	}
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.String("claude_balancer_provider", provider))
+		extra.Add(zap.Int("claude_balancer_attempts", len(res.Attempts)))
+	}
+	level := zapcore.InfoLevel
+	if res.Failure != nil || res.StreamError != "" {
+		level = zapcore.WarnLevel
+	}
+	ce := h.logger.Check(level, "request")
+	if ce == nil {
+		return
+	}
+	model := res.Model
+	if model == "" {
+		model = req.Peek.Model
+	}
+	fields := []zap.Field{
+		zap.String("model", req.Peek.Model),
+		zap.String("upstream_model", model),
+		zap.String("route", res.Route),
+		zap.String("provider", provider),
+		zap.Bool("stream", req.Peek.Stream),
+		zap.Int("status", res.Status),
+		zap.Int("attempts", len(res.Attempts)),
+		zap.Array("tries", attemptsMarshaler(res.Attempts)),
+		zap.Duration("first_byte", res.FirstByte),
+		zap.Duration("duration", d),
+		zap.Int64("input_tokens", res.Usage.InputTokens),
+		zap.Int64("output_tokens", res.Usage.OutputTokens),
+		zap.Int64("cache_read_tokens", res.Usage.CacheReadTokens),
+		zap.Int64("cache_write_tokens", res.Usage.CacheCreationTokens),
+	}
+	if res.Failure != nil {
+		fields = append(fields, zap.String("error", res.Failure.Message()))
+	}
+	if res.StreamError != "" {
+		fields = append(fields, zap.String("stream_error", res.StreamError))
+	}
+	if res.ClientGone {
+		fields = append(fields, zap.Bool("client_gone", true))
+	}
+	ce.Write(fields...)
+}
+
+type attemptsMarshaler []balancer.Attempt
+
+func (a attemptsMarshaler) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, at := range a {
+		_ = enc.AppendObject(zapcore.ObjectMarshalerFunc(func(o zapcore.ObjectEncoder) error {
+			o.AddString("provider", at.Provider)
+			if at.Model != "" {
+				o.AddString("model", at.Model)
+			}
+			o.AddString("outcome", at.Outcome)
+			if at.Status != 0 {
+				o.AddInt("status", at.Status)
+			}
+			if at.Error != "" {
+				o.AddString("error", at.Error)
+			}
+			o.AddDuration("duration", at.Duration)
+			return nil
+		}))
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

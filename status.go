@@ -1,0 +1,233 @@
+package claudebalancer
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+)
+
+// Version is the module's version, reported by GET /health.
+const Version = "0.1.0"
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// serveHealth answers liveness and readiness probes: 200 while at least one
+// provider can take messages, 503 otherwise.
+func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	avail, total := 0, 0
+	for _, p := range h.bal.Providers() {
+		total++
+		if ok, _ := p.Health(balancer.ClassMessages).Available(h.bal.Policy()); ok && p.Enabled() {
+			avail++
+		}
+	}
+	status, code := "healthy", http.StatusOK
+	if avail == 0 {
+		status, code = "unavailable", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{
+		"status":              status,
+		"service":             "claude_balancer",
+		"version":             Version,
+		"balancer":            h.bal.Name,
+		"providers_available": avail,
+		"providers_total":     total,
+	})
+}
+
+// ProviderStatus is the state of one provider as /providers reports it.
+type ProviderStatus struct {
+	Name              string         `json:"name"`
+	Type              string         `json:"type"`
+	BaseURL           string         `json:"base_url"`
+	Auth              string         `json:"auth"`
+	Account           string         `json:"account,omitempty"`
+	Enabled           bool           `json:"enabled"`
+	Override          string         `json:"override,omitempty"`
+	Healthy           bool           `json:"healthy"`
+	State             string         `json:"state"`
+	Errors            string         `json:"errors"`
+	ErrorCount        int            `json:"error_count"`
+	Threshold         int            `json:"threshold"`
+	CooldownRemaining float64        `json:"cooldown_remaining_seconds"`
+	CooldownUntil     *time.Time     `json:"cooldown_until,omitempty"`
+	QuotaCooldown     bool           `json:"quota_cooldown,omitempty"`
+	LastError         string         `json:"last_error,omitempty"`
+	LastErrorTime     *time.Time     `json:"last_error_time,omitempty"`
+	LastSuccessTime   *time.Time     `json:"last_success_time,omitempty"`
+	Requests          int64          `json:"requests"`
+	Failures          int64          `json:"failures"`
+	LatencyMS         float64        `json:"latency_ms,omitempty"`
+	Weight            int            `json:"weight"`
+	Routes            []string       `json:"routes"`
+	CountTokens       EndpointHealth `json:"count_tokens"`
+}
+
+// EndpointHealth is the health of one endpoint class of a provider.
+type EndpointHealth struct {
+	Healthy           bool    `json:"healthy"`
+	State             string  `json:"state"`
+	Errors            string  `json:"errors"`
+	CooldownRemaining float64 `json:"cooldown_remaining_seconds"`
+	LastError         string  `json:"last_error,omitempty"`
+}
+
+// RouteStatus describes one route.
+type RouteStatus struct {
+	Match []string       `json:"match"`
+	To    []TargetStatus `json:"to"`
+}
+
+// TargetStatus is one candidate of a route.
+type TargetStatus struct {
+	Provider string `json:"provider"`
+	Model    string `json:"model,omitempty"`
+}
+
+// BalancerStatus is the document /providers serves.
+type BalancerStatus struct {
+	Balancer          string           `json:"balancer"`
+	Strategy          string           `json:"selection_strategy"`
+	StickySeconds     float64          `json:"sticky_seconds"`
+	StickyBindings    int              `json:"sticky_bindings"`
+	Threshold         int              `json:"threshold"`
+	CooldownSeconds   float64          `json:"cooldown_seconds"`
+	ResetAfterSeconds float64          `json:"reset_after_seconds"`
+	TotalProviders    int              `json:"total_providers"`
+	HealthyProviders  int              `json:"healthy_providers"`
+	TotalRoutes       int              `json:"total_model_routes"`
+	Providers         []ProviderStatus `json:"providers"`
+	Routes            []RouteStatus    `json:"routes"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func remaining(until time.Time) float64 {
+	if d := time.Until(until); d > 0 {
+		return d.Seconds()
+	}
+	return 0
+}
+
+// redactURL hides any user information in a URL.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	u.User = url.User("redacted")
+	return u.String()
+}
+
+// Status returns the balancer's state. It holds no secret.
+func (h *Handler) Status() BalancerStatus {
+	b := h.bal
+	pol := b.Policy()
+	st := BalancerStatus{
+		Balancer:          b.Name,
+		Strategy:          b.Strategy(),
+		StickyBindings:    b.StickyBindings(),
+		Threshold:         pol.Threshold,
+		CooldownSeconds:   pol.Cooldown.Seconds(),
+		ResetAfterSeconds: pol.ResetAfter.Seconds(),
+		Providers:         []ProviderStatus{},
+		Routes:            []RouteStatus{},
+	}
+	if h.Sticky != nil {
+		st.StickySeconds = time.Duration(*h.Sticky).Seconds()
+	} else {
+		st.StickySeconds = balancer.DefaultSticky.Seconds()
+	}
+	served := map[string][]string{}
+	for _, r := range b.Routes() {
+		rs := RouteStatus{Match: r.Patterns(), To: []TargetStatus{}}
+		for _, t := range r.Targets {
+			rs.To = append(rs.To, TargetStatus{Provider: t.Provider.Name, Model: t.Model})
+			served[t.Provider.Name] = appendUnique(served[t.Provider.Name], r.ID)
+		}
+		st.Routes = append(st.Routes, rs)
+	}
+	for _, p := range b.Providers() {
+		s := p.Health(balancer.ClassMessages).Snapshot(pol)
+		c := p.Health(balancer.ClassCountTokens).Snapshot(pol)
+		reqs, fails := p.Stats()
+		ps := ProviderStatus{
+			Name:              p.Name,
+			Type:              p.Type,
+			BaseURL:           redactURL(p.BaseURL),
+			Auth:              p.AuthMode(),
+			Account:           p.Account,
+			Enabled:           p.Enabled(),
+			Override:          p.Override(),
+			Healthy:           s.Healthy && p.Enabled(),
+			State:             s.State,
+			Errors:            itoa(s.Errors) + "/" + itoa(pol.Threshold),
+			ErrorCount:        s.Errors,
+			Threshold:         pol.Threshold,
+			CooldownRemaining: remaining(s.CooldownUntil),
+			CooldownUntil:     timePtr(s.CooldownUntil),
+			QuotaCooldown:     s.Quota,
+			LastError:         s.LastMessage,
+			LastErrorTime:     timePtr(s.LastError),
+			LastSuccessTime:   timePtr(s.LastSuccess),
+			Requests:          reqs,
+			Failures:          fails,
+			LatencyMS:         float64(p.Latency().Microseconds()) / 1000,
+			Weight:            p.Weight(),
+			Routes:            served[p.Name],
+			CountTokens: EndpointHealth{
+				Healthy: c.Healthy, State: c.State, Errors: itoa(c.Errors) + "/" + itoa(pol.Threshold),
+				CooldownRemaining: remaining(c.CooldownUntil), LastError: c.LastMessage,
+			},
+		}
+		if !p.Enabled() {
+			ps.State = "disabled"
+		}
+		if ps.Routes == nil {
+			ps.Routes = []string{}
+		}
+		st.TotalProviders++
+		if ps.Healthy {
+			st.HealthyProviders++
+		}
+		st.Providers = append(st.Providers, ps)
+	}
+	st.TotalRoutes = len(st.Routes)
+	return st
+}
+
+func (h *Handler) serveProviders(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, h.Status())
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, v := range list {
+		if v == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
