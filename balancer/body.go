@@ -3,7 +3,6 @@ package balancer
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -187,7 +186,7 @@ type scanner struct {
 	i int
 }
 
-var errUnexpectedEnd = errors.New("request body is not valid JSON: unexpected end")
+var errUnexpectedEnd = &BodyError{msg: "request body is not valid JSON: unexpected end"}
 
 func (s *scanner) syntax(what string) error {
 	return bodyErr("request body is not valid JSON: %s at offset %d", what, s.i)
