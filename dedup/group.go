@@ -1,0 +1,369 @@
+package dedup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
+)
+
+// arenaBlock is the size of the blocks small chunks are copied into, so that
+// a stream of thousands of events makes a few allocations, not thousands.
+const arenaBlock = 32 << 10
+
+// group is one upstream answer shared by its members. The run goroutine is
+// its only writer (through Start and Write); members read published states
+// without taking the lock, so fan-out costs the writer one allocation and a
+// channel close per chunk, whatever the number of members.
+type group struct {
+	reg    *Registry
+	key    Key
+	opts   *Options
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// state is the latest published view; see state.
+	state atomic.Pointer[state]
+
+	// Set once by Start, before committed is published; read only after.
+	status int
+	header http.Header
+	stream bool
+
+	mu        sync.Mutex
+	members   []*member
+	chunks    []chunk
+	base      int64 // absolute index of chunks[0]
+	baseOff   int64 // byte offset at which chunks[0] starts
+	total     int64 // bytes written
+	nextScan  int64 // total at which members are next checked for lag
+	peak      int64 // most bytes retained at once
+	arena     []byte
+	full      bool // outgrew MaxBuffer: no new members, no replay
+	abandoned bool // every member left before the run ended
+	sawStop   bool
+	sawError  bool
+
+	// Set by finish before the group is offered for replay; read only after.
+	replayUntil time.Time
+
+	bodyOnce  sync.Once
+	body      []byte
+	synthOnce sync.Once
+	synth     [][]byte
+	synthErr  error
+}
+
+// state is an immutable snapshot of a group. Chunks before len(chunks) never
+// change, so members read them without the lock; a new state (with a new
+// notify channel) is published for every change and the previous channel is
+// closed to wake the members waiting on it.
+type state struct {
+	chunks    []chunk
+	base      int64
+	notify    chan struct{}
+	committed bool
+	done      bool
+	failure   *relay.Failure
+	runErr    error
+}
+
+type chunk struct {
+	data []byte
+	end  int64 // byte offset just after this chunk
+}
+
+// member is one client of a group.
+type member struct {
+	// pos is the absolute index of the next chunk the member will send.
+	pos atomic.Int64
+	// joinPos is where the group stood when the member joined: what came
+	// before is history, and reading it slowly is not lagging.
+	joinPos int64
+	dropped atomic.Bool
+}
+
+func newGroup(r *Registry, key Key, reqCtx context.Context, opts *Options) *group {
+	// The upstream call must outlive the leading client (other members may
+	// still read it) and a configuration reload, so it keeps only the
+	// request's values and is cancelled by the group itself.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(reqCtx))
+	g := &group{reg: r, key: key, opts: opts, ctx: ctx, cancel: cancel, nextScan: opts.MaxLag / 8}
+	g.state.Store(&state{notify: make(chan struct{})})
+	return g
+}
+
+func (g *group) lead() *member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := &member{}
+	g.members = append(g.members, m)
+	return m
+}
+
+// join adds a member if the group can still take one. It is called with the
+// registry's lock held.
+func (g *group) join(now time.Time, avoid *group) (*member, Role) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.abandoned || g.full {
+		return nil, 0
+	}
+	s := g.state.Load()
+	role := Joined
+	switch {
+	case s.done:
+		if g.replayUntil.IsZero() || !now.Before(g.replayUntil) {
+			return nil, 0
+		}
+		role = Replayed
+	case g == avoid && !s.committed:
+		return nil, 0
+	}
+	m := &member{joinPos: g.base + int64(len(g.chunks))}
+	g.members = append(g.members, m)
+	return m, role
+}
+
+// leave removes m; the last member to leave a running group cancels it.
+func (g *group) leave(m *member, delivered int64) {
+	g.reg.fanOut.Add(uint64(delivered))
+	g.mu.Lock()
+	for i, x := range g.members {
+		if x == m {
+			last := len(g.members) - 1
+			g.members[i] = g.members[last]
+			g.members[last] = nil
+			g.members = g.members[:last]
+			break
+		}
+	}
+	abandon := len(g.members) == 0 && !g.state.Load().done && !g.abandoned
+	if abandon {
+		g.abandoned = true
+	}
+	g.mu.Unlock()
+	if abandon {
+		g.cancel()
+		g.reg.unmap(g)
+	}
+}
+
+// run calls the attempt loop and publishes its end.
+func (g *group) run(fn RunFunc) {
+	var (
+		f    *relay.Failure
+		perr error
+	)
+	func() {
+		// The attempt loop runs outside the HTTP server's goroutine, so a
+		// panic would otherwise take the whole process down.
+		defer func() {
+			if v := recover(); v != nil {
+				g.reg.panics.Add(1)
+				perr = fmt.Errorf("dedup: attempt loop panicked: %v\n%s", v, debug.Stack())
+				f = relay.NewFailure(http.StatusInternalServerError, apierr.API, "internal error")
+			}
+		}()
+		f = fn(g.ctx, g)
+	}()
+	g.finish(f, perr)
+}
+
+func (g *group) finish(f *relay.Failure, perr error) {
+	g.mu.Lock()
+	old := g.state.Load()
+	s := *old
+	switch {
+	case !s.committed:
+		if f == nil {
+			f = relay.NewFailure(http.StatusBadGateway, apierr.API, "the upstream call ended without a response")
+		}
+		s.failure = f
+	case f == nil:
+	case g.stream:
+		// A failure after commit can only end the stream, the way the API
+		// does, and every member sees the same frame; a stream that already
+		// ended keeps its end.
+		if !g.sawStop && !g.sawError {
+			typ, msg, ok := apierr.Parse(f.Body)
+			if !ok || typ == "" {
+				typ, msg = apierr.TypeForStatus(f.Status), f.Message()
+			}
+			g.appendLocked(apierr.Frame(typ, msg))
+		}
+	case g.total == 0:
+		s.failure = f
+	}
+	s.done = true
+	s.runErr = perr
+	s.chunks, s.base = g.chunks, g.base
+	replayable := g.opts.Replay > 0 && s.committed && s.failure == nil && perr == nil &&
+		g.status >= 200 && g.status < 300 && !g.full && !g.abandoned &&
+		g.total > 0 && g.total <= g.opts.MaxBuffer && (!g.stream || (g.sawStop && !g.sawError))
+	if replayable {
+		g.replayUntil = g.reg.clock.Now().Add(g.opts.Replay)
+	}
+	s.notify = make(chan struct{})
+	g.state.Store(&s)
+	g.mu.Unlock()
+	close(old.notify)
+	g.cancel()
+	g.reg.finished(g, replayable)
+	g.reg.active.Add(-1)
+}
+
+// Start implements relay.Output.
+func (g *group) Start(status int, header http.Header, stream bool) error {
+	g.mu.Lock()
+	old := g.state.Load()
+	switch {
+	case len(g.members) == 0 || g.abandoned:
+		g.mu.Unlock()
+		return ErrNoReaders
+	case old.committed || old.done:
+		g.mu.Unlock()
+		return errors.New("dedup: response started twice")
+	}
+	g.status, g.header, g.stream = status, header.Clone(), stream
+	if g.header == nil {
+		g.header = http.Header{}
+	}
+	s := *old
+	s.committed = true
+	s.notify = make(chan struct{})
+	g.state.Store(&s)
+	g.mu.Unlock()
+	close(old.notify)
+	return nil
+}
+
+// Write implements relay.Output. p is copied; the caller may reuse it.
+func (g *group) Write(p []byte) error {
+	g.mu.Lock()
+	old := g.state.Load()
+	switch {
+	case len(g.members) == 0 || g.abandoned:
+		g.mu.Unlock()
+		return ErrNoReaders
+	case !old.committed || old.done:
+		g.mu.Unlock()
+		return errors.New("dedup: write outside a started response")
+	}
+	g.appendLocked(p)
+	unmap := false
+	if g.stream {
+		if !g.full && g.total > g.opts.MaxBuffer {
+			g.full, unmap = true, true
+		}
+		if g.total >= g.nextScan {
+			g.scanLocked()
+		}
+	}
+	s := &state{chunks: g.chunks, base: g.base, notify: make(chan struct{}), committed: true}
+	g.state.Store(s)
+	g.mu.Unlock()
+	close(old.notify)
+	if unmap {
+		g.reg.unmap(g)
+	}
+	return nil
+}
+
+func (g *group) appendLocked(p []byte) {
+	var data []byte
+	if len(p) > arenaBlock/4 {
+		data = bytes.Clone(p)
+	} else {
+		if cap(g.arena)-len(g.arena) < len(p) {
+			g.arena = make([]byte, 0, arenaBlock)
+		}
+		start := len(g.arena)
+		g.arena = append(g.arena, p...)
+		data = g.arena[start:len(g.arena):len(g.arena)]
+	}
+	g.total += int64(len(p))
+	g.chunks = append(g.chunks, chunk{data: data, end: g.total})
+	g.peak = max(g.peak, g.total-g.baseOff)
+	if g.stream {
+		_ = eachEvent(p, func(name, data []byte) error {
+			switch {
+			case string(name) == "message_stop" || name == nil && bytes.HasPrefix(data, []byte(`{"type":"message_stop"`)):
+				g.sawStop = true
+			case string(name) == "error" || name == nil && bytes.HasPrefix(data, []byte(`{"type":"error"`)):
+				g.sawError = true
+			}
+			return nil
+		})
+	}
+}
+
+// scanLocked ends members that fell more than MaxLag behind and, once the
+// group is full, lets go of the chunks every remaining member has sent. It
+// runs every MaxLag/8 bytes, so its cost per chunk stays small.
+func (g *group) scanLocked() {
+	end := g.base + int64(len(g.chunks))
+	low := end
+	for _, m := range g.members {
+		if m.dropped.Load() {
+			continue
+		}
+		pos := m.pos.Load()
+		if g.total-g.offsetAt(max(pos, m.joinPos)) > g.opts.MaxLag {
+			// The member notices when it next wakes, which this write's
+			// notification guarantees.
+			m.dropped.Store(true)
+			continue
+		}
+		low = min(low, pos)
+	}
+	if g.full && low > g.base {
+		n := low - g.base
+		g.baseOff = g.chunks[n-1].end
+		// A fresh slice: states already published keep the old one intact.
+		rest := make([]chunk, int64(len(g.chunks))-n, int64(len(g.chunks))-n+64)
+		copy(rest, g.chunks[n:])
+		g.chunks, g.base = rest, low
+	}
+	g.nextScan = g.total + max(g.opts.MaxLag/8, 1)
+}
+
+// offsetAt returns the byte offset at which chunk idx starts.
+func (g *group) offsetAt(idx int64) int64 {
+	if idx <= g.base {
+		return g.baseOff
+	}
+	return g.chunks[idx-g.base-1].end
+}
+
+// jsonBody returns the whole body of a finished JSON group.
+func (g *group) jsonBody(s *state) []byte {
+	g.bodyOnce.Do(func() {
+		if len(s.chunks) == 1 {
+			g.body = s.chunks[0].data
+			return
+		}
+		for _, c := range s.chunks {
+			g.body = append(g.body, c.data...)
+		}
+	})
+	return g.body
+}
+
+// synthesized returns the event stream of a finished JSON group's message.
+func (g *group) synthesized(s *state) ([][]byte, error) {
+	g.synthOnce.Do(func() { g.synth, g.synthErr = anthropic.Synthesize(g.jsonBody(s)) })
+	return g.synth, g.synthErr
+}
+
+// Interface guards
+var _ relay.Output = (*group)(nil)

@@ -1,0 +1,372 @@
+// Package dedup shares one upstream call among identical in-flight Messages
+// API requests. The first request with a given Key leads: its attempt loop
+// runs once, in its own goroutine, writing the committed response into a
+// group. Every client with that key, the leader's own included, is a member
+// that reads the group and writes to its own connection in its own mode
+// (event stream or JSON), so a slow or departed client never holds up the
+// others or the upstream read. See README.md for the policy.
+package dedup
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
+)
+
+// Defaults for Options.
+const (
+	// DefaultWait bounds how long a joiner waits for a leader that has not
+	// committed to a response.
+	DefaultWait = 3 * time.Minute
+	// DefaultMaxBuffer is the number of response bytes a group keeps for
+	// clients that join late.
+	DefaultMaxBuffer = 16 << 20
+	// DefaultMaxLag is how far, in bytes, a member may fall behind the
+	// upstream before it is ended as too slow.
+	DefaultMaxLag = 4 << 20
+)
+
+// Options configures a Registry. The zero value turns de-duplication on with
+// the defaults above and no replay.
+type Options struct {
+	// Off turns de-duplication off: Serve runs every request's attempt loop
+	// straight into its own client.
+	Off bool
+	// Wait bounds how long a joiner waits for a leader that has produced no
+	// output yet; after that it stops waiting and leads a fresh attempt of its
+	// own. Zero or less means DefaultWait.
+	Wait time.Duration
+	// Replay keeps a finished, successful answer this long, so that an
+	// identical request arriving after it finished (a client's retry) gets the
+	// stored answer instead of a new upstream call. Zero turns replay off.
+	Replay time.Duration
+	// MaxBuffer is how many response bytes a group keeps so that late joiners
+	// can get the answer from its first byte. A streamed answer that grows
+	// past it accepts no new members (an identical request then starts a fresh
+	// group), drops the bytes every member has sent, and is not kept for
+	// replay. Zero or less means DefaultMaxBuffer.
+	MaxBuffer int64
+	// MaxLag is how many bytes a member may have left unsent, counted from
+	// the moment it joined, before it is ended with an "event: error" frame
+	// as too slow. Zero or less means DefaultMaxLag.
+	MaxLag int64
+	// Clock is the time source; nil means the system clock. It is read once,
+	// by New.
+	Clock Clock
+}
+
+func (o Options) normalized() *Options {
+	if o.Wait <= 0 {
+		o.Wait = DefaultWait
+	}
+	if o.Replay < 0 {
+		o.Replay = 0
+	}
+	if o.MaxBuffer <= 0 {
+		o.MaxBuffer = DefaultMaxBuffer
+	}
+	if o.MaxLag <= 0 {
+		o.MaxLag = DefaultMaxLag
+	}
+	return &o
+}
+
+// Clock is the registry's time source, swappable so tests never sleep.
+type Clock interface {
+	// Now returns the current time.
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine once d has passed and returns a
+	// function that cancels the call, reporting whether it did.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+func (systemClock) AfterFunc(d time.Duration, f func()) func() bool {
+	return time.AfterFunc(d, f).Stop
+}
+
+// RunFunc is a request's attempt loop. It runs at most once per group, in a
+// goroutine of its own, and may outlive the request that started it (while
+// other members still read), so it must not use anything its handler releases
+// on return. It writes the committed response into out, or returns the
+// failure decided before commit. ctx carries the leading request's values but
+// not its cancellation; it is cancelled when the last member leaves.
+type RunFunc func(ctx context.Context, out relay.Output) *relay.Failure
+
+// Role is how a request took part in its group.
+type Role int
+
+// Roles.
+const (
+	// Direct: de-duplication was off; the request ran on its own.
+	Direct Role = iota
+	// Leader: the request's own attempt loop produced the answer.
+	Leader
+	// Joined: the request shared the answer of an identical one in flight.
+	Joined
+	// Replayed: the request got the stored answer of an identical one that
+	// had finished within the Replay window.
+	Replayed
+)
+
+func (r Role) String() string {
+	switch r {
+	case Direct:
+		return "direct"
+	case Leader:
+		return "leader"
+	case Joined:
+		return "joined"
+	case Replayed:
+		return "replayed"
+	}
+	return "unknown"
+}
+
+// Result describes what one request got.
+type Result struct {
+	// Role is how the request took part.
+	Role Role
+	// WaitExpired reports that the request first joined a leader that stayed
+	// silent for Options.Wait, and then led a fresh attempt of its own.
+	WaitExpired bool
+	// Status is the status sent to the client; 0 when nothing was sent.
+	Status int
+	// Bytes counts the body bytes sent to the client.
+	Bytes int64
+	// Header is the header the answer was committed with (shared; read only).
+	// It is nil when the group failed before commit.
+	Header http.Header
+	// Failure is the error response the attempt loop decided before commit,
+	// which this client got too.
+	Failure *relay.Failure
+	// Err says why this client's response ended early: its request context
+	// ended, a write failed, ErrTooSlow, or the attempt loop panicked.
+	Err error
+}
+
+// ErrTooSlow ends a member that fell more than Options.MaxLag bytes behind.
+var ErrTooSlow = errors.New("dedup: client too slow")
+
+// ErrNoReaders is returned by the group's Output once every member has left:
+// the attempt loop should stop and cancel its upstream call.
+var ErrNoReaders = errors.New("dedup: no client reads the response any more")
+
+// Stats are counters for metrics. Counts only grow; Active and Groups are
+// gauges.
+type Stats struct {
+	// Runs counts attempt loops started (groups led).
+	Runs uint64
+	// Joins counts requests that joined a group in flight instead of calling
+	// upstream.
+	Joins uint64
+	// ReplayHits counts requests answered from a finished group's stored
+	// answer.
+	ReplayHits uint64
+	// FanOut counts chunks (stream events, or whole JSON bodies) delivered to
+	// members, the leader's client included.
+	FanOut uint64
+	// SlowEnded counts members ended for falling too far behind.
+	SlowEnded uint64
+	// WaitExpired counts joiners that gave up on a silent leader.
+	WaitExpired uint64
+	// Panics counts attempt loops that panicked.
+	Panics uint64
+	// Active is the number of attempt loops running.
+	Active int
+	// Groups is the number of groups requests can join or replay (see Len).
+	Groups int
+}
+
+// Registry holds the groups of in-flight requests. It is safe for concurrent
+// use, and meant to live across configuration reloads.
+type Registry struct {
+	clock Clock
+	opts  atomic.Pointer[Options]
+
+	mu     sync.Mutex
+	groups map[Key]*group
+	// replay holds finished groups kept for replay, in the order they expire.
+	replay []*group
+	armed  bool
+
+	runs, joins, replays, fanOut, slow, waitExpired, panics atomic.Uint64
+	active                                                  atomic.Int64
+}
+
+// New returns a Registry configured by opts.
+func New(opts Options) *Registry {
+	r := &Registry{clock: opts.Clock, groups: make(map[Key]*group)}
+	if r.clock == nil {
+		r.clock = systemClock{}
+	}
+	r.opts.Store(opts.normalized())
+	return r
+}
+
+// SetOptions replaces the options for requests that arrive from now on;
+// groups already formed keep theirs. The Clock is not replaced.
+func (r *Registry) SetOptions(opts Options) { r.opts.Store(opts.normalized()) }
+
+// Len returns the number of groups requests can join or replay: those in
+// flight and those kept for replay. A group leaves when it finishes, when its
+// replay window ends, when all its clients left, or when it outgrew
+// MaxBuffer.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sweepLocked(r.clock.Now())
+	return len(r.groups)
+}
+
+// Stats returns the counters.
+func (r *Registry) Stats() Stats {
+	return Stats{
+		Runs:        r.runs.Load(),
+		Joins:       r.joins.Load(),
+		ReplayHits:  r.replays.Load(),
+		FanOut:      r.fanOut.Load(),
+		SlowEnded:   r.slow.Load(),
+		WaitExpired: r.waitExpired.Load(),
+		Panics:      r.panics.Load(),
+		Active:      int(r.active.Load()),
+		Groups:      r.Len(),
+	}
+}
+
+// Serve answers one request whose signature is key. stream tells whether the
+// client asked for an event stream. If an identical request is in flight (or
+// finished within the Replay window) the client gets its answer, in its own
+// mode; otherwise run is started, once, and its answer goes to this client
+// and to every identical request that joins before it ends. Serve returns
+// when this client's response is complete or the client is gone; run may
+// continue for the other members.
+//
+// With Options.Off, Serve calls run in the calling goroutine with the
+// request's own context, writing straight to w.
+func (r *Registry) Serve(w http.ResponseWriter, req *http.Request, key Key, stream bool, run RunFunc) Result {
+	opts := r.opts.Load()
+	if opts.Off {
+		return serveDirect(w, req, run)
+	}
+	var avoid *group
+	expired := false
+	for {
+		g, m, role := r.enter(key, req, avoid, opts)
+		if role == Leader {
+			r.runs.Add(1)
+			r.active.Add(1)
+			go g.run(run)
+		}
+		res, gaveUp := g.serve(w, req, m, stream, role)
+		if !gaveUp {
+			res.WaitExpired = expired
+			return res
+		}
+		r.waitExpired.Add(1)
+		expired = true
+		avoid = g
+	}
+}
+
+func serveDirect(w http.ResponseWriter, req *http.Request, run RunFunc) Result {
+	out := relay.NewClientOutput(w)
+	f := run(req.Context(), out)
+	res := Result{Role: Direct, Status: out.Status, Bytes: out.Bytes, Failure: f}
+	if out.Started {
+		res.Header = w.Header()
+	} else if f != nil {
+		f.WriteTo(w)
+		res.Status, res.Bytes = f.Status, int64(len(f.Body))
+	}
+	return res
+}
+
+// enter joins the group for key, or forms a new one led by this request. A
+// group the request already waited on in vain (avoid) is replaced if it is
+// still silent.
+func (r *Registry) enter(key Key, req *http.Request, avoid *group, opts *Options) (*group, *member, Role) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clock.Now()
+	r.sweepLocked(now)
+	if g := r.groups[key]; g != nil {
+		if m, role := g.join(now, avoid); m != nil {
+			if role == Replayed {
+				r.replays.Add(1)
+			} else {
+				r.joins.Add(1)
+			}
+			return g, m, role
+		}
+	}
+	g := newGroup(r, key, req.Context(), opts)
+	r.groups[key] = g
+	return g, g.lead(), Leader
+}
+
+// unmap removes g from the groups requests can join, if it is still there.
+func (r *Registry) unmap(g *group) {
+	r.mu.Lock()
+	if r.groups[g.key] == g {
+		delete(r.groups, g.key)
+	}
+	r.mu.Unlock()
+}
+
+// finished records the end of g's run: it stays joinable for its replay
+// window, or leaves now.
+func (r *Registry) finished(g *group, replayable bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !replayable || r.groups[g.key] != g {
+		if r.groups[g.key] == g {
+			delete(r.groups, g.key)
+		}
+		return
+	}
+	r.replay = append(r.replay, g)
+	if !r.armed {
+		r.armed = true
+		r.clock.AfterFunc(g.replayUntil.Sub(r.clock.Now()), r.sweep)
+	}
+}
+
+// sweep drops expired replay entries and re-arms itself for the next one.
+func (r *Registry) sweep() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clock.Now()
+	r.sweepLocked(now)
+	r.armed = false
+	if len(r.replay) > 0 {
+		r.armed = true
+		r.clock.AfterFunc(r.replay[0].replayUntil.Sub(now), r.sweep)
+	}
+}
+
+func (r *Registry) sweepLocked(now time.Time) {
+	n := 0
+	for n < len(r.replay) && !now.Before(r.replay[n].replayUntil) {
+		g := r.replay[n]
+		if r.groups[g.key] == g {
+			delete(r.groups, g.key)
+		}
+		r.replay[n] = nil
+		n++
+	}
+	if n > 0 {
+		r.replay = r.replay[n:]
+		if len(r.replay) == 0 {
+			r.replay = nil
+		}
+	}
+}

@@ -1,0 +1,450 @@
+package dedup
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Key identifies a group of identical requests: the SHA-256 of a request's
+// canonical body, its client identity and its anthropic-beta header.
+type Key [sha256.Size]byte
+
+// String returns the key in hex.
+func (k Key) String() string { return hex.EncodeToString(k[:]) }
+
+// DefaultIgnore is the list of top-level body fields left out of the
+// signature unless configured otherwise: max_tokens changes between a request
+// and its retry (clients lower it after an overflow) without changing the
+// answer that is already on its way.
+var DefaultIgnore = []string{"max_tokens"}
+
+// maxDepth bounds nesting so that a hostile body cannot exhaust the stack; the
+// value is encoding/json's.
+const maxDepth = 10000
+
+// signatureVersion starts every hashed input, so that a change to the
+// canonical form can never make old and new signatures collide.
+const signatureVersion = "claude_balancer/dedup/v1\n"
+
+// Signature returns the key of a Messages API request. body is the raw JSON
+// request body; it is made canonical (object members sorted by key at every
+// level, insignificant whitespace removed; strings and numbers keep their
+// bytes) with the top-level fields named in ignore left out. "stream" is
+// always left out, because a streaming and a non-streaming request share one
+// answer. identity is the client's identity (its client key, or the
+// credential it passes through), so that two clients never share an answer.
+// beta is the anthropic-beta header, several values joined with commas; its
+// flags are compared as a set. Signature fails when body is not a JSON object.
+func Signature(body []byte, ignore []string, identity, beta string) (Key, error) {
+	c := canonPool.Get().(*canonicalizer)
+	defer c.release()
+	c.reset(body, ignore)
+	if err := c.document(); err != nil {
+		return Key{}, fmt.Errorf("dedup: request body: %w", err)
+	}
+	h := sha256.New()
+	var n [binary.MaxVarintLen64]byte
+	h.Write([]byte(signatureVersion))
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(identity)))])
+	h.Write([]byte(identity))
+	beta = normalizeBeta(beta)
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(beta)))])
+	h.Write([]byte(beta))
+	h.Write(c.out)
+	var k Key
+	h.Sum(k[:0])
+	return k, nil
+}
+
+// normalizeBeta returns the header's flags sorted and joined with commas.
+func normalizeBeta(beta string) string {
+	if beta == "" {
+		return ""
+	}
+	flags := strings.Split(beta, ",")
+	n := 0
+	for _, f := range flags {
+		if f = strings.TrimSpace(f); f != "" {
+			flags[n] = f
+			n++
+		}
+	}
+	flags = flags[:n]
+	slices.Sort(flags)
+	return strings.Join(slices.Compact(flags), ",")
+}
+
+var canonPool = sync.Pool{New: func() any { return new(canonicalizer) }}
+
+// canonicalizer writes the canonical form of a JSON document into out in one
+// pass over its bytes, validating as it goes. Objects are written member by
+// member; when an object's keys turn out not to be in order, its members
+// (each already canonical) are reordered in place.
+type canonicalizer struct {
+	src    []byte
+	pos    int
+	out    []byte
+	tmp    []byte
+	spans  []span
+	depth  int
+	ignore []string
+}
+
+// span locates one object member in out: the quoted key is out[start:keyEnd],
+// the whole member out[start:end].
+type span struct{ start, keyEnd, end int }
+
+var (
+	errSyntax   = errors.New("invalid JSON")
+	errNotObj   = errors.New("not a JSON object")
+	errTooDeep  = errors.New("JSON nested too deeply")
+	errTrailing = errors.New("data after the JSON object")
+)
+
+func (c *canonicalizer) reset(src []byte, ignore []string) {
+	c.src, c.pos, c.depth, c.ignore = src, 0, 0, ignore
+	c.out, c.tmp, c.spans = c.out[:0], c.tmp[:0], c.spans[:0]
+	if cap(c.out) < len(src) {
+		c.out = make([]byte, 0, len(src))
+	}
+}
+
+// release returns c to the pool unless it grew so large that keeping it would
+// pin memory a rare huge body needed once.
+func (c *canonicalizer) release() {
+	c.src, c.ignore = nil, nil
+	if cap(c.out) > 8<<20 || cap(c.tmp) > 8<<20 {
+		return
+	}
+	canonPool.Put(c)
+}
+
+func (c *canonicalizer) document() error {
+	c.skipSpace()
+	if c.pos >= len(c.src) || c.src[c.pos] != '{' {
+		return errNotObj
+	}
+	if err := c.object(true); err != nil {
+		return err
+	}
+	c.skipSpace()
+	if c.pos != len(c.src) {
+		return errTrailing
+	}
+	return nil
+}
+
+func (c *canonicalizer) skipSpace() {
+	for c.pos < len(c.src) {
+		switch c.src[c.pos] {
+		case ' ', '\t', '\n', '\r':
+			c.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (c *canonicalizer) value() error {
+	c.skipSpace()
+	if c.pos >= len(c.src) {
+		return errSyntax
+	}
+	switch ch := c.src[c.pos]; {
+	case ch == '{':
+		return c.object(false)
+	case ch == '[':
+		return c.array()
+	case ch == '"':
+		return c.string()
+	case ch == 't':
+		return c.literal("true")
+	case ch == 'f':
+		return c.literal("false")
+	case ch == 'n':
+		return c.literal("null")
+	case ch == '-' || ('0' <= ch && ch <= '9'):
+		return c.number()
+	}
+	return errSyntax
+}
+
+func (c *canonicalizer) literal(lit string) error {
+	if !bytes.HasPrefix(c.src[c.pos:], []byte(lit)) {
+		return errSyntax
+	}
+	c.out = append(c.out, lit...)
+	c.pos += len(lit)
+	return nil
+}
+
+func (c *canonicalizer) number() error {
+	s, i := c.src, c.pos
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && '1' <= s[i] && s[i] <= '9':
+		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+	default:
+		return errSyntax
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		d := i
+		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return errSyntax
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return errSyntax
+		}
+	}
+	c.out = append(c.out, s[c.pos:i]...)
+	c.pos = i
+	return nil
+}
+
+// plain marks the bytes a string may contain without a closer look.
+var plain = func() (t [256]bool) {
+	for i := 0x20; i < 256; i++ {
+		t[i] = true
+	}
+	t['"'], t['\\'] = false, false
+	return t
+}()
+
+func (c *canonicalizer) string() error {
+	s := c.src
+	i := c.pos + 1
+	for {
+		// Skip eight plain bytes at a time: strings are most of a request.
+		for i+8 <= len(s) && plainWord(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+		}
+		for i < len(s) && plain[s[i]] {
+			i++
+		}
+		if i >= len(s) {
+			return errSyntax
+		}
+		switch s[i] {
+		case '"':
+			i++
+			c.out = append(c.out, s[c.pos:i]...)
+			c.pos = i
+			return nil
+		case '\\':
+			if i+1 >= len(s) {
+				return errSyntax
+			}
+			switch s[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(s) || !isHex4(s[i+2:i+6]) {
+					return errSyntax
+				}
+				i += 6
+			default:
+				return errSyntax
+			}
+		default:
+			return errSyntax
+		}
+	}
+}
+
+// plainWord reports whether none of the eight bytes in x is a quote, a
+// backslash or a control character (the bit tricks of "Bit Twiddling Hacks":
+// a byte is flagged when subtracting from it borrows into its top bit).
+func plainWord(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
+	control := (x - 0x20*ones) & ^x & highs
+	return control|hasZero(x^('"'*ones))|hasZero(x^('\\'*ones)) == 0
+}
+
+func isHex4(b []byte) bool {
+	for _, ch := range b {
+		if !('0' <= ch && ch <= '9' || 'a' <= ch && ch <= 'f' || 'A' <= ch && ch <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *canonicalizer) array() error {
+	if c.depth++; c.depth > maxDepth {
+		return errTooDeep
+	}
+	c.pos++
+	c.out = append(c.out, '[')
+	c.skipSpace()
+	if c.pos < len(c.src) && c.src[c.pos] == ']' {
+		c.pos++
+		c.out = append(c.out, ']')
+		c.depth--
+		return nil
+	}
+	for {
+		if err := c.value(); err != nil {
+			return err
+		}
+		c.skipSpace()
+		if c.pos >= len(c.src) {
+			return errSyntax
+		}
+		switch c.src[c.pos] {
+		case ',':
+			c.pos++
+			c.out = append(c.out, ',')
+		case ']':
+			c.pos++
+			c.out = append(c.out, ']')
+			c.depth--
+			return nil
+		default:
+			return errSyntax
+		}
+	}
+}
+
+func (c *canonicalizer) object(top bool) error {
+	if c.depth++; c.depth > maxDepth {
+		return errTooDeep
+	}
+	c.pos++
+	open := len(c.out)
+	c.out = append(c.out, '{')
+	first := len(c.spans)
+	c.skipSpace()
+	if c.pos < len(c.src) && c.src[c.pos] == '}' {
+		c.pos++
+		c.out = append(c.out, '}')
+		c.depth--
+		return nil
+	}
+	for {
+		c.skipSpace()
+		if c.pos >= len(c.src) || c.src[c.pos] != '"' {
+			return errSyntax
+		}
+		start := len(c.out)
+		if err := c.string(); err != nil {
+			return err
+		}
+		keyEnd := len(c.out)
+		c.skipSpace()
+		if c.pos >= len(c.src) || c.src[c.pos] != ':' {
+			return errSyntax
+		}
+		c.pos++
+		c.out = append(c.out, ':')
+		if err := c.value(); err != nil {
+			return err
+		}
+		if top && c.ignored(c.out[start:keyEnd]) {
+			c.out = c.out[:start]
+		} else {
+			c.spans = append(c.spans, span{start, keyEnd, len(c.out)})
+			c.out = append(c.out, ',')
+		}
+		c.skipSpace()
+		if c.pos >= len(c.src) {
+			return errSyntax
+		}
+		if c.src[c.pos] == '}' {
+			c.pos++
+			break
+		}
+		if c.src[c.pos] != ',' {
+			return errSyntax
+		}
+		c.pos++
+	}
+	c.depth--
+	members := c.spans[first:]
+	defer func() { c.spans = c.spans[:first] }()
+	if len(members) == 0 {
+		c.out = append(c.out[:open+1], '}')
+		return nil
+	}
+	if !c.sorted(members) {
+		c.reorder(open, members)
+	}
+	// Every member is followed by a comma; the last one becomes the brace.
+	c.out[len(c.out)-1] = '}'
+	return nil
+}
+
+func (c *canonicalizer) sorted(members []span) bool {
+	for i := 1; i < len(members); i++ {
+		if bytes.Compare(c.out[members[i-1].start:members[i-1].keyEnd], c.out[members[i].start:members[i].keyEnd]) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// reorder rewrites the members written after out[open] sorted by key. Keys are
+// compared as written, quotes included: any fixed order serves, as long as it
+// is the same for every request.
+func (c *canonicalizer) reorder(open int, members []span) {
+	base := open + 1
+	c.tmp = append(c.tmp[:0], c.out[base:]...)
+	slices.SortStableFunc(members, func(a, b span) int {
+		return bytes.Compare(c.tmp[a.start-base:a.keyEnd-base], c.tmp[b.start-base:b.keyEnd-base])
+	})
+	c.out = c.out[:base]
+	for _, m := range members {
+		c.out = append(c.out, c.tmp[m.start-base:m.end-base]...)
+		c.out = append(c.out, ',')
+	}
+}
+
+// ignored reports whether a top-level key (quoted, as written) is left out of
+// the signature.
+func (c *canonicalizer) ignored(quoted []byte) bool {
+	key := quoted[1 : len(quoted)-1]
+	if bytes.IndexByte(key, '\\') >= 0 {
+		var s string
+		if json.Unmarshal(quoted, &s) != nil {
+			return false
+		}
+		key = []byte(s)
+	}
+	if string(key) == "stream" {
+		return true
+	}
+	for _, name := range c.ignore {
+		if string(key) == name {
+			return true
+		}
+	}
+	return false
+}

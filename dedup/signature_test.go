@@ -1,0 +1,252 @@
+package dedup
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// canonical returns the canonical form Signature hashes.
+func canonical(body []byte, ignore []string) ([]byte, error) {
+	c := new(canonicalizer)
+	c.reset(body, ignore)
+	if err := c.document(); err != nil {
+		return nil, err
+	}
+	return c.out, nil
+}
+
+func mustSign(t testing.TB, body string, ignore []string, identity, beta string) Key {
+	t.Helper()
+	k, err := Signature([]byte(body), ignore, identity, beta)
+	if err != nil {
+		t.Fatalf("Signature(%s): %v", body, err)
+	}
+	return k
+}
+
+const baseBody = `{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":true,` +
+	`"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],` +
+	`"system":[{"type":"text","text":"You are Claude Code."}],"temperature":1}`
+
+func TestSignatureIgnoresRetryNoiseAndLayout(t *testing.T) {
+	base := mustSign(t, baseBody, DefaultIgnore, "client-a", "claude-code-20250219,interleaved-thinking-2025-05-14")
+	same := []struct {
+		name, body, beta string
+	}{
+		{"max_tokens differs", strings.Replace(baseBody, `"max_tokens":1024`, `"max_tokens":32000`, 1), ""},
+		{"max_tokens absent", strings.Replace(baseBody, `"max_tokens":1024,`, ``, 1), ""},
+		{"stream differs", strings.Replace(baseBody, `"stream":true`, `"stream":false`, 1), ""},
+		{"stream absent", strings.Replace(baseBody, `"stream":true,`, ``, 1), ""},
+		{"top-level key order", `{"temperature":1,"system":[{"type":"text","text":"You are Claude Code."}],"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],"stream":true,"model":"claude-sonnet-4-5","max_tokens":1024}`, ""},
+		{"nested key order", `{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":true,"messages":[{"content":[{"cache_control":{"type":"ephemeral"},"text":"hi","type":"text"}],"role":"user"}],"system":[{"text":"You are Claude Code.","type":"text"}],"temperature":1}`, ""},
+		{"whitespace", "{\n  \"model\" : \"claude-sonnet-4-5\",\t\"max_tokens\": 1024, \"stream\": true,\r\n  \"messages\": [ { \"role\": \"user\", \"content\": [ {\"type\": \"text\", \"text\": \"hi\", \"cache_control\": {\"type\": \"ephemeral\"} } ] } ],\n \"system\": [{\"type\":\"text\",\"text\":\"You are Claude Code.\"}], \"temperature\": 1 }\n", ""},
+		{"beta flags reordered and spaced", baseBody, " interleaved-thinking-2025-05-14 , claude-code-20250219,"},
+	}
+	for _, tt := range same {
+		t.Run(tt.name, func(t *testing.T) {
+			beta := tt.beta
+			if beta == "" {
+				beta = "claude-code-20250219,interleaved-thinking-2025-05-14"
+			}
+			if got := mustSign(t, tt.body, DefaultIgnore, "client-a", beta); got != base {
+				t.Error("signature changed")
+			}
+		})
+	}
+}
+
+func TestSignatureSeparatesDifferentRequests(t *testing.T) {
+	beta := "claude-code-20250219"
+	base := mustSign(t, baseBody, DefaultIgnore, "client-a", beta)
+	differ := []struct {
+		name, body, identity, beta string
+		ignore                     []string
+	}{
+		{"other client", baseBody, "client-b", beta, DefaultIgnore},
+		{"no client identity", baseBody, "", beta, DefaultIgnore},
+		{"other beta header", baseBody, "client-a", beta + ",context-1m-2025-08-07", DefaultIgnore},
+		{"no beta header", baseBody, "client-a", "", DefaultIgnore},
+		{"other message text", strings.Replace(baseBody, `"hi"`, `"hi!"`, 1), "client-a", beta, DefaultIgnore},
+		{"other model", strings.Replace(baseBody, `sonnet`, `opus`, 1), "client-a", beta, DefaultIgnore},
+		{"other temperature", strings.Replace(baseBody, `"temperature":1`, `"temperature":0`, 1), "client-a", beta, DefaultIgnore},
+		{"array order", strings.Replace(baseBody, `"system":[{"type":"text","text":"You are Claude Code."}]`, `"system":[{"type":"text","text":"You are Claude Code."},{"type":"text","text":"x"}]`, 1), "client-a", beta, DefaultIgnore},
+		{"cache_control dropped", strings.Replace(baseBody, `,"cache_control":{"type":"ephemeral"}`, ``, 1), "client-a", beta, DefaultIgnore},
+		{"max_tokens counted when not ignored", baseBody, "client-a", beta, nil},
+		{"max_tokens nested is not ignored", strings.Replace(baseBody, `"type":"ephemeral"`, `"type":"ephemeral","max_tokens":1`, 1), "client-a", beta, DefaultIgnore},
+		{"identity and beta boundary", baseBody, "client-a" + beta, "", DefaultIgnore},
+	}
+	for _, tt := range differ {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mustSign(t, tt.body, tt.ignore, tt.identity, tt.beta); got == base {
+				t.Error("signature did not change")
+			}
+		})
+	}
+}
+
+func TestSignatureIgnoresConfiguredFields(t *testing.T) {
+	ignore := []string{"max_tokens", "metadata", "temperature"}
+	a := mustSign(t, `{"model":"m","metadata":{"user_id":"a"},"temperature":1,"messages":[]}`, ignore, "", "")
+	b := mustSign(t, `{"model":"m","metadata":{"user_id":"b"},"messages":[],"te\u006dperature":0}`, ignore, "", "")
+	if a != b {
+		t.Error("configured fields were not ignored")
+	}
+}
+
+func TestSignatureRejectsInvalidBodies(t *testing.T) {
+	for _, body := range []string{
+		``, `   `, `[]`, `"x"`, `1`, `null`, `{`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{"a":1}x`, `{"a":1}{}`,
+		`{"a":tru}`, `{"a":01}`, `{"a":1.}`, `{"a":-}`, `{"a":1e}`, `{"a":"\x"}`, `{"a":"\u12"}`,
+		"{\"a\":\"\x01\"}", `{"a":[1,]}`, `{"a":[1 2]}`, `{a:1}`, `{"a":"unterminated}`,
+		`{"a":` + strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1) + `}`,
+	} {
+		if _, err := Signature([]byte(body), DefaultIgnore, "", ""); err == nil {
+			t.Errorf("Signature(%.40q) succeeded", body)
+		}
+	}
+}
+
+func TestStringScanFindsSpecialBytesAtEveryOffset(t *testing.T) {
+	for off := range 17 {
+		pad := strings.Repeat("é", off/2) + strings.Repeat("a", off%2)
+		for _, bad := range []string{"\x01", "\x1f", "\n"} {
+			body := `{"a":"` + pad + bad + `tail after the bad byte"}`
+			if _, err := canonical([]byte(body), nil); err == nil {
+				t.Errorf("offset %d: control byte %q accepted", off, bad)
+			}
+		}
+		for _, ok := range []string{`\"`, `\\`, `\u00e9`, "\x7f", "\xff"} {
+			body := `{"a":"` + pad + ok + `tail after the special byte"}`
+			got, err := canonical([]byte(body), nil)
+			if err != nil || string(got) != body {
+				t.Errorf("offset %d: %q: got %q, %v", off, ok, got, err)
+			}
+		}
+		body := `{"a":"` + pad + `","b":1}`
+		if got, err := canonical([]byte(body), nil); err != nil || string(got) != body {
+			t.Errorf("offset %d: closing quote: got %q, %v", off, got, err)
+		}
+	}
+}
+
+func TestCanonicalFormSortsKeysAndDropsWhitespace(t *testing.T) {
+	got, err := canonical([]byte(` { "b" : [ 1 , { "z" : null , "a" : "s p\"ace" } , -0.5e+3 ] , "a" : { } , "stream" : true , "c" : [ ] } `), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"a":{},"b":[1,{"a":"s p\"ace","z":null},-0.5e+3],"c":[]}`; string(got) != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
+// FuzzCanonical checks the canonicaliser against encoding/json: it accepts
+// exactly the JSON objects, and its output means the same as its input with
+// the ignored fields removed.
+func FuzzCanonical(f *testing.F) {
+	f.Add([]byte(baseBody))
+	f.Add([]byte(`{"b":{"d":1,"c":[true,false,null]},"a":"\u00e9\n","a":2}`))
+	f.Add([]byte(`{"x":1e10,"y":-0,"z":"\ud83d\ude00"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, err := canonical(body, DefaultIgnore)
+		var want any
+		isObject := json.Unmarshal(body, &want) == nil && reflect.TypeOf(want) == reflect.TypeOf(map[string]any{})
+		if !json.Valid(body) {
+			isObject = false
+		}
+		if (err == nil) != isObject {
+			t.Fatalf("canonical(%q) err = %v, but valid object = %v", body, err, isObject)
+		}
+		if err != nil {
+			return
+		}
+		m := want.(map[string]any)
+		delete(m, "stream")
+		delete(m, "max_tokens")
+		var back any
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatalf("canonical form %q of %q is not JSON: %v", got, body, err)
+		}
+		if !reflect.DeepEqual(back, want) {
+			t.Fatalf("canonical form %q means something else than %q", got, body)
+		}
+		again, err := canonical(got, nil)
+		if err != nil || !bytes.Equal(again, got) {
+			t.Fatalf("canonical form is not stable: %q -> %q (%v)", got, again, err)
+		}
+	})
+}
+
+func claudeCodeBody(t testing.TB) []byte {
+	t.Helper()
+	raw, err := os.ReadFile("../testdata/claude-code-2.1.332-request.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Body json.RawMessage `json:"body"`
+	}
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Body
+}
+
+// bigBody returns a Claude Code request grown to about size bytes by
+// repeating its conversation.
+func bigBody(t testing.TB, size int) []byte {
+	t.Helper()
+	var req map[string]json.RawMessage
+	if err := json.Unmarshal(claudeCodeBody(t), &req); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []json.RawMessage
+	if err := json.Unmarshal(req["messages"], &msgs); err != nil {
+		t.Fatal(err)
+	}
+	grown := msgs
+	for n := len(req["messages"]); n < size; n += len(req["messages"]) {
+		grown = append(grown, msgs...)
+	}
+	req["messages"], _ = json.Marshal(grown)
+	out, _ := json.MarshalIndent(req, "", " ")
+	return out
+}
+
+func TestSignatureOfRecordedClaudeCodeRequest(t *testing.T) {
+	body := claudeCodeBody(t)
+	a, err := Signature(body, DefaultIgnore, "k", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	_ = json.Unmarshal(body, &v)
+	compact, _ := json.Marshal(v)
+	b, err := Signature(compact, DefaultIgnore, "k", "")
+	if err != nil || a != b {
+		t.Errorf("re-encoded request signs differently (%v)", err)
+	}
+}
+
+func BenchmarkSignature(b *testing.B) {
+	for _, tt := range []struct {
+		name string
+		body []byte
+	}{
+		{"claude-code-53KB", claudeCodeBody(b)},
+		{"2MB", bigBody(b, 2<<20)},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.SetBytes(int64(len(tt.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Signature(tt.body, DefaultIgnore, "client", "claude-code-20250219"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
