@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -66,6 +67,35 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		route <model-pattern...> {
 //			to <provider> [<model>]
 //		}
+//		dedup off
+//		dedup {
+//			off
+//			wait <duration>
+//			replay <duration>
+//			ignore <field...>
+//			max_buffer <size>
+//		}
+//		count_tokens local
+//		count_tokens {
+//			local
+//			failure_threshold <n>
+//			cooldown <duration>
+//			timeout <duration>
+//			encoding <tiktoken-encoding>
+//			calibration <factor>
+//			cache_size <blocks>
+//		}
+//		oauth {
+//			storage <module> { ... }
+//			refresh_before <duration>
+//			proxy <url>
+//			authorize_url <url>
+//			token_url <url>
+//			client_id <id>
+//			redirect_uri <url>
+//			scopes <scope...>
+//			token_format json|form
+//		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -118,6 +148,30 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.ClientKeys = append(h.ClientKeys, keys...)
 		case "admin_key":
 			if err := oneArg(d, &h.AdminKey); err != nil {
+				return err
+			}
+		case "oauth":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.OAuth == nil {
+				h.OAuth = new(OAuthConfig)
+			}
+			if err := parseOAuth(d, h.OAuth); err != nil {
+				return err
+			}
+		case "dedup":
+			if h.Dedup == nil {
+				h.Dedup = new(DedupConfig)
+			}
+			if err := parseDedup(d, h.Dedup); err != nil {
+				return err
+			}
+		case "count_tokens":
+			if h.CountTokens == nil {
+				h.CountTokens = new(CountTokensConfig)
+			}
+			if err := parseCount(d, h.CountTokens); err != nil {
 				return err
 			}
 		case "health":
@@ -406,3 +460,142 @@ func parseRoute(d *caddyfile.Dispenser) (balancer.RouteConfig, error) {
 
 // Interface guards
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+func parseOAuth(d *caddyfile.Dispenser, oc *OAuthConfig) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "storage":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			mod, err := caddyfile.UnmarshalModule(d, "caddy.storage."+name)
+			if err != nil {
+				return err
+			}
+			st, ok := mod.(caddy.StorageConverter)
+			if !ok {
+				return d.Errf("module %s is not a storage module", name)
+			}
+			oc.StorageRaw = caddyconfig.JSONModuleObject(st, "module", name, nil)
+		case "refresh_before":
+			oc.RefreshBefore, err = durationArg(d)
+		case "proxy":
+			err = oneArg(d, &oc.Proxy)
+		case "authorize_url":
+			err = oneArg(d, &oc.AuthorizeURL)
+		case "token_url":
+			err = oneArg(d, &oc.TokenURL)
+		case "client_id":
+			err = oneArg(d, &oc.ClientID)
+		case "redirect_uri":
+			err = oneArg(d, &oc.RedirectURI)
+		case "scopes":
+			oc.Scopes = d.RemainingArgs()
+			if len(oc.Scopes) == 0 {
+				return d.ArgErr()
+			}
+		case "token_format":
+			err = oneArg(d, &oc.TokenFormat)
+			if err == nil && oc.TokenFormat != "json" && oc.TokenFormat != "form" {
+				return d.Errf("token_format must be json or form")
+			}
+		default:
+			return d.Errf("unrecognized oauth option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseDedup(d *caddyfile.Dispenser, dc *DedupConfig) error {
+	if d.NextArg() {
+		if d.Val() != "off" || d.NextArg() {
+			return d.Errf("dedup takes only \"off\" or a block")
+		}
+		dc.Off = true
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "off":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			dc.Off = true
+		case "wait":
+			dc.Wait, err = durationArg(d)
+		case "replay":
+			dc.Replay, err = durationArg(d)
+		case "ignore":
+			dc.Ignore = d.RemainingArgs()
+			if len(dc.Ignore) == 0 {
+				return d.ArgErr()
+			}
+		case "max_buffer":
+			var s string
+			if err = oneArg(d, &s); err == nil {
+				n, perr := humanize.ParseBytes(s)
+				if perr != nil || n == 0 {
+					return d.Errf("invalid size %q", s)
+				}
+				dc.MaxBuffer = int64(n)
+			}
+		default:
+			return d.Errf("unrecognized dedup option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseCount(d *caddyfile.Dispenser, cc *CountTokensConfig) error {
+	if d.NextArg() {
+		if d.Val() != "local" || d.NextArg() {
+			return d.Errf("count_tokens takes only \"local\" or a block")
+		}
+		cc.Local = true
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "local":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			cc.Local = true
+		case "failure_threshold":
+			cc.FailureThreshold, err = intArg(d, 1)
+		case "cooldown":
+			cc.Cooldown, err = durationArg(d)
+		case "timeout":
+			cc.Timeout, err = durationArg(d)
+		case "encoding":
+			err = oneArg(d, &cc.Encoding)
+		case "calibration":
+			var s string
+			if err = oneArg(d, &s); err == nil {
+				f, perr := strconv.ParseFloat(s, 64)
+				if perr != nil || f <= 0 {
+					return d.Errf("calibration must be a positive number")
+				}
+				cc.Calibration = f
+			}
+		case "cache_size":
+			cc.CacheSize, err = intArg(d, 1)
+		default:
+			return d.Errf("unrecognized count_tokens option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

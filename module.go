@@ -5,6 +5,7 @@
 package claudebalancer
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,8 +23,11 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+	"github.com/claude-balancer/caddy-claude-balancer/dedup"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
+	"github.com/claude-balancer/caddy-claude-balancer/oauth"
+	"github.com/claude-balancer/caddy-claude-balancer/tokens"
 )
 
 func init() {
@@ -79,12 +84,33 @@ type Handler struct {
 	// bodies get 413. Default: 32 MiB.
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
-	bal        *balancer.Balancer
-	logger     *zap.Logger
-	clientKeys [][32]byte
-	adminKey   [32]byte
-	hasAdmin   bool
-	maxBody    int64
+	// OAuth tunes the login and token refresh of Claude subscription
+	// accounts (providers with "oauth").
+	OAuth *OAuthConfig `json:"oauth,omitempty"`
+
+	// Dedup tunes the sharing of one upstream call among identical
+	// in-flight requests. It is on by default.
+	Dedup *DedupConfig `json:"dedup,omitempty"`
+
+	// CountTokens tunes POST /v1/messages/count_tokens: exact counts from
+	// the model's Anthropic provider when it can, local counts otherwise.
+	CountTokens *CountTokensConfig `json:"count_tokens,omitempty"`
+
+	bal         *balancer.Balancer
+	oauth       *oauth.Manager
+	oauthPage   http.Handler
+	oauthKey    string
+	dedup       *dedup.Registry
+	dedupKey    string
+	dedupOff    bool
+	dedupIgnore []string
+	counter     *tokens.Counter
+	counterKey  string
+	logger      *zap.Logger
+	clientKeys  [][32]byte
+	adminKey    [32]byte
+	hasAdmin    bool
+	maxBody     int64
 }
 
 // CaddyModule returns the Caddy module information.
@@ -135,9 +161,25 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.maxBody < 0 {
 		return fmt.Errorf("max_request_body must not be negative")
 	}
+	name := h.Name
+	if name == "" {
+		name = "default"
+	}
+	m, key, err := h.provisionOAuth(ctx, name)
+	if err != nil {
+		return err
+	}
+	h.oauth, h.oauthKey, h.oauthPage = m, key, m.Handler("/oauth")
+	if err := h.provisionDedup(name); err != nil {
+		return err
+	}
+	if cfg.Count, err = h.provisionCount(name); err != nil {
+		return err
+	}
 	b, err := balancer.New(cfg, balancer.Options{
 		Logger:   h.logger,
 		Replacer: repl,
+		Tokens:   m,
 	})
 	if err != nil {
 		return err
@@ -152,6 +194,15 @@ func (h *Handler) Cleanup() error {
 	if h.bal != nil {
 		h.bal.Close()
 	}
+	if h.oauthKey != "" {
+		_, _ = oauthManagers.Delete(h.oauthKey)
+	}
+	if h.dedupKey != "" {
+		_, _ = registries.Delete(h.dedupKey)
+	}
+	if h.counterKey != "" {
+		_, _ = counters.Delete(h.counterKey)
+	}
 	return nil
 }
 
@@ -163,6 +214,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return methodNotAllowed(w, http.MethodPost)
 		}
 		h.serveMessages(w, r)
+	case "/v1/messages/count_tokens":
+		if r.Method != http.MethodPost {
+			return methodNotAllowed(w, http.MethodPost)
+		}
+		h.serveCount(w, r)
 	case "/health", "/":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			return methodNotAllowed(w, http.MethodGet)
@@ -176,6 +232,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			h.serveProviders(w, r)
 		}
 	default:
+		if path == "/oauth" || strings.HasPrefix(path, "/oauth/") {
+			if h.management(w, r) {
+				h.oauthPage.ServeHTTP(w, r)
+			}
+			return nil
+		}
 		apierr.Write(w, http.StatusNotFound, apierr.NotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, path))
 	}
 	return nil
@@ -333,22 +395,57 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hdr := r.Header
-	if keyHeader != "" {
+	if keyHeader != "" || !h.dedupOff {
+		// The attempt loop may outlive this handler when other clients
+		// share its answer, so it gets its own copy of the headers.
 		hdr = r.Header.Clone()
 		hdr.Del(keyHeader)
 	}
 	req := &balancer.Request{Body: body, Peek: peek, Header: hdr, RawQuery: r.URL.RawQuery}
-	out := relay.NewClientOutput(w)
-	res := h.bal.Serve(r.Context(), req, out)
-	if res.Failure != nil {
-		res.Failure.WriteTo(w)
+	if h.dedupOff {
+		out := relay.NewClientOutput(w)
+		res := h.bal.Serve(r.Context(), req, out)
+		if res.Failure != nil {
+			res.Failure.WriteTo(w)
+		}
+		h.logRequest(r, req, res, "", time.Since(start))
+		return
 	}
-	h.logRequest(r, req, res, time.Since(start))
+	key, err := dedup.Signature(body, h.dedupIgnore, clientIdentity(r), strings.Join(r.Header.Values("Anthropic-Beta"), ","))
+	if err != nil {
+		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, "request body is not valid JSON: "+err.Error())
+		return
+	}
+	var res *balancer.Result
+	dres := h.dedup.Serve(w, r, key, peek.Stream, func(ctx context.Context, out relay.Output) *relay.Failure {
+		res = h.bal.Serve(ctx, req, out)
+		return res.Failure
+	})
+	if dres.Role == dedup.Leader || dres.Role == dedup.Direct {
+		if res != nil {
+			h.logRequest(r, req, res, dres.Role.String(), time.Since(start))
+		}
+		return
+	}
+	h.logShared(r, req, dres, time.Since(start))
+}
+
+// clientIdentity names who is asking, so that two clients never share an
+// answer: the client key that let them in and the credential they would
+// pass through.
+func clientIdentity(r *http.Request) string {
+	var id strings.Builder
+	for _, k := range []string{"X-Claude-Balancer-Key", "X-Api-Key", "Authorization"} {
+		id.WriteString(r.Header.Get(k))
+		id.WriteByte(0)
+	}
+	sum := sha256.Sum256([]byte(id.String()))
+	return string(sum[:])
 }
 
 // logRequest writes the one log line of a request and adds its facts to
 // Caddy's access log.
-func (h *Handler) logRequest(r *http.Request, req *balancer.Request, res *balancer.Result, d time.Duration) {
+func (h *Handler) logRequest(r *http.Request, req *balancer.Request, res *balancer.Result, role string, d time.Duration) {
 	provider := ""
 	if res.Provider != nil {
 		provider = res.Provider.Name
@@ -394,7 +491,100 @@ func (h *Handler) logRequest(r *http.Request, req *balancer.Request, res *balanc
 	if res.ClientGone {
 		fields = append(fields, zap.Bool("client_gone", true))
 	}
+	if role != "" {
+		fields = append(fields, zap.String("dedup", role))
+	}
 	ce.Write(fields...)
+}
+
+// logShared logs a request that got the answer of an identical one.
+func (h *Handler) logShared(r *http.Request, req *balancer.Request, res dedup.Result, d time.Duration) {
+	provider := ""
+	if res.Header != nil {
+		provider = res.Header.Get("X-Claude-Balancer-Provider")
+	}
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.String("claude_balancer_provider", provider))
+		extra.Add(zap.String("claude_balancer_dedup", res.Role.String()))
+	}
+	level := zapcore.InfoLevel
+	if res.Failure != nil || res.Err != nil {
+		level = zapcore.WarnLevel
+	}
+	ce := h.logger.Check(level, "request")
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("model", req.Peek.Model),
+		zap.String("provider", provider),
+		zap.Bool("stream", req.Peek.Stream),
+		zap.Int("status", res.Status),
+		zap.String("dedup", res.Role.String()),
+		zap.Int64("bytes", res.Bytes),
+		zap.Duration("duration", d),
+	}
+	if res.Failure != nil {
+		fields = append(fields, zap.String("error", res.Failure.Message()))
+	}
+	if res.Err != nil {
+		fields = append(fields, zap.String("client_error", res.Err.Error()))
+	}
+	ce.Write(fields...)
+}
+
+// serveCount answers count_tokens: the provider's exact count when the
+// model's route has a healthy Anthropic provider, else a local count.
+func (h *Handler) serveCount(w http.ResponseWriter, r *http.Request) {
+	keyHeader, ok := h.authorizeClient(w, r)
+	if !ok {
+		return
+	}
+	body, ok := h.readBody(w, r)
+	if !ok {
+		return
+	}
+	peek, err := balancer.PeekBody(body)
+	if err != nil {
+		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
+		return
+	}
+	hdr := r.Header
+	if keyHeader != "" {
+		hdr = r.Header.Clone()
+		hdr.Del(keyHeader)
+	}
+	req := &balancer.Request{Body: body, Peek: peek, Header: hdr, RawQuery: r.URL.RawQuery}
+	res := h.bal.CountTokens(r.Context(), req)
+	if res.Upstream {
+		for k, v := range res.Header {
+			w.Header()[k] = v
+		}
+		w.Header().Set("X-Claude-Balancer-Count-Source", "upstream")
+		w.Header().Set("X-Claude-Balancer-Provider", res.Provider.Name)
+		w.Header().Set("Content-Length", strconv.Itoa(len(res.Body)))
+		w.WriteHeader(res.Status)
+		_, _ = w.Write(res.Body)
+		return
+	}
+	n, err := h.counter.Count(body)
+	if err != nil {
+		var bad *tokens.InvalidRequestError
+		if errors.As(err, &bad) {
+			apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, bad.Message)
+			return
+		}
+		apierr.Write(w, http.StatusInternalServerError, apierr.API, "counting tokens failed: "+err.Error())
+		return
+	}
+	h.logger.Debug("count_tokens answered locally", zap.String("model", peek.Model), zap.String("reason", res.Reason), zap.Int("input_tokens", n))
+	out := strconv.AppendInt([]byte(`{"input_tokens":`), int64(n), 10)
+	out = append(out, '}')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Claude-Balancer-Count-Source", "local")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
 }
 
 type attemptsMarshaler []balancer.Attempt

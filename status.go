@@ -111,6 +111,20 @@ type BalancerStatus struct {
 	TotalRoutes       int              `json:"total_model_routes"`
 	Providers         []ProviderStatus `json:"providers"`
 	Routes            []RouteStatus    `json:"routes"`
+	Dedup             DedupStatus      `json:"dedup"`
+}
+
+// DedupStatus reports the sharing of upstream calls.
+type DedupStatus struct {
+	Enabled     bool   `json:"enabled"`
+	Runs        uint64 `json:"runs"`
+	Joins       uint64 `json:"joins"`
+	ReplayHits  uint64 `json:"replay_hits"`
+	FanOut      uint64 `json:"fan_out"`
+	SlowEnded   uint64 `json:"slow_ended"`
+	WaitExpired uint64 `json:"wait_expired"`
+	InFlight    int    `json:"in_flight"`
+	Groups      int    `json:"groups"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -211,6 +225,9 @@ func (h *Handler) Status() BalancerStatus {
 		st.Providers = append(st.Providers, ps)
 	}
 	st.TotalRoutes = len(st.Routes)
+	ds := h.dedup.Stats()
+	st.Dedup = DedupStatus{Enabled: !h.dedupOff, Runs: ds.Runs, Joins: ds.Joins, ReplayHits: ds.ReplayHits,
+		FanOut: ds.FanOut, SlowEnded: ds.SlowEnded, WaitExpired: ds.WaitExpired, InFlight: ds.Active, Groups: ds.Groups}
 	return st
 }
 

@@ -38,6 +38,7 @@ type Config struct {
 	// Sticky is the session affinity TTL; 0 turns stickiness off.
 	Sticky time.Duration
 	Health HealthConfig
+	Count  CountConfig
 }
 
 // Observer is told about events worth logging, counting or emitting.
@@ -69,6 +70,7 @@ type Balancer struct {
 	strategy  string
 	stickyTTL time.Duration
 	policy    HealthPolicy
+	count     CountConfig
 	counted   map[int]bool
 	patterns  []*regexp.Regexp
 
@@ -118,6 +120,19 @@ func New(cfg Config, opt Options) (b *Balancer, err error) {
 	}
 	if err := b.setHealth(cfg.Health); err != nil {
 		return nil, err
+	}
+	b.count = cfg.Count
+	if b.count.Threshold < 0 || b.count.Cooldown < 0 || b.count.Timeout < 0 {
+		return nil, fmt.Errorf("count_tokens: failure_threshold, cooldown and timeout must not be negative")
+	}
+	if b.count.Threshold == 0 {
+		b.count.Threshold = DefaultCountThreshold
+	}
+	if b.count.Cooldown == 0 {
+		b.count.Cooldown = DefaultCountCooldown
+	}
+	if b.count.Timeout == 0 {
+		b.count.Timeout = DefaultCountTimeout
 	}
 
 	bs, _, err := pool.LoadOrNew("balancer/"+b.Name, func() (caddy.Destructor, error) { return newBalancerState(), nil })
@@ -248,8 +263,11 @@ func (b *Balancer) Routes() []*Route { return b.routes.All() }
 // MatchRoute returns the route serving a model, or nil.
 func (b *Balancer) MatchRoute(model string) *Route { return b.routes.Match(model) }
 
-// Policy returns the effective health settings.
+// Policy returns the effective health settings of messages.
 func (b *Balancer) Policy() HealthPolicy { return b.policy }
+
+// PolicyFor returns the effective health settings of an endpoint class.
+func (b *Balancer) PolicyFor(class string) HealthPolicy { return b.policyFor(class) }
 
 // Strategy returns the strategy in effect.
 func (b *Balancer) Strategy() string { return b.strategy }

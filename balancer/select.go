@@ -53,12 +53,13 @@ func (b *Balancer) candidates(route *Route, session, class string) ([]candidate,
 			continue
 		}
 		h := t.Provider.Health(class)
-		ok, at := h.Available(b.policy)
+		pol := b.policyFor(class)
+		ok, at := h.Available(pol)
 		if !ok {
 			if why.retryAt.IsZero() || at.Before(why.retryAt) {
 				why.retryAt = at
 			}
-			if !h.Snapshot(b.policy).Quota {
+			if !h.Snapshot(pol).Quota {
 				why.allQuota = false
 			}
 			continue

@@ -28,6 +28,10 @@ import (
 // with another Caddy on the machine.
 var adminPort, httpPort, httpsPort = freePort(), freePort(), freePort()
 
+// dataDir holds Caddy's storage for this test binary; Caddy's default
+// storage path is fixed before TestMain runs, so tests name it explicitly.
+var dataDir string
+
 func freePort() int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -45,6 +49,7 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("XDG_CONFIG_HOME", dir+"/config")
 	os.Setenv("XDG_DATA_HOME", dir+"/data")
+	dataDir = dir + "/storage"
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -69,9 +74,10 @@ func globalOptions(extra string) string {
 	http_port %d
 	https_port %d
 	persist_config off
+	storage file_system %s
 	%s
 }
-`, adminPort, httpPort, httpsPort, extra)
+`, adminPort, httpPort, httpsPort, dataDir, extra)
 }
 
 // start loads a Caddyfile whose site runs claude_balancer with the given
@@ -272,6 +278,12 @@ func (m *mock) count() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.got)
+}
+
+func (m *mock) requests() []recorded {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]recorded(nil), m.got...)
 }
 
 func (m *mock) last() recorded {

@@ -1,0 +1,158 @@
+package balancer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults of count_tokens.
+const (
+	DefaultCountThreshold = 2
+	DefaultCountCooldown  = 5 * time.Minute
+	DefaultCountTimeout   = 10 * time.Second
+)
+
+// CountConfig configures POST /v1/messages/count_tokens.
+type CountConfig struct {
+	// Local counts every request locally, never asking a provider.
+	Local bool
+	// Threshold is the number of failures after which a provider's count
+	// endpoint cools down.
+	Threshold int
+	// Cooldown is how long a failing count endpoint is left alone.
+	Cooldown time.Duration
+	// Timeout bounds one upstream count.
+	Timeout time.Duration
+}
+
+// CountResult is the outcome of an upstream count. When Upstream is false
+// the caller counts locally; Reason says why.
+type CountResult struct {
+	Upstream bool
+	Provider *Provider
+	Status   int
+	Header   http.Header
+	Body     []byte
+	Reason   string
+}
+
+func (b *Balancer) countPolicy() HealthPolicy {
+	return HealthPolicy{Threshold: b.count.Threshold, Cooldown: b.count.Cooldown, ResetAfter: b.policy.ResetAfter}
+}
+
+// policyFor returns the health settings of an endpoint class.
+func (b *Balancer) policyFor(class string) HealthPolicy {
+	if class == ClassCountTokens {
+		return b.countPolicy()
+	}
+	return b.policy
+}
+
+// CountTokens asks the first healthy Anthropic candidate of the model's route
+// for an exact count. Failures count against the provider's count_tokens
+// health only: messages never notice them.
+func (b *Balancer) CountTokens(ctx context.Context, req *Request) CountResult {
+	if b.count.Local {
+		return CountResult{Reason: "local counting is configured"}
+	}
+	route := b.routes.Match(req.Peek.Model)
+	if route == nil {
+		return CountResult{Reason: "no route serves the model"}
+	}
+	cands, _ := b.candidates(route, req.Session(), ClassCountTokens)
+	if len(cands) == 0 {
+		return CountResult{Reason: "no provider's count endpoint is available"}
+	}
+	if cands[0].Provider.Type != TypeAnthropic {
+		return CountResult{Reason: "the route's first candidate is not an Anthropic provider"}
+	}
+	pol := b.countPolicy()
+	for _, c := range cands {
+		p := c.Provider
+		if p.Type != TypeAnthropic {
+			continue
+		}
+		h := p.Health(ClassCountTokens)
+		if !h.Acquire(pol) {
+			continue
+		}
+		res, o := b.countOnce(ctx, c, req)
+		switch {
+		case o == nil:
+			b.transition(p, ClassCountTokens, h.RecordSuccess(), 0, "count succeeded")
+			return res
+		case o.scope == ScopeClient || o.scope == ScopeRequest:
+			h.Release()
+		default:
+			n, t := h.RecordFailure(pol, o.message, time.Time{})
+			b.logger.Info("count_tokens error", zap.String("provider", p.Name),
+				zap.String("count", countString(n, pol.Threshold)), zap.String("reason", o.message))
+			b.transition(p, ClassCountTokens, t, n, o.message)
+		}
+		return CountResult{Provider: p, Reason: p.Name + ": " + o.message}
+	}
+	return CountResult{Reason: "no provider's count endpoint is available"}
+}
+
+func (b *Balancer) countOnce(ctx context.Context, c candidate, req *Request) (CountResult, *outcome) {
+	p := c.Provider
+	body, _ := anthropicCodec{}.body(req, c.Model)
+	cctx, cancel := context.WithTimeout(ctx, b.count.Timeout)
+	defer cancel()
+	target := p.countURL
+	if req.RawQuery != "" {
+		target += "?" + req.RawQuery
+	}
+	hreq, err := http.NewRequestWithContext(cctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return CountResult{}, &outcome{scope: ScopeProvider, message: err.Error()}
+	}
+	forwardRequestHeaders(hreq.Header, req.Header)
+	anthropicCodec{}.header(hreq.Header, req)
+	for k, vs := range p.headers {
+		hreq.Header[k] = vs
+	}
+	if _, err := b.setAuth(cctx, p, hreq.Header, req.Header); err != nil {
+		return CountResult{}, &outcome{scope: ScopeCredential, message: err.Error()}
+	}
+	resp, err := p.transport.RoundTrip(hreq)
+	if err != nil {
+		if ctx.Err() != nil {
+			return CountResult{}, &outcome{scope: ScopeClient, message: "client went away"}
+		}
+		if cctx.Err() != nil {
+			return CountResult{}, &outcome{scope: ScopeProvider, message: fmt.Sprintf("no answer within %s", b.count.Timeout)}
+		}
+		return CountResult{}, &outcome{scope: ScopeProvider, message: describeNetError(err)}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if err != nil {
+		if cctx.Err() != nil && ctx.Err() == nil {
+			return CountResult{}, &outcome{scope: ScopeProvider, message: fmt.Sprintf("no answer within %s", b.count.Timeout)}
+		}
+		return CountResult{}, &outcome{scope: ScopeProvider, message: "reading the answer failed: " + describeNetError(err)}
+	}
+	if resp.StatusCode != http.StatusOK {
+		scope := ScopeProvider
+		switch resp.StatusCode {
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+			scope = ScopeRequest
+		}
+		_, msg, _ := anthropicCodec{}.errorInfo(resp.StatusCode, data)
+		return CountResult{}, &outcome{scope: scope, status: resp.StatusCode, message: fmt.Sprintf("HTTP %d %s", resp.StatusCode, msg)}
+	}
+	if findTopLevel(data, "input_tokens") == nil {
+		return CountResult{}, &outcome{scope: ScopeProvider, status: resp.StatusCode, message: "answer without input_tokens"}
+	}
+	h := http.Header{}
+	copyResponseHeaders(h, resp.Header)
+	h.Set("Content-Type", "application/json")
+	return CountResult{Upstream: true, Provider: p, Status: resp.StatusCode, Header: h, Body: data}, nil
+}

@@ -1,0 +1,194 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// claudeBin returns the pinned Claude Code CLI (make claude-code installs
+// it), skipping the test when it is absent.
+func claudeBin(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("CLAUDE_BIN")
+	if bin == "" {
+		bin, _ = filepath.Abs("../.cache/claude-code/node_modules/.bin/claude")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Claude Code CLI not found at %s (run make claude-code)", bin)
+		}
+		t.Skipf("Claude Code CLI not found at %s (run make claude-code)", bin)
+	}
+	return bin
+}
+
+// runClaude runs `claude -p prompt` against the balancer and returns its
+// output.
+func runClaude(t *testing.T, e *env, prompt string, args ...string) (string, error) {
+	t.Helper()
+	return runClaudeIn(t, e, t.TempDir(), prompt, args...)
+}
+
+// runClaudeIn runs Claude Code with home as its home and working directory.
+func runClaudeIn(t *testing.T, e *env, home, prompt string, args ...string) (string, error) {
+	t.Helper()
+	bin := claudeBin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-p", prompt}, args...)...)
+	cmd.Dir = home
+	cmd.Env = append(os.Environ(),
+		"HOME="+home,
+		"ANTHROPIC_BASE_URL="+e.base,
+		"ANTHROPIC_API_KEY=sk-ant-test-client",
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+		"DISABLE_AUTOUPDATER=1",
+		"CLAUDE_CODE_MAX_RETRIES=0",
+	)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String() + errb.String(), fmt.Errorf("claude: %w: %s", err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// claudeMock answers every Messages request the way the API does, with a
+// text reply, and records the models and paths it saw.
+func claudeMock(t *testing.T, reply string) *mock {
+	return newMock(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if strings.HasSuffix(r.URL.Path, "/count_tokens") {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"input_tokens":42}`)
+			return
+		}
+		if isStream(r) {
+			okSSE(reply)(w, r, n)
+			return
+		}
+		okJSON(reply)(w, r, n)
+	})
+}
+
+func TestClaudeCodeCLI(t *testing.T) {
+	claudeBin(t)
+	t.Run("through one provider", func(t *testing.T) {
+		up := claudeMock(t, "MOCK-ANSWER-4217")
+		e := start(t, fmt.Sprintf("provider a {\nbase_url %s\npassthrough_auth\n}", up.URL))
+		out, err := runClaude(t, e, "Say the magic number")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "MOCK-ANSWER-4217") {
+			t.Fatalf("claude printed %q", out)
+		}
+		var sawMain bool
+		for _, r := range up.requests() {
+			if r.Path == "/v1/messages" {
+				var b struct {
+					Stream bool `json:"stream"`
+				}
+				_ = json.Unmarshal(r.Body, &b)
+				sawMain = sawMain || b.Stream
+				if r.Header.Get("X-Api-Key") != "sk-ant-test-client" || r.Header.Get("User-Agent") == "" || r.Query != "beta=true" {
+					t.Errorf("request not passed through as Claude Code sent it: %v %q", r.Header, r.Query)
+				}
+			}
+		}
+		if !sawMain {
+			t.Fatalf("no streaming request reached the provider")
+		}
+	})
+	t.Run("first provider failing", func(t *testing.T) {
+		bad := newMock(t, errorStatus(529, "overloaded_error", "Overloaded"))
+		good := claudeMock(t, "FAILOVER-ANSWER-77")
+		e := start(t, fmt.Sprintf(`
+			provider bad {
+				base_url %s
+				passthrough_auth
+			}
+			provider good {
+				base_url %s
+				passthrough_auth
+			}`, bad.URL, good.URL))
+		out, err := runClaude(t, e, "Say the magic number")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "FAILOVER-ANSWER-77") || strings.Contains(strings.ToLower(out), "overloaded") {
+			t.Fatalf("claude printed %q", out)
+		}
+		if bad.count() == 0 {
+			t.Fatalf("the failing provider was never tried")
+		}
+	})
+}
+
+func TestClaudeCodeCLIDuplicatesShareOneCall(t *testing.T) {
+	claudeBin(t)
+	var mu sync.Mutex
+	release := make(chan struct{})
+	up := newMock(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if strings.HasSuffix(r.URL.Path, "/count_tokens") {
+			fmt.Fprint(w, `{"input_tokens":42}`)
+			return
+		}
+		<-release
+		mu.Lock()
+		defer mu.Unlock()
+		if isStream(r) {
+			okSSE("SHARED-ANSWER-9")(w, r, n)
+			return
+		}
+		okJSON("SHARED-ANSWER-9")(w, r, n)
+	})
+	// Two terminals running the same prompt are two sessions: their
+	// metadata differs, so it is declared retry noise here.
+	e := start(t, fmt.Sprintf(`
+		dedup {
+			ignore max_tokens metadata
+		}
+		provider a {
+			base_url %s
+			passthrough_auth
+		}`, up.URL))
+	outs := make([]string, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	dir := t.TempDir()
+	for i := range outs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			outs[i], errs[i] = runClaudeIn(t, e, dir, "Say the shared magic number")
+		}(i)
+	}
+	waitFor(t, "the second run to join the first", func() bool { j, _ := e.dedupStats(); return j >= 1 })
+	close(release)
+	wg.Wait()
+	for i := range outs {
+		if errs[i] != nil || !strings.Contains(outs[i], "SHARED-ANSWER-9") {
+			t.Fatalf("run %d: %v %q", i, errs[i], outs[i])
+		}
+	}
+	calls := 0
+	for _, r := range up.requests() {
+		if r.Path == "/v1/messages" {
+			calls++
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("upstream messages calls: %d, want 1", calls)
+	}
+}
