@@ -2,6 +2,8 @@ package claudebalancer
 
 import (
 	"fmt"
+	"math"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -136,7 +138,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			n, err := humanize.ParseBytes(s)
-			if err != nil || n == 0 {
+			if err != nil || n == 0 || n > math.MaxInt64 {
 				return d.Errf("invalid size %q", s)
 			}
 			h.MaxRequestBody = int64(n)
@@ -185,13 +187,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "provider":
+			file, line := d.File(), d.Line()
 			p, err := parseProvider(d)
 			if err != nil {
 				return err
 			}
 			for _, q := range h.Providers {
 				if q.Name == p.Name {
-					return d.Errf("provider %q is declared twice", p.Name)
+					return fmt.Errorf("provider %q is declared twice, at %s:%d", p.Name, file, line)
 				}
 			}
 			h.Providers = append(h.Providers, p)
@@ -295,6 +298,11 @@ func parseHealth(d *caddyfile.Dispenser, hc *balancer.HealthConfig) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
+			for _, a := range args {
+				if _, err := regexp.Compile(a); err != nil {
+					return d.Errf("invalid body_pattern %q: %v", a, err)
+				}
+			}
 			hc.BodyPattern = append(hc.BodyPattern, args...)
 		default:
 			return d.Errf("unrecognized health option %q", d.Val())
@@ -312,9 +320,13 @@ func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
 		return p, d.Errf("provider needs a name")
 	}
 	p.Name = d.Val()
+	if p.Name == "" || strings.ContainsAny(p.Name, " \t/{}") {
+		return p, d.Errf("invalid provider name %q (no spaces, slashes or braces)", p.Name)
+	}
 	if d.NextArg() {
 		return p, d.ArgErr()
 	}
+	start := d.Line()
 	openai := func() *balancer.OpenAIOptions {
 		if p.OpenAI == nil {
 			p.OpenAI = new(balancer.OpenAIOptions)
@@ -353,6 +365,9 @@ func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
 			args := d.RemainingArgs()
 			if len(args) != 2 {
 				return p, d.Errf("header needs a name and a value")
+			}
+			if !validHeaderName(args[0]) {
+				return p, d.Errf("invalid header name %q", args[0])
 			}
 			if p.Headers == nil {
 				p.Headers = map[string][]string{}
@@ -429,14 +444,26 @@ func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
 			return p, err
 		}
 	}
+	if p.OAuth != "" && p.Type == balancer.TypeOpenAI {
+		return p, fmt.Errorf("provider %q: oauth accounts are Claude subscriptions and need type anthropic, at %s:%d", p.Name, d.File(), start)
+	}
+	if p.OpenAI != nil && p.Type != balancer.TypeOpenAI {
+		return p, fmt.Errorf("provider %q: OpenAI options need type openai, at %s:%d", p.Name, d.File(), start)
+	}
 	return p, nil
 }
 
 func parseRoute(d *caddyfile.Dispenser) (balancer.RouteConfig, error) {
 	var r balancer.RouteConfig
+	file, line := d.File(), d.Line()
 	r.Match = d.RemainingArgs()
 	if len(r.Match) == 0 {
 		return r, d.Errf("route needs at least one model pattern")
+	}
+	for _, m := range r.Match {
+		if strings.TrimSpace(m) == "" {
+			return r, d.Errf("route has an empty model pattern")
+		}
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		if d.Val() != "to" {
@@ -446,6 +473,9 @@ func parseRoute(d *caddyfile.Dispenser) (balancer.RouteConfig, error) {
 		if len(args) < 1 || len(args) > 2 {
 			return r, d.Errf("to needs a provider and optionally a model")
 		}
+		if args[0] == "" {
+			return r, d.Errf("to needs a provider name")
+		}
 		t := balancer.TargetConfig{Provider: args[0]}
 		if len(args) == 2 {
 			t.Model = args[1]
@@ -453,7 +483,7 @@ func parseRoute(d *caddyfile.Dispenser) (balancer.RouteConfig, error) {
 		r.To = append(r.To, t)
 	}
 	if len(r.To) == 0 {
-		return r, d.Errf("route %s has no \"to\" target", strings.Join(r.Match, " "))
+		return r, fmt.Errorf("route %s has no \"to\" target, at %s:%d", strings.Join(r.Match, " "), file, line)
 	}
 	return r, nil
 }
@@ -598,4 +628,18 @@ func parseCount(d *caddyfile.Dispenser, cc *CountTokensConfig) error {
 		}
 	}
 	return nil
+}
+
+// validHeaderName reports whether s is an HTTP header field name (an RFC 9110
+// token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
