@@ -1,0 +1,188 @@
+package convert
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestRequestRejectsWhatIsNotAMessagesRequest(t *testing.T) {
+	for _, c := range []struct{ name, body string }{
+		{"not JSON", `{"messages":[`},
+		{"trailing data", `{"messages":[]} x`},
+		{"not an object", `[{"messages":[]}]`},
+		{"no messages", `{"model":"m"}`},
+		{"messages not an array", `{"messages":{}}`},
+		{"message not an object", `{"messages":["hi"]}`},
+		{"unknown role", `{"messages":[{"role":"tool","content":"x"}]}`},
+		{"missing role", `{"messages":[{"content":"x"}]}`},
+		{"content a number", `{"messages":[{"role":"user","content":3}]}`},
+		{"missing content", `{"messages":[{"role":"user"}]}`},
+		{"block not an object", `{"messages":[{"role":"user","content":["x"]}]}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := Request([]byte(c.body), "m", Options{})
+			if !errors.Is(err, ErrInvalidRequest) || out != nil {
+				t.Fatalf("got %s, %v; want an ErrInvalidRequest", out, err)
+			}
+		})
+	}
+}
+
+// convertRequest converts body and decodes the result for inspection.
+func convertRequest(t *testing.T, body string, opt Options) map[string]any {
+	t.Helper()
+	out, err := Request([]byte(body), "up-model", opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkChatRequest(out); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRequestFields(t *testing.T) {
+	const msgs = `"messages":[{"role":"user","content":"hi"}]`
+	longUser := strings.Repeat("u", 65)
+	for _, c := range []struct {
+		name  string
+		body  string
+		opt   Options
+		field string
+		want  string // JSON of the field; "" for absent
+	}{
+		{"model is the upstream one", `{"model":"claude",` + msgs + `}`, Options{}, "model", `"up-model"`},
+		{"max_tokens passes", `{"max_tokens":100,` + msgs + `}`, Options{}, "max_tokens", `100`},
+		{"max_tokens capped", `{"max_tokens":64000,` + msgs + `}`, Options{MaxTokens: 8192}, "max_tokens", `8192`},
+		{"max_tokens below the cap", `{"max_tokens":100,` + msgs + `}`, Options{MaxTokens: 8192}, "max_tokens", `100`},
+		{"max_completion_tokens", `{"max_tokens":100,` + msgs + `}`, Options{MaxTokensField: "max_completion_tokens"}, "max_completion_tokens", `100`},
+		{"no max_tokens under the other name", `{"max_tokens":100,` + msgs + `}`, Options{MaxTokensField: "max_completion_tokens"}, "max_tokens", ``},
+		{"top_k dropped by default", `{"top_k":5,` + msgs + `}`, Options{}, "top_k", ``},
+		{"top_k kept on request", `{"top_k":5,` + msgs + `}`, Options{TopK: true}, "top_k", `5`},
+		{"four stop sequences at most", `{"stop_sequences":["a","b","c","d","e"],` + msgs + `}`, Options{}, "stop", `["a","b","c","d"]`},
+		{"no stream_options without stream", `{"stream":false,` + msgs + `}`, Options{}, "stream_options", ``},
+		{"stream asks for usage", `{"stream":true,` + msgs + `}`, Options{}, "stream_options", `{"include_usage":true}`},
+		{"short user id kept", `{"metadata":{"user_id":"me"},` + msgs + `}`, Options{}, "user", `"me"`},
+		{"long user id hashed", `{"metadata":{"user_id":"` + longUser + `"},` + msgs + `}`, Options{}, "user", `"` + shortID(longUser) + `"`},
+		{"session as prompt_cache_key", `{"metadata":{"user_id":"{\"session_id\":\"s-1\"}"},` + msgs + `}`, Options{PromptCacheKey: true}, "prompt_cache_key", `"s-1"`},
+		{"older session form", `{"metadata":{"user_id":"user_ab_account_cd_session_ef-12"},` + msgs + `}`, Options{PromptCacheKey: true}, "prompt_cache_key", `"ef-12"`},
+		{"no prompt_cache_key by default", `{"metadata":{"user_id":"me"},` + msgs + `}`, Options{}, "prompt_cache_key", ``},
+		{"reasoning off by default", `{"thinking":{"type":"enabled","budget_tokens":9000},` + msgs + `}`, Options{}, "reasoning_effort", ``},
+		{"effort from output_config", `{"output_config":{"effort":"max"},` + msgs + `}`, Options{Reasoning: "effort"}, "reasoning_effort", `"high"`},
+		{"per-message effort wins", `{"output_config":{"effort":"high"},"messages":[{"role":"user","content":"hi","output_config":{"effort":"low"}}]}`, Options{Reasoning: "effort"}, "reasoning_effort", `"low"`},
+		{"small budget is low", `{"thinking":{"type":"enabled","budget_tokens":1024},` + msgs + `}`, Options{Reasoning: "effort"}, "reasoning_effort", `"low"`},
+		{"medium budget", `{"thinking":{"type":"enabled","budget_tokens":8000},` + msgs + `}`, Options{Reasoning: "effort"}, "reasoning_effort", `"medium"`},
+		{"adaptive without effort sends nothing", `{"thinking":{"type":"adaptive"},` + msgs + `}`, Options{Reasoning: "effort"}, "reasoning_effort", ``},
+		{"fixed level", `` + `{` + msgs + `}`, Options{Reasoning: "minimal"}, "reasoning_effort", `"minimal"`},
+		{"disabled thinking sends nothing", `{"thinking":{"type":"disabled"},` + msgs + `}`, Options{Reasoning: "high"}, "reasoning_effort", ``},
+		{"budget as OpenRouter max_tokens", `{"thinking":{"type":"enabled","budget_tokens":5000},` + msgs + `}`, Options{Reasoning: "effort", ReasoningFormat: "reasoning"}, "reasoning", `{"max_tokens":5000}`},
+		{"extra members", `{` + msgs + `}`, Options{Extra: json.RawMessage(` { "provider" : {"order":["a"]} } `)}, "provider", `{"order":["a"]}`},
+		{"tool_choice dropped without tools", `{"tool_choice":{"type":"any"},` + msgs + `}`, Options{}, "tool_choice", ``},
+		{"billing header left out of the system prompt", `{"system":[{"type":"text","text":"x-anthropic-billing-header: cc_version=1"},{"type":"text","text":"Be kind."}],` + msgs + `}`, Options{}, "messages", `[{"content":"Be kind.","role":"system"},{"content":"hi","role":"user"}]`},
+		{"inline system merged", `{"system":"A","messages":[{"role":"user","content":"hi"},{"role":"system","content":"B"}]}`, Options{InlineSystem: "merge"}, "messages", `[{"content":"A\nB","role":"system"},{"content":"hi","role":"user"}]`},
+		{"inline system kept in place", `{"messages":[{"role":"user","content":"hi"},{"role":"system","content":[{"type":"text","text":"B"}]}]}`, Options{}, "messages", `[{"content":"hi","role":"user"},{"content":"B","role":"system"}]`},
+		{"the last of duplicate keys wins", `{"messages":[{"role":"user","content":"a"}],"tools":[{"name":"A","input_schema":{}}],"messages":[{"role":"user","content":"b"}],"tools":[]}`, Options{}, "messages", `[{"content":"b","role":"user"}]`},
+		{"tools of a duplicate key dropped", `{"tools":[{"name":"A","input_schema":{}}],"tools":[],` + msgs + `}`, Options{}, "tools", ``},
+		{"empty messages dropped", `{"messages":[{"role":"user","content":""},{"role":"assistant","content":[]},{"role":"user","content":[{"type":"text","text":""}]},{"role":"user","content":"x"}]}`, Options{}, "messages", `[{"content":"x","role":"user"}]`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := convertRequest(t, c.body, c.opt)
+			v, ok := m[c.field]
+			switch {
+			case c.want == "" && ok:
+				t.Fatalf("%s = %s, want it absent", c.field, jsonOf(t, v))
+			case c.want != "" && !ok:
+				t.Fatalf("%s absent, want %s", c.field, c.want)
+			case c.want != "" && jsonOf(t, v) != c.want:
+				t.Fatalf("%s = %s, want %s", c.field, jsonOf(t, v), c.want)
+			}
+		})
+	}
+}
+
+func TestRequestPlacesToolResultsRightAfterTheirCalls(t *testing.T) {
+	body := `{"messages":[
+		{"role":"user","content":"go"},
+		{"role":"assistant","content":[{"type":"tool_use","id":"call_one_0000000","name":"A","input":{}},{"type":"tool_use","id":"call_two_0000000","name":"B","input":{"x":1}}]},
+		{"role":"user","content":[{"type":"text","text":"before"},{"type":"tool_result","tool_use_id":"call_two_0000000","content":"2"},{"type":"tool_result","tool_use_id":"call_one_0000000","content":"1"},{"type":"text","text":"after"}]}]}`
+	m := convertRequest(t, body, Options{})
+	got := jsonOf(t, m["messages"])
+	want := `[{"content":"go","role":"user"},` +
+		`{"content":null,"role":"assistant","tool_calls":[{"function":{"arguments":"{}","name":"A"},"id":"call_one_0000000","type":"function"},{"function":{"arguments":"{\"x\":1}","name":"B"},"id":"call_two_0000000","type":"function"}]},` +
+		`{"content":"1","role":"tool","tool_call_id":"call_one_0000000"},{"content":"2","role":"tool","tool_call_id":"call_two_0000000"},` +
+		`{"content":"before\nafter","role":"user"}]`
+	if got != want {
+		t.Fatalf("messages:\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestRequestUnwrapsToolIDsItWrapped(t *testing.T) {
+	var ids toolIDs
+	fixedIDs(t)
+	wrapped := ids.assign([]byte("functions.Read:3"))
+	body := `{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"` + wrapped + `","name":"Read","input":{}}]},` +
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"` + wrapped + `","content":"ok"}]}]}`
+	out, err := Request([]byte(body), "m", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(out, []byte(`"functions.Read:3"`)) != 2 || bytes.Contains(out, []byte(wrapped)) {
+		t.Fatalf("ids not unwrapped: %s", out)
+	}
+}
+
+func TestRequestKeepsLargeStringsByteForByte(t *testing.T) {
+	text := `line one\nline \"two\" \u00e9 \ud83d\ude00 end`
+	body := `{"messages":[{"role":"user","content":[{"type":"text","text":"` + text + `"}]}]}`
+	out, err := Request([]byte(body), "m", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(out, []byte(`"content":"`+text+`"`)) {
+		t.Fatalf("text re-encoded: %s", out)
+	}
+}
+
+func TestAppendRequestAppendsAndKeepsDstOnError(t *testing.T) {
+	dst := []byte("prefix")
+	out, err := AppendRequest(dst, []byte(`{"messages":[]}`), "m", Options{})
+	if err != nil || !bytes.HasPrefix(out, []byte(`prefix{"model":"m"`)) {
+		t.Fatalf("got %s, %v", out, err)
+	}
+	out, err = AppendRequest(dst, []byte(`nope`), "m", Options{})
+	if err == nil || string(out) != "prefix" {
+		t.Fatalf("got %s, %v", out, err)
+	}
+}
+
+func TestSanitizedSchemaDropsKeywordsButNotProperties(t *testing.T) {
+	schema := `{"$schema":"x","type":"object","additionalProperties":false,
+		"properties":{"format":{"type":"string","format":"email","default":"a"},"n":{"type":["null","number"],"const":3},
+		"list":{"type":"array","items":[{"type":"string","examples":["e"]}]},"u":{"oneOf":[{"type":"string"},{"not":{}}]}},
+		"required":["format","ghost"],"$defs":{"d":{"type":"object","propertyNames":{"pattern":"x"}}}}`
+	got := string(appendSchema(nil, []byte(schema), true))
+	want := `{"type":"object","properties":{"format":{"type":"string","default":"a"},"n":{"type":"number","enum":[3]},` +
+		`"list":{"type":"array","items":[{"type":"string"}]},"u":{"anyOf":[{"type":"string"},{}]}},"required":["format"],"$defs":{"d":{"type":"object"}}}`
+	if got != want {
+		t.Fatalf("sanitized:\n%s\nwant\n%s", got, want)
+	}
+	if raw := appendSchema(nil, []byte(schema), false); string(raw) != schema {
+		t.Fatalf("unsanitized schema changed: %s", raw)
+	}
+}

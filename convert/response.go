@@ -1,0 +1,335 @@
+package convert
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+)
+
+// ErrMalformed is wrapped by the errors for upstream replies that are not
+// Chat Completions: not JSON, no choices, a stream chunk that is not an
+// object, arguments for a tool call whose block was already closed.
+var ErrMalformed = errors.New("malformed upstream reply")
+
+// usage holds the token counts of a Chat Completions reply.
+type usage struct {
+	prompt, completion, cached, cacheWrite int64
+}
+
+// parseUsage reads a usage object. Cached prompt tokens come from
+// prompt_tokens_details.cached_tokens (OpenAI, OpenRouter, vLLM...),
+// prompt_cache_hit_tokens (DeepSeek) or cached_tokens (Moonshot); cache
+// writes from prompt_tokens_details.cache_write_tokens (OpenRouter).
+func parseUsage(v []byte) (u usage, ok bool) {
+	if !isObject(v) {
+		return u, false
+	}
+	o := newObject(v)
+	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
+		switch {
+		case keyIs(k, "prompt_tokens"):
+			u.prompt, _ = intValue(val)
+		case keyIs(k, "completion_tokens"):
+			u.completion, _ = intValue(val)
+		case keyIs(k, "prompt_cache_hit_tokens"), keyIs(k, "cached_tokens"):
+			if u.cached == 0 {
+				u.cached, _ = intValue(val)
+			}
+		case keyIs(k, "prompt_tokens_details"):
+			if n, ok := intValue(field(val, "cached_tokens")); ok && n > 0 {
+				u.cached = n
+			}
+			u.cacheWrite, _ = intValue(field(val, "cache_write_tokens"))
+		}
+	}
+	return u, true
+}
+
+// input returns the prompt tokens that were neither read from nor written to
+// a cache: Anthropic counts those three apart, OpenAI's prompt_tokens holds
+// them all.
+func (u usage) input() int64 { return max(u.prompt-u.cached-u.cacheWrite, 0) }
+
+// appendUsage appends the members of an Anthropic usage object.
+func (u usage) appendUsage(dst []byte) []byte {
+	dst = append(dst, `"input_tokens":`...)
+	dst = strconv.AppendInt(dst, u.input(), 10)
+	dst = append(dst, `,"cache_creation_input_tokens":`...)
+	dst = strconv.AppendInt(dst, max(u.cacheWrite, 0), 10)
+	dst = append(dst, `,"cache_read_input_tokens":`...)
+	dst = strconv.AppendInt(dst, max(u.cached, 0), 10)
+	dst = append(dst, `,"output_tokens":`...)
+	return strconv.AppendInt(dst, max(u.completion, 0), 10)
+}
+
+// stopReason maps a finish_reason (raw) to an Anthropic stop_reason. matched
+// is the stop string vLLM ("stop_reason") or SGLang ("matched_stop") report;
+// with it, "stop" becomes "stop_sequence". A turn that called tools ends in
+// "tool_use" whatever the provider says, since Claude Code runs the tools
+// only then.
+func stopReason(finish []byte, tools bool, matched []byte) (reason string, seq []byte) {
+	switch {
+	case tools && !strIs(finish, "length"):
+		return "tool_use", nil
+	case strIs(finish, "length"), strIs(finish, "max_tokens"):
+		return "max_tokens", nil
+	case strIs(finish, "tool_calls"), strIs(finish, "function_call"), strIs(finish, "tool_use"):
+		return "tool_use", nil
+	case strIs(finish, "content_filter"), strIs(finish, "refusal"):
+		return "refusal", nil
+	case strIs(finish, "stop_sequence"):
+		if isString(matched) {
+			return "stop_sequence", matched
+		}
+	case strIs(finish, "stop"):
+		if nonEmptyString(matched) {
+			return "stop_sequence", matched
+		}
+	}
+	return "end_turn", nil
+}
+
+// reply holds the top-level members of a reply or stream chunk.
+type reply struct {
+	choices, usage, err, object []byte
+}
+
+func parseReply(v []byte) reply {
+	var rp reply
+	o := newObject(v)
+	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
+		switch string(keyName(k)) {
+		case "choices":
+			rp.choices = val
+		case "usage":
+			rp.usage = val
+		case "error":
+			rp.err = val
+		case "object":
+			rp.object = val
+		}
+	}
+	return rp
+}
+
+// upstreamError returns the error body reports in place of a reply, or nil:
+// {"error":...} (OpenAI and most) or {"object":"error"} (vLLM).
+func (rp reply) upstreamError(body []byte) *UpstreamError {
+	if (rp.err != nil && string(rp.err) != "null") || strIs(rp.object, "error") {
+		return parseError(http.StatusOK, body)
+	}
+	return nil
+}
+
+// choice holds the members of one choice that matter.
+type choice struct {
+	index []byte
+	// msg is the "delta" of a stream chunk or the "message" of a reply.
+	msg    []byte
+	finish []byte
+	// matched is the stop string vLLM ("stop_reason") or SGLang
+	// ("matched_stop") report having hit.
+	matched []byte
+}
+
+func parseChoice(o *object) choice {
+	var c choice
+	var vllm, sglang []byte
+	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
+		switch string(keyName(k)) {
+		case "index":
+			c.index = val
+		case "delta", "message":
+			c.msg = val
+		case "finish_reason":
+			c.finish = val
+		case "stop_reason":
+			vllm = val
+		case "matched_stop":
+			sglang = val
+		}
+	}
+	switch {
+	case isString(vllm):
+		c.matched = vllm
+	case isString(sglang):
+		c.matched = sglang
+	}
+	return c
+}
+
+// firstChoice returns the choice with index 0 or, when strict is false and
+// there is none, the first one listed. Streams are strict: a chunk may carry
+// only the other choices of an n>1 request.
+func firstChoice(choices []byte, strict bool) (choice, bool) {
+	a := newArray(choices)
+	var first choice
+	found := false
+	for o, isObj, ok := a.nextObject(); ok; o, isObj, ok = a.nextObject() {
+		if !isObj {
+			continue
+		}
+		c := parseChoice(&o)
+		a.skipPast(&o)
+		if c.index == nil || string(c.index) == "0" {
+			return c, true
+		}
+		if !found && !strict {
+			first, found = c, true
+		}
+	}
+	return first, found
+}
+
+// reasoningText returns the reasoning of a message or delta:
+// reasoning_content (DeepSeek, vLLM, Qwen, Kimi) or reasoning (OpenRouter,
+// Ollama).
+func reasoningText(msg []byte) []byte {
+	if r := field(msg, "reasoning_content"); nonEmptyString(r) {
+		return r
+	}
+	if r := field(msg, "reasoning"); nonEmptyString(r) {
+		return r
+	}
+	return nil
+}
+
+// Response converts a Chat Completions reply body into an Anthropic Message
+// body reporting clientModel. An error object in place of the reply comes
+// back as an *UpstreamError; a body that is no reply at all as an error
+// wrapping ErrMalformed.
+func Response(body []byte, clientModel string) ([]byte, error) {
+	if !validJSON(body) {
+		return nil, fmt.Errorf("convert: %w: reply is not valid JSON", ErrMalformed)
+	}
+	body = trimSpace(body)
+	if !isObject(body) {
+		return nil, fmt.Errorf("convert: %w: reply is not a JSON object", ErrMalformed)
+	}
+	rp := parseReply(body)
+	if e := rp.upstreamError(body); e != nil {
+		return nil, e
+	}
+	ch, ok := firstChoice(rp.choices, false)
+	if !ok {
+		return nil, fmt.Errorf("convert: %w: reply has no choices", ErrMalformed)
+	}
+	msg := ch.msg
+	u, _ := parseUsage(rp.usage)
+
+	out := make([]byte, 0, len(body)+256)
+	out = append(out, `{"id":"`...)
+	out = append(out, newID("msg_")...)
+	out = append(out, `","type":"message","role":"assistant","model":`...)
+	out = appendString(out, clientModel)
+	out = append(out, `,"content":[`...)
+	n := 0
+	sep := func() {
+		if n > 0 {
+			out = append(out, ',')
+		}
+		n++
+	}
+	if r := reasoningText(msg); r != nil {
+		sep()
+		text := appendUnescaped(nil, inner(r))
+		sum := sha256.Sum256(text)
+		out = append(out, `{"type":"thinking","thinking":`...)
+		out = append(out, r...)
+		out = append(out, `,"signature":"`...)
+		out = append(out, signatureFromSum(sum[:])...)
+		out = append(out, `"}`...)
+	}
+	content := field(msg, "content")
+	if !nonEmptyString(content) && !isArray(content) {
+		content = field(msg, "refusal")
+	}
+	switch {
+	case nonEmptyString(content):
+		sep()
+		out = append(out, `{"type":"text","text":`...)
+		out = append(out, content...)
+		out = append(out, '}')
+	case isArray(content):
+		// Some providers answer with content parts.
+		mark := len(out)
+		sep()
+		out = append(out, `{"type":"text","text":"`...)
+		start := len(out)
+		a := newArray(content)
+		for p, ok := a.next(); ok; p, ok = a.next() {
+			out = append(out, inner(field(p, "text"))...)
+		}
+		if len(out) == start {
+			out = out[:mark]
+			n--
+		} else {
+			out = append(out, `"}`...)
+		}
+	}
+	var ids toolIDs
+	tools := false
+	a := newArray(field(msg, "tool_calls"))
+	for tc, ok := a.next(); ok; tc, ok = a.next() {
+		fn := field(tc, "function")
+		name := field(fn, "name")
+		if !nonEmptyString(name) {
+			continue
+		}
+		tools = true
+		sep()
+		out = append(out, `{"type":"tool_use","id":`...)
+		out = appendString(out, ids.assign(appendUnescaped(nil, inner(field(tc, "id")))))
+		out = append(out, `,"name":`...)
+		out = append(out, name...)
+		out = append(out, `,"input":`...)
+		out = appendToolInput(out, field(fn, "arguments"))
+		out = append(out, '}')
+	}
+	reason, seq := stopReason(ch.finish, tools, ch.matched)
+	out = append(out, `],"stop_reason":"`...)
+	out = append(out, reason...)
+	out = append(out, `","stop_sequence":`...)
+	if seq != nil {
+		out = append(out, seq...)
+	} else {
+		out = append(out, "null"...)
+	}
+	out = append(out, `,"usage":{`...)
+	out = u.appendUsage(out)
+	out = append(out, "}}"...)
+	return out, nil
+}
+
+// appendToolInput appends the input object for tool call arguments: a JSON
+// string holding an object (the norm), an object (some providers), or a
+// string holding that string once more. Empty arguments are {}; anything
+// else is kept, as text, under "invalid_arguments" so the tool reports the
+// problem to the model instead of the turn failing.
+func appendToolInput(dst, args []byte) []byte {
+	if isObject(args) {
+		return appendCompact(dst, args)
+	}
+	if !isString(args) {
+		return append(dst, "{}"...)
+	}
+	text := trimSpace(appendUnescaped(nil, inner(args)))
+	if len(text) == 0 {
+		return append(dst, "{}"...)
+	}
+	if validJSON(text) {
+		if isString(text) {
+			if again := trimSpace(appendUnescaped(nil, inner(text))); isObject(again) && validJSON(again) {
+				return appendCompact(dst, again)
+			}
+		}
+		if isObject(text) {
+			return appendCompact(dst, text)
+		}
+	}
+	dst = append(dst, `{"invalid_arguments":`...)
+	dst = append(dst, args...)
+	return append(dst, '}')
+}
