@@ -15,9 +15,11 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -176,15 +178,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if cfg.Count, err = h.provisionCount(name); err != nil {
 		return err
 	}
+	evApp, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("getting events app: %w", err)
+	}
+	obs := &observer{ctx: ctx, events: evApp.(*caddyevents.App), name: name}
+	m.SetObserver(obs.oauthRefreshed(h.logger))
 	b, err := balancer.New(cfg, balancer.Options{
 		Logger:   h.logger,
 		Replacer: repl,
 		Tokens:   m,
+		Observer: obs,
 	})
 	if err != nil {
 		return err
 	}
 	h.bal = b
+	if err := getMetrics().register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	register(h)
 	return nil
 }
 
@@ -192,6 +205,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // served by it finish normally.
 func (h *Handler) Cleanup() error {
 	if h.bal != nil {
+		unregister(h)
 		h.bal.Close()
 	}
 	if h.oauthKey != "" {
@@ -224,6 +238,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return methodNotAllowed(w, http.MethodGet)
 		}
 		h.serveHealth(w, r)
+	case "/providers/reload":
+		if r.Method != http.MethodPost {
+			return methodNotAllowed(w, http.MethodPost)
+		}
+		if h.management(w, r) {
+			h.serveReload(w, r)
+		}
 	case "/providers", "/providers/":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			return methodNotAllowed(w, http.MethodGet)
@@ -394,6 +415,9 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
 		return
 	}
+	inFlight := getMetrics().inFlight.WithLabelValues(h.bal.Name)
+	inFlight.Inc()
+	defer inFlight.Dec()
 	hdr := r.Header
 	if keyHeader != "" || !h.dedupOff {
 		// The attempt loop may outlive this handler when other clients
@@ -403,12 +427,12 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	req := &balancer.Request{Body: body, Peek: peek, Header: hdr, RawQuery: r.URL.RawQuery}
 	if h.dedupOff {
-		out := relay.NewClientOutput(w)
-		res := h.bal.Serve(r.Context(), req, out)
+		res := h.bal.Serve(r.Context(), req, relay.NewClientOutput(w))
 		if res.Failure != nil {
 			res.Failure.WriteTo(w)
 		}
-		h.logRequest(r, req, res, "", time.Since(start))
+		h.finishRun(req, res, "", time.Since(start))
+		h.finishClient(r, req, res.Route, providerOf(res), res.Status, len(res.Attempts), "")
 		return
 	}
 	key, err := dedup.Signature(body, h.dedupIgnore, clientIdentity(r), strings.Join(r.Header.Values("Anthropic-Beta"), ","))
@@ -416,18 +440,58 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, "request body is not valid JSON: "+err.Error())
 		return
 	}
-	var res *balancer.Result
+	var done atomic.Pointer[balancer.Result]
 	dres := h.dedup.Serve(w, r, key, peek.Stream, func(ctx context.Context, out relay.Output) *relay.Failure {
-		res = h.bal.Serve(ctx, req, out)
+		// This runs once per group, possibly after the leading client left:
+		// it logs and measures the upstream side itself.
+		res := h.bal.Serve(ctx, req, out)
+		h.finishRun(req, res, dedup.Leader.String(), time.Since(start))
+		done.Store(res)
 		return res.Failure
 	})
-	if dres.Role == dedup.Leader || dres.Role == dedup.Direct {
-		if res != nil {
-			h.logRequest(r, req, res, dres.Role.String(), time.Since(start))
-		}
-		return
+	provider, route, attempts := "", "", 0
+	if res := done.Load(); res != nil {
+		provider, route, attempts = providerOf(res), res.Route, len(res.Attempts)
+	} else if dres.Header != nil {
+		provider = dres.Header.Get("X-Claude-Balancer-Provider")
 	}
-	h.logShared(r, req, dres, time.Since(start))
+	if dres.Role != dedup.Leader {
+		h.logShared(req, dres, provider, time.Since(start))
+	}
+	h.finishClient(r, req, route, provider, dres.Status, attempts, dres.Role.String())
+}
+
+func providerOf(res *balancer.Result) string {
+	if res.Provider != nil {
+		return res.Provider.Name
+	}
+	return ""
+}
+
+// finishClient records one client's request: the request counter, the
+// access log fields and the placeholders other directives may use.
+func (h *Handler) finishClient(r *http.Request, req *balancer.Request, route, provider string, status, attempts int, role string) {
+	if route == "" {
+		if rt := h.bal.MatchRoute(req.Peek.Model); rt != nil {
+			route = rt.ID
+		}
+	}
+	model := metricModel(h.bal, route, "", req.Peek.Model)
+	h.observeRequest(provider, route, model, status, req.Peek.Stream)
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.String("claude_balancer_provider", provider))
+		extra.Add(zap.Int("claude_balancer_attempts", attempts))
+		if role != "" {
+			extra.Add(zap.String("claude_balancer_dedup", role))
+		}
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.claude_balancer.provider", provider)
+		repl.Set("http.claude_balancer.route", route)
+		repl.Set("http.claude_balancer.model", req.Peek.Model)
+		repl.Set("http.claude_balancer.attempts", attempts)
+		repl.Set("http.claude_balancer.dedup", role)
+	}
 }
 
 // clientIdentity names who is asking, so that two clients never share an
@@ -443,17 +507,11 @@ func clientIdentity(r *http.Request) string {
 	return string(sum[:])
 }
 
-// logRequest writes the one log line of a request and adds its facts to
-// Caddy's access log.
-func (h *Handler) logRequest(r *http.Request, req *balancer.Request, res *balancer.Result, role string, d time.Duration) {
-	provider := ""
-	if res.Provider != nil {
-		provider = res.Provider.Name
-	}
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.String("claude_balancer_provider", provider))
-		extra.Add(zap.Int("claude_balancer_attempts", len(res.Attempts)))
-	}
+// finishRun measures an attempt loop and writes its log line: one per
+// upstream call, which is the request's line for a leader.
+func (h *Handler) finishRun(req *balancer.Request, res *balancer.Result, role string, d time.Duration) {
+	h.observeResult(res)
+	provider := providerOf(res)
 	level := zapcore.InfoLevel
 	if res.Failure != nil || res.StreamError != "" {
 		level = zapcore.WarnLevel
@@ -498,15 +556,7 @@ func (h *Handler) logRequest(r *http.Request, req *balancer.Request, res *balanc
 }
 
 // logShared logs a request that got the answer of an identical one.
-func (h *Handler) logShared(r *http.Request, req *balancer.Request, res dedup.Result, d time.Duration) {
-	provider := ""
-	if res.Header != nil {
-		provider = res.Header.Get("X-Claude-Balancer-Provider")
-	}
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.String("claude_balancer_provider", provider))
-		extra.Add(zap.String("claude_balancer_dedup", res.Role.String()))
-	}
+func (h *Handler) logShared(req *balancer.Request, res dedup.Result, provider string, d time.Duration) {
 	level := zapcore.InfoLevel
 	if res.Failure != nil || res.Err != nil {
 		level = zapcore.WarnLevel
@@ -557,6 +607,7 @@ func (h *Handler) serveCount(w http.ResponseWriter, r *http.Request) {
 	req := &balancer.Request{Body: body, Peek: peek, Header: hdr, RawQuery: r.URL.RawQuery}
 	res := h.bal.CountTokens(r.Context(), req)
 	if res.Upstream {
+		getMetrics().countSource.WithLabelValues(h.bal.Name, "upstream").Inc()
 		for k, v := range res.Header {
 			w.Header()[k] = v
 		}
@@ -577,6 +628,7 @@ func (h *Handler) serveCount(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, http.StatusInternalServerError, apierr.API, "counting tokens failed: "+err.Error())
 		return
 	}
+	getMetrics().countSource.WithLabelValues(h.bal.Name, "local").Inc()
 	h.logger.Debug("count_tokens answered locally", zap.String("model", peek.Model), zap.String("reason", res.Reason), zap.Int("input_tokens", n))
 	out := strconv.AppendInt([]byte(`{"input_tokens":`), int64(n), 10)
 	out = append(out, '}')

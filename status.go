@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
@@ -74,6 +75,20 @@ type ProviderStatus struct {
 	Weight            int            `json:"weight"`
 	Routes            []string       `json:"routes"`
 	CountTokens       EndpointHealth `json:"count_tokens"`
+	Recent            RecentStatus   `json:"recent"`
+}
+
+// RecentStatus is a provider's activity over the last minutes.
+type RecentStatus struct {
+	Minutes      int     `json:"minutes"`
+	Requests     int64   `json:"requests"`
+	Failures     int64   `json:"failures"`
+	InputTokens  int64   `json:"input_tokens"`
+	OutputTokens int64   `json:"output_tokens"`
+	TTFTSamples  int     `json:"ttft_samples"`
+	TTFTP50MS    float64 `json:"ttft_p50_ms"`
+	TTFTP90MS    float64 `json:"ttft_p90_ms"`
+	TTFTP99MS    float64 `json:"ttft_p99_ms"`
 }
 
 // EndpointHealth is the health of one endpoint class of a provider.
@@ -212,6 +227,10 @@ func (h *Handler) Status() BalancerStatus {
 				CooldownRemaining: remaining(c.CooldownUntil), LastError: c.LastMessage,
 			},
 		}
+		rs := p.Recent(15)
+		ps.Recent = RecentStatus{Minutes: rs.Minutes, Requests: rs.Requests, Failures: rs.Failures,
+			InputTokens: rs.InputTokens, OutputTokens: rs.OutputTokens, TTFTSamples: rs.TTFTSamples,
+			TTFTP50MS: ms(rs.TTFTP50), TTFTP90MS: ms(rs.TTFTP90), TTFTP99MS: ms(rs.TTFTP99)}
 		if !p.Enabled() {
 			ps.State = "disabled"
 		}
@@ -231,9 +250,28 @@ func (h *Handler) Status() BalancerStatus {
 	return st
 }
 
-func (h *Handler) serveProviders(w http.ResponseWriter, _ *http.Request) {
+func (h *Handler) serveProviders(w http.ResponseWriter, r *http.Request) {
+	if wantsHTML(r) {
+		h.serveStatusPage(w, r)
+		return
+	}
 	writeJSON(w, http.StatusOK, h.Status())
 }
+
+// wantsHTML reports whether a browser asked: it prefers text/html, unless
+// ?format=json says otherwise.
+func wantsHTML(r *http.Request) bool {
+	switch r.URL.Query().Get("format") {
+	case "json":
+		return false
+	case "html":
+		return true
+	}
+	accept := r.Header.Get("Accept")
+	return strings.Contains(accept, "text/html")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func appendUnique(list []string, s string) []string {
 	for _, v := range list {

@@ -76,8 +76,14 @@ type Result struct {
 	Route string
 	// Provider answered the request (nil if none did).
 	Provider *Provider
-	// Model is the model the provider was asked for.
+	// Model is the model the provider was asked for ("" when the client's
+	// model was passed through).
 	Model string
+	// ClientModel is the model the client asked for.
+	ClientModel string
+	// TTFT is the time from sending the answering attempt to its first
+	// content event (streams).
+	TTFT time.Duration
 	// Status is the status sent to the client.
 	Status int
 	// Stream reports an SSE answer.
@@ -89,7 +95,10 @@ type Result struct {
 	FirstByte time.Duration
 	// Upstream is the time spent waiting on providers.
 	Upstream time.Duration
-	Usage    Usage
+	// UpstreamBeforeCommit is the part of Upstream before the commit point:
+	// FirstByte minus it is the time the module itself took.
+	UpstreamBeforeCommit time.Duration
+	Usage                Usage
 	// Failure is the error response when the loop ended before commit; the
 	// caller sends it.
 	Failure *relay.Failure
@@ -97,6 +106,9 @@ type Result struct {
 	StreamError string
 	// ClientGone reports that the reader went away.
 	ClientGone bool
+
+	// attemptStart is when the current attempt began.
+	attemptStart time.Time
 }
 
 // outcome is the verdict on one attempt.
@@ -117,7 +129,7 @@ type outcome struct {
 // of a de-duplication group), never a config's.
 func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *Result {
 	start := now()
-	res := &Result{Stream: req.Peek.Stream}
+	res := &Result{Stream: req.Peek.Stream, ClientModel: req.Peek.Model}
 	route := b.routes.Match(req.Peek.Model)
 	if route == nil {
 		res.Failure = relay.NewFailure(http.StatusNotFound, apierr.NotFound,
@@ -151,12 +163,20 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 		}
 		p.state.requests.Add(1)
 		t0 := now()
+		res.attemptStart = t0
 		o := b.attempt(ctx, c, req, out, res, start)
 		at := Attempt{Provider: p.Name, Model: c.Model, Outcome: o.scope.String(), Status: o.status, Duration: now().Sub(t0)}
 		if o.scope != ScopeNone {
 			at.Error = o.message
 		}
 		res.Attempts = append(res.Attempts, at)
+		if o.scope != ScopeClient && o.scope != ScopeRequest {
+			var u Usage
+			if o.scope == ScopeNone {
+				u = res.Usage
+			}
+			p.state.stats.record(o.scope != ScopeNone, u)
+		}
 		switch o.scope {
 		case ScopeNone:
 			b.transition(p, ClassMessages, h.RecordSuccess(), 0, "request succeeded")
@@ -591,6 +611,7 @@ func (b *Balancer) relayJSON(ctx context.Context, wd *watchdog, c candidate, cd 
 	h.Set("Content-Length", strconv.Itoa(len(out2)))
 	res.Committed, res.Provider, res.Model, res.Status = true, c.Provider, c.Model, resp.StatusCode
 	res.FirstByte = now().Sub(start)
+	res.UpstreamBeforeCommit = res.Upstream
 	res.Usage = usageOf(out2)
 	if err := out.Start(resp.StatusCode, h, false); err != nil {
 		return &outcome{scope: ScopeNone, committed: true}
@@ -695,7 +716,11 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 	h := responseHeader(p, resp.Header, true)
 	res.Committed, res.Provider, res.Model, res.Status = true, p, c.Model, resp.StatusCode
 	res.FirstByte = now().Sub(start)
-	p.observeLatency(res.FirstByte)
+	res.UpstreamBeforeCommit = res.Upstream
+	ttft := now().Sub(res.attemptStart)
+	res.TTFT = ttft
+	p.observeLatency(ttft)
+	p.state.stats.recordTTFT(ttft)
 	defer func() { res.Usage = usage }()
 	gone := &outcome{scope: ScopeClient, committed: true, message: "client went away"}
 	if err := out.Start(resp.StatusCode, h, true); err != nil {

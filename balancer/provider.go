@@ -350,6 +350,7 @@ type providerState struct {
 	override atomic.Int32
 	requests atomic.Int64
 	failures atomic.Int64
+	stats    rollingStats
 }
 
 // Destruct implements caddy.Destructor.

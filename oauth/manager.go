@@ -93,6 +93,9 @@ type Manager struct {
 	logins logins
 	group  singleflight.Group
 
+	// observer is told about every refresh attempt's result.
+	observer atomic.Pointer[func(account string, err error)]
+
 	bgStarted atomic.Bool
 	bgMu      sync.Mutex
 	bgClosed  bool
@@ -166,6 +169,19 @@ func (m *Manager) apply(cfg Config, storage certmagic.Storage, logger *zap.Logge
 	m.client, m.clientErr = m.cfg.client()
 	m.storage = storage
 	m.logger = logger
+}
+
+// SetObserver registers a function called after every refresh with the
+// account and the error (nil for success), for metrics and events. It must
+// not block.
+func (m *Manager) SetObserver(fn func(account string, err error)) {
+	m.observer.Store(&fn)
+}
+
+func (m *Manager) observe(account string, err error) {
+	if fn := m.observer.Load(); fn != nil && *fn != nil {
+		(*fn)(account, err)
+	}
 }
 
 // SetAccounts names the accounts the configured providers use, in order; the

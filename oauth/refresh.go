@@ -120,6 +120,7 @@ func (m *Manager) refreshLocked(ctx context.Context, a *account, why reason, fai
 		a.failures, a.retryAt, a.lastErr, a.needsLogin = 0, time.Time{}, "", false
 		a.mu.Unlock()
 		e.log.Info("oauth token refreshed", zap.String("account", a.name), zap.Time("expires_at", next.ExpiresAt))
+		m.observe(a.name, nil)
 		tok = next.AccessToken
 		return nil
 	})
@@ -157,6 +158,7 @@ func (m *Manager) refreshFailed(e env, a *account, rec *record, err error) {
 	}
 	e.log.Warn("oauth token refresh failed",
 		zap.String("account", a.name), zap.String("error", msg), zap.Time("retry_at", until), zap.String("login", how))
+	m.observe(a.name, errors.New(msg))
 }
 
 // backoffDelay is the wait after the n-th failure in a row.

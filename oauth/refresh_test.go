@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -423,5 +424,30 @@ func TestBackoffDelay(t *testing.T) {
 		if got := backoffDelay(tc.n, tc.retryAfter, tc.permanent); got != tc.want {
 			t.Errorf("backoffDelay(%d, %s, %v) = %s, want %s", tc.n, tc.retryAfter, tc.permanent, got, tc.want)
 		}
+	}
+}
+
+func TestObserverSeesRefreshResults(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var got []string
+	e.m.SetObserver(func(account string, err error) {
+		mu.Lock()
+		got = append(got, fmt.Sprintf("%s:%v", account, err == nil))
+		mu.Unlock()
+	})
+	e.login(t, me)
+	if _, err := e.m.Refresh(context.Background(), me, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.mock.setRefuse("", refusal{status: http.StatusInternalServerError, body: `{"error":"server_error"}`})
+	e.clock.Advance(time.Hour + time.Second)
+	if _, err := e.m.Token(context.Background(), me); err == nil {
+		t.Fatal("refresh should fail")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[0] != me+":true" || got[1] != me+":false" {
+		t.Fatalf("observer saw %v", got)
 	}
 }

@@ -1,0 +1,63 @@
+package claudebalancer
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"go.uber.org/zap"
+
+	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+)
+
+// Event names the module emits through Caddy's events app, on transitions
+// only.
+const (
+	EventProviderUnhealthy  = "provider_unhealthy"
+	EventProviderHealthy    = "provider_healthy"
+	EventFailover           = "failover"
+	EventOAuthRefreshFailed = "oauth_refresh_failed"
+)
+
+// observer turns balancer transitions into events.
+type observer struct {
+	ctx    caddy.Context
+	events *caddyevents.App
+	name   string
+}
+
+func (o *observer) emit(event string, data map[string]any) {
+	if o.events == nil || !o.events.ShouldEmit(event) {
+		return
+	}
+	data["balancer"] = o.name
+	o.events.Emit(o.ctx, event, data)
+}
+
+// HealthChanged implements balancer.Observer.
+func (o *observer) HealthChanged(p *balancer.Provider, class string, t balancer.Transition, errors int, reason string) {
+	event := EventProviderHealthy
+	if t == balancer.BecameUnhealthy {
+		event = EventProviderUnhealthy
+	}
+	o.emit(event, map[string]any{"provider": p.Name, "endpoint": class, "errors": errors, "reason": reason})
+}
+
+// Failover implements balancer.Observer.
+func (o *observer) Failover(from, to *balancer.Provider, reason string) {
+	o.emit(EventFailover, map[string]any{"from": from.Name, "to": to.Name, "reason": reason})
+}
+
+// oauthRefreshed records an OAuth refresh in metrics and, when it failed,
+// as an event.
+func (o *observer) oauthRefreshed(logger *zap.Logger) func(account string, err error) {
+	return func(account string, err error) {
+		m := getMetrics()
+		if err == nil {
+			m.oauthRefresh.WithLabelValues(o.name, "success").Inc()
+			return
+		}
+		m.oauthRefresh.WithLabelValues(o.name, "failure").Inc()
+		o.emit(EventOAuthRefreshFailed, map[string]any{"account": account, "error": err.Error()})
+	}
+}
+
+var _ balancer.Observer = (*observer)(nil)
