@@ -1,6 +1,7 @@
 package claudebalancer
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+	"github.com/claude-balancer/caddy-claude-balancer/convert"
 )
 
 func init() {
@@ -62,8 +64,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			disabled
 //			max_tokens_field max_tokens|max_completion_tokens
 //			sanitize_schema
-//			reasoning off|effort|low|medium|high
-//			thinking_history drop|reasoning_content
+//			max_tokens <n>
+//			reasoning off|effort|minimal|low|medium|high
+//			reasoning_format reasoning_effort|reasoning
+//			thinking_history drop|reasoning_content|reasoning
+//			inline_system system|merge|user
+//			prompt_cache_key
+//			extra <json-object>
 //			top_k
 //		}
 //		route <model-pattern...> {
@@ -327,9 +334,9 @@ func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
 		return p, d.ArgErr()
 	}
 	start := d.Line()
-	openai := func() *balancer.OpenAIOptions {
+	openai := func() *convert.Options {
 		if p.OpenAI == nil {
-			p.OpenAI = new(balancer.OpenAIOptions)
+			p.OpenAI = new(convert.Options)
 		}
 		return p.OpenAI
 	}
@@ -421,16 +428,52 @@ func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
 			err = oneArg(d, &o.Reasoning)
 			if err == nil {
 				switch o.Reasoning {
-				case "off", "effort", "low", "medium", "high":
+				case "off", "effort", "minimal", "low", "medium", "high":
 				default:
-					return p, d.Errf("reasoning must be off, effort, low, medium or high")
+					return p, d.Errf("reasoning must be off, effort, minimal, low, medium or high")
 				}
 			}
 		case "thinking_history":
 			o := openai()
 			err = oneArg(d, &o.ThinkingHistory)
-			if err == nil && o.ThinkingHistory != "drop" && o.ThinkingHistory != "reasoning_content" {
-				return p, d.Errf("thinking_history must be drop or reasoning_content")
+			if err == nil && o.ThinkingHistory != "drop" && o.ThinkingHistory != "reasoning_content" && o.ThinkingHistory != "reasoning" {
+				return p, d.Errf("thinking_history must be drop, reasoning_content or reasoning")
+			}
+		case "max_tokens":
+			o := openai()
+			var s string
+			if err = oneArg(d, &s); err == nil {
+				n, perr := strconv.ParseInt(s, 10, 64)
+				if perr != nil || n < 1 {
+					return p, d.Errf("max_tokens must be a positive integer")
+				}
+				o.MaxTokens = n
+			}
+		case "reasoning_format":
+			o := openai()
+			err = oneArg(d, &o.ReasoningFormat)
+			if err == nil && o.ReasoningFormat != "reasoning_effort" && o.ReasoningFormat != "reasoning" {
+				return p, d.Errf("reasoning_format must be reasoning_effort or reasoning")
+			}
+		case "inline_system":
+			o := openai()
+			err = oneArg(d, &o.InlineSystem)
+			if err == nil && o.InlineSystem != "system" && o.InlineSystem != "merge" && o.InlineSystem != "user" {
+				return p, d.Errf("inline_system must be system, merge or user")
+			}
+		case "prompt_cache_key":
+			if d.NextArg() {
+				return p, d.ArgErr()
+			}
+			openai().PromptCacheKey = true
+		case "extra":
+			var s string
+			if err = oneArg(d, &s); err == nil {
+				var obj map[string]json.RawMessage
+				if json.Unmarshal([]byte(s), &obj) != nil {
+					return p, d.Errf("extra must be a JSON object")
+				}
+				openai().Extra = json.RawMessage(s)
 			}
 		case "top_k":
 			if d.NextArg() {

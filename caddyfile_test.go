@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+	"github.com/claude-balancer/caddy-claude-balancer/convert"
 )
 
 // updateAdapt rewrites the expected JSON of the golden adapt tests from the
@@ -540,57 +540,64 @@ func TestUnmarshalCaddyfileProvider(t *testing.T) {
 		{
 			name:  "max_tokens_field max_tokens",
 			block: "type openai\nmax_tokens_field max_tokens",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{MaxTokensField: "max_tokens"}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{MaxTokensField: "max_tokens"}},
 		},
 		{
 			name:  "max_tokens_field max_completion_tokens",
 			block: "type openai\nmax_tokens_field max_completion_tokens",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{MaxTokensField: "max_completion_tokens"}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{MaxTokensField: "max_completion_tokens"}},
 		},
 		{
 			name:  "sanitize_schema",
 			block: "type openai\nsanitize_schema",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{SanitizeSchema: true}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{SanitizeSchema: true}},
 		},
 		{
 			name:  "reasoning off",
 			block: "type openai\nreasoning off",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{Reasoning: "off"}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{Reasoning: "off"}},
 		},
 		{
 			name:  "reasoning effort",
 			block: "type openai\nreasoning effort",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{Reasoning: "effort"}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{Reasoning: "effort"}},
 		},
 		{
 			name:  "reasoning low",
 			block: "type openai\nreasoning low",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{Reasoning: "low"}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{Reasoning: "low"}},
 		},
 		{
 			name:  "reasoning medium",
 			block: "type openai\nreasoning medium",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{Reasoning: "medium"}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{Reasoning: "medium"}},
 		},
 		{
 			name:  "reasoning high",
 			block: "type openai\nreasoning high",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{Reasoning: "high"}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{Reasoning: "high"}},
 		},
 		{
 			name:  "thinking_history drop",
 			block: "type openai\nthinking_history drop",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{ThinkingHistory: "drop"}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{ThinkingHistory: "drop"}},
 		},
 		{
 			name:  "thinking_history reasoning_content",
 			block: "type openai\nthinking_history reasoning_content",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{ThinkingHistory: "reasoning_content"}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{ThinkingHistory: "reasoning_content"}},
+		},
+		{
+			name:  "openai extras",
+			block: "type openai\nmax_tokens 8192\nreasoning minimal\nreasoning_format reasoning\nthinking_history reasoning\ninline_system merge\nprompt_cache_key\nextra `{\"provider\":{\"sort\":\"throughput\"}}`",
+			want: balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{MaxTokens: 8192, Reasoning: "minimal",
+				ReasoningFormat: "reasoning", ThinkingHistory: "reasoning", InlineSystem: "merge", PromptCacheKey: true,
+				Extra: json.RawMessage(`{"provider":{"sort":"throughput"}}`)}},
 		},
 		{
 			name:  "top_k",
 			block: "type openai\ntop_k",
-			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &balancer.OpenAIOptions{TopK: true}},
+			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{TopK: true}},
 		},
 		{
 			name: "every openai option at once",
@@ -605,7 +612,7 @@ func TestUnmarshalCaddyfileProvider(t *testing.T) {
 			want: balancer.ProviderConfig{
 				Name: "p", Type: balancer.TypeOpenAI, BaseURL: "https://openrouter.ai/api/v1",
 				APIKey: "{env.OPENROUTER_API_KEY}",
-				OpenAI: &balancer.OpenAIOptions{
+				OpenAI: &convert.Options{
 					MaxTokensField: "max_completion_tokens", SanitizeSchema: true, Reasoning: "effort",
 					ThinkingHistory: "reasoning_content", TopK: true,
 				},
@@ -837,7 +844,7 @@ func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
 			{
 				Name: "router", Type: balancer.TypeOpenAI, BaseURL: "https://openrouter.ai/api/v1",
 				APIKey: "{env.OPENROUTER_API_KEY}",
-				OpenAI: &balancer.OpenAIOptions{
+				OpenAI: &convert.Options{
 					MaxTokensField: "max_completion_tokens", SanitizeSchema: true, Reasoning: "high",
 					ThinkingHistory: "reasoning_content", TopK: true,
 				},
@@ -891,6 +898,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"duplicate provider names the first line", "claude_balancer {\n\tprovider a\n\tprovider a {\n\t\tweight 2\n\t}\n}", 3, `provider "a" is declared twice`},
 		{"route without to names its line", "claude_balancer {\n\troute * {\n\t}\n}", 2, `has no "to" target`},
 		{"invalid body_pattern", "claude_balancer {\n\thealth {\n\t\tbody_pattern (\n\t}\n}", 3, "invalid body_pattern"},
+		{"extra not an object", "claude_balancer {\n\tprovider p {\n\t\ttype openai\n\t\textra [1]\n\t}\n}", 4, "extra must be a JSON object"},
+		{"max_tokens cap not a number", "claude_balancer {\n\tprovider p {\n\t\ttype openai\n\t\tmax_tokens lots\n\t}\n}", 4, "max_tokens must be a positive integer"},
 		{"oauth with type openai", "claude_balancer {\n\tprovider p {\n\t\ttype openai\n\t\toauth me@x.com\n\t}\n}", 2, "need type anthropic"},
 		{"openai option on anthropic", "claude_balancer {\n\tprovider p {\n\t\ttop_k\n\t}\n}", 2, "need type openai"},
 		{"empty provider name", "claude_balancer {\n\tprovider \"\"\n}", 2, "invalid provider name"},
@@ -983,9 +992,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"max_tokens_field unknown", "claude_balancer {\n\tprovider a {\n\t\tmax_tokens_field max_output_tokens\n\t}\n}", 3, "max_tokens_field must be max_tokens or max_completion_tokens"},
 		{"sanitize_schema with a value", "claude_balancer {\n\tprovider a {\n\t\tsanitize_schema on\n\t}\n}", 3, "wrong argument count"},
 		{"reasoning without value", "claude_balancer {\n\tprovider a {\n\t\treasoning\n\t}\n}", 3, "wrong argument count"},
-		{"reasoning unknown", "claude_balancer {\n\tprovider a {\n\t\treasoning extreme\n\t}\n}", 3, "reasoning must be off, effort, low, medium or high"},
+		{"reasoning unknown", "claude_balancer {\n\tprovider a {\n\t\treasoning extreme\n\t}\n}", 3, "reasoning must be off, effort, minimal, low, medium or high"},
 		{"thinking_history without value", "claude_balancer {\n\tprovider a {\n\t\tthinking_history\n\t}\n}", 3, "wrong argument count"},
-		{"thinking_history unknown", "claude_balancer {\n\tprovider a {\n\t\tthinking_history keep\n\t}\n}", 3, "thinking_history must be drop or reasoning_content"},
+		{"thinking_history unknown", "claude_balancer {\n\tprovider a {\n\t\tthinking_history keep\n\t}\n}", 3, "thinking_history must be drop, reasoning_content or reasoning"},
 		{"top_k with a value", "claude_balancer {\n\tprovider a {\n\t\ttop_k 40\n\t}\n}", 3, "wrong argument count"},
 		{"block after a flag", "claude_balancer {\n\tprovider a {\n\t\tdisabled {\n\t\t}\n\t}\n}", 3, "unrecognized provider option"},
 		{"duplicate provider", "claude_balancer {\n\tprovider a\n\tprovider b\n\tprovider a\n}", 4, `provider "a" is declared twice`},
@@ -1068,9 +1077,7 @@ func checkParsed(h *Handler) error {
 			return fmt.Errorf("provider %q: negative timeout accepted: %+v", p.Name, to)
 		}
 		if o := p.OpenAI; o != nil {
-			if !slices.Contains([]string{"", "max_tokens", "max_completion_tokens"}, o.MaxTokensField) ||
-				!slices.Contains([]string{"", "off", "effort", "low", "medium", "high"}, o.Reasoning) ||
-				!slices.Contains([]string{"", "drop", "reasoning_content"}, o.ThinkingHistory) {
+			if o.Validate() != nil {
 				return fmt.Errorf("provider %q: openai option out of range accepted: %+v", p.Name, o)
 			}
 		}

@@ -426,6 +426,15 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		hdr.Del(keyHeader)
 	}
 	req := &balancer.Request{Body: body, Peek: peek, Header: hdr, RawQuery: r.URL.RawQuery}
+	req.EstimateTokens = func() int64 {
+		// OpenAI streams report input tokens only at their end; Claude Code
+		// reads the context size from message_start.
+		n, err := h.counter.Count(body)
+		if err != nil {
+			return 0
+		}
+		return int64(n)
+	}
 	if h.dedupOff {
 		res := h.bal.Serve(r.Context(), req, relay.NewClientOutput(w))
 		if res.Failure != nil {

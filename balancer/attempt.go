@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/claude-balancer/caddy-claude-balancer/convert"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
@@ -40,6 +41,30 @@ type Request struct {
 	Header http.Header
 	// RawQuery is the client's query string (Claude Code sends ?beta=true).
 	RawQuery string
+	// EstimateTokens, when set, estimates the request's input tokens for
+	// providers whose streams report them only at the end.
+	EstimateTokens func() int64
+
+	// anthropic is the body for Anthropic providers, once made: the client's,
+	// minus thinking blocks this module signed (see convert).
+	anthropic     []byte
+	anthropicPeek Peek
+}
+
+// anthropicBody returns the body for Anthropic providers. Thinking blocks
+// that this module made from OpenAI reasoning carry signatures Anthropic
+// rejects; a conversation holding them is re-encoded without them, any other
+// body passes untouched.
+func (r *Request) anthropicBody() ([]byte, Peek) {
+	if r.anthropic == nil {
+		r.anthropic, r.anthropicPeek = r.Body, r.Peek
+		if stripped, changed := convert.StripForeignThinking(r.Body); changed {
+			if p, err := PeekBody(stripped); err == nil {
+				r.anthropic, r.anthropicPeek = stripped, p
+			}
+		}
+	}
+	return r.anthropic, r.anthropicPeek
 }
 
 // Session returns the request's session: Claude Code's
@@ -122,6 +147,8 @@ type outcome struct {
 	body      []byte
 	retryAt   time.Time
 	committed bool
+	// detail is the provider's own error message, for the client.
+	detail string
 }
 
 // Serve runs the attempt loop for req and writes the committed answer to
@@ -292,19 +319,34 @@ func requestFailure(o *outcome) *relay.Failure {
 	}
 	copyResponseHeaders(f.Header, o.header)
 	f.Header.Del("Content-Type")
-	if _, _, ok := apierr.Parse(o.body); ok && o.errType != "" || (ok && json.Valid(o.body) && bytes.Contains(o.body, []byte(`"type":"error"`))) {
+	if isAnthropicError(o.body) {
 		f.Body = o.body
 	} else {
 		typ := o.errType
 		if typ == "" {
 			typ = apierr.TypeForStatus(f.Status)
 		}
-		f.Body = apierr.Body(typ, o.message)
+		msg := o.detail
+		if msg == "" {
+			msg = o.message
+		}
+		f.Body = apierr.Body(typ, msg)
 	}
 	return f
 }
 
-// credential returns the credential header value for p, if it has its own.
+// isAnthropicError reports whether b is an Anthropic error envelope, which
+// goes to the client byte for byte.
+func isAnthropicError(b []byte) bool {
+	if string(findTopLevel(b, "type")) != `"error"` {
+		return false
+	}
+	_, _, ok := apierr.Parse(b)
+	return ok
+}
+
+// setAuth sets the provider's credential on an upstream request. For OAuth
+// accounts it returns the access token used.
 func (b *Balancer) setAuth(ctx context.Context, p *Provider, h http.Header, client http.Header) (token string, err error) {
 	switch p.auth {
 	case authAPIKey:
@@ -350,7 +392,8 @@ func (b *Balancer) attempt(ctx context.Context, c candidate, req *Request, out r
 	cd := p.codec()
 	body, err := cd.body(req, c.Model)
 	if err != nil {
-		return &outcome{scope: ScopeRequest, status: http.StatusBadRequest, errType: apierr.InvalidRequest, message: err.Error()}
+		return &outcome{scope: ScopeRequest, status: http.StatusBadRequest, errType: apierr.InvalidRequest,
+			message: err.Error(), body: apierr.Body(apierr.InvalidRequest, err.Error())}
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -475,7 +518,7 @@ func (b *Balancer) upstreamError(ctx context.Context, wd *watchdog, cd codec, re
 	if !ok {
 		msg = strings.TrimSpace(string(truncate(body, 200)))
 	}
-	o.errType = typ
+	o.errType, o.detail = typ, msg
 	if o.errType == "" {
 		o.errType = apierr.TypeForStatus(resp.StatusCode)
 	}
@@ -605,6 +648,12 @@ func (b *Balancer) relayJSON(ctx context.Context, wd *watchdog, c candidate, cd 
 	}
 	out2, err := cd.json(body, req)
 	if err != nil {
+		var ie *inBandError
+		if errors.As(err, &ie) {
+			scope, status := b.classifyInBand(ie.errType, ie.body)
+			return &outcome{scope: scope, counted: scope != ScopeRequest, status: status, errType: ie.errType, header: resp.Header,
+				body: apierr.Body(ie.errType, ie.message), message: "HTTP 200 with an error body: " + ie.errType + ": " + ie.message}
+		}
 		return &outcome{scope: ScopeProvider, counted: true, status: resp.StatusCode, message: "converting the response failed: " + err.Error()}
 	}
 	h := responseHeader(c.Provider, resp.Header, false)

@@ -42,10 +42,11 @@ type streamDecoder interface {
 type anthropicCodec struct{}
 
 func (anthropicCodec) body(req *Request, model string) ([]byte, error) {
-	if model == "" || model == req.Peek.Model {
-		return req.Body, nil
+	body, peek := req.anthropicBody()
+	if model == "" || model == peek.Model {
+		return body, nil
 	}
-	return req.Peek.WithModel(req.Body, model), nil
+	return peek.WithModel(body, model), nil
 }
 
 func (anthropicCodec) header(h http.Header, req *Request) {

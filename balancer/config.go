@@ -2,6 +2,8 @@ package balancer
 
 import (
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/claude-balancer/caddy-claude-balancer/convert"
 )
 
 // Provider types.
@@ -70,33 +72,8 @@ type ProviderConfig struct {
 	// Disabled keeps the provider configured but sends it nothing.
 	Disabled bool `json:"disabled,omitempty"`
 
-	// OpenAI holds the options of "openai" providers.
-	OpenAI *OpenAIOptions `json:"openai,omitempty"`
-}
-
-// OpenAIOptions tune the Anthropic <-> Chat Completions conversion for one
-// provider.
-type OpenAIOptions struct {
-	// MaxTokensField names the field that carries max_tokens upstream:
-	// "max_tokens" (default) or "max_completion_tokens" (newer OpenAI models).
-	MaxTokensField string `json:"max_tokens_field,omitempty"`
-
-	// SanitizeSchema removes JSON-schema keywords that strict providers
-	// reject from tool definitions.
-	SanitizeSchema bool `json:"sanitize_schema,omitempty"`
-
-	// Reasoning maps Anthropic's thinking settings to "reasoning_effort":
-	// "off" (default) sends nothing, "effort" derives the level from the
-	// request, and "low", "medium" or "high" always send that level.
-	Reasoning string `json:"reasoning,omitempty"`
-
-	// ThinkingHistory says what happens to thinking blocks in the
-	// conversation history: "drop" (default) or "reasoning_content" (sent as
-	// the assistant message's reasoning_content, for providers that accept it).
-	ThinkingHistory string `json:"thinking_history,omitempty"`
-
-	// TopK forwards top_k, which only some OpenAI-compatible providers accept.
-	TopK bool `json:"top_k,omitempty"`
+	// OpenAI holds the conversion options of "openai" providers.
+	OpenAI *convert.Options `json:"openai,omitempty"`
 }
 
 // Timeouts bound the phases of an upstream request.

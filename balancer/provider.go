@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/claude-balancer/caddy-claude-balancer/convert"
 )
 
 // Default timeouts.
@@ -63,17 +65,16 @@ type Provider struct {
 	weight   int
 	disabled bool
 
-	connect        time.Duration
-	firstByte      time.Duration // 0: per-mode default
-	idle           time.Duration
-	transport      *http.Transport
-	openai         OpenAIOptions
-	identity       string
-	state          *providerState
-	stateKey       string
-	dialContext    func(ctx context.Context, network, addr string) (net.Conn, error)
-	firstByteSet   bool
-	configuredType string
+	connect      time.Duration
+	firstByte    time.Duration // 0: per-mode default
+	idle         time.Duration
+	transport    *http.Transport
+	openai       convert.Options
+	identity     string
+	state        *providerState
+	stateKey     string
+	dialContext  func(ctx context.Context, network, addr string) (net.Conn, error)
+	firstByteSet bool
 }
 
 // newProvider validates a provider config and builds its runtime form.
@@ -193,6 +194,9 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 			return nil, fmt.Errorf("provider %q: openai options need type openai", p.Name)
 		}
 		p.openai = *cfg.OpenAI
+		if err := p.openai.Validate(); err != nil {
+			return nil, fmt.Errorf("provider %q: %w", p.Name, err)
+		}
 	}
 
 	// The identity decides whether state carries over a reload: a provider
@@ -359,7 +363,7 @@ func (*providerState) Destruct() error { return nil }
 // codec returns the wire format of the provider.
 func (p *Provider) codec() codec {
 	if p.Type == TypeOpenAI {
-		return openAICodec{opts: p.openai}
+		return openAICodec{opts: &p.openai}
 	}
 	return anthropicCodec{}
 }
