@@ -410,7 +410,24 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	peek, err := balancer.PeekBody(body)
+	// With de-duplication on, one pass over the body both signs it and
+	// finds what the balancer needs; without it, a lighter pass does.
+	var (
+		peek balancer.Peek
+		key  dedup.Key
+		err  error
+	)
+	if h.dedupOff {
+		peek, err = balancer.PeekBody(body)
+	} else {
+		pb := balancer.NewPeekBuilder(body)
+		key, err = dedup.SignatureWith(body, h.dedupIgnore, clientIdentity(r), strings.Join(r.Header.Values("Anthropic-Beta"), ","), pb.Field)
+		if err != nil {
+			err = fmt.Errorf("request body: %w", errors.Unwrap(err))
+		} else {
+			peek, err = pb.Peek()
+		}
+	}
 	if err != nil {
 		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
 		return
@@ -442,11 +459,6 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		}
 		h.finishRun(req, res, "", time.Since(start))
 		h.finishClient(r, req, res.Route, providerOf(res), res.Status, len(res.Attempts), "")
-		return
-	}
-	key, err := dedup.Signature(body, h.dedupIgnore, clientIdentity(r), strings.Join(r.Header.Values("Anthropic-Beta"), ","))
-	if err != nil {
-		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, "request body is not valid JSON: "+err.Error())
 		return
 	}
 	var done atomic.Pointer[balancer.Result]

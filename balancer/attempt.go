@@ -634,7 +634,7 @@ func (b *Balancer) relayJSON(ctx context.Context, wd *watchdog, c candidate, cd 
 		return &outcome{scope: ScopeProvider, counted: true, status: resp.StatusCode,
 			message: fmt.Sprintf("HTTP %d with a body that is not JSON: %q", resp.StatusCode, truncate(body, 120))}
 	}
-	if typ, msg, ok := cd.errorInfo(resp.StatusCode, body); ok {
+	if typ, msg, ok := errorBody(cd, resp.StatusCode, body); ok {
 		scope, status := b.classifyInBand(typ, body)
 		if typ == "" {
 			typ = apierr.TypeForStatus(status)
@@ -676,6 +676,7 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 	p := c.Provider
 	idle := &idleReader{r: resp.Body, w: wd}
 	rd := sse.NewReader(idle)
+	defer rd.Release()
 	dec := cd.stream(req)
 	var (
 		buf   []sse.Event
@@ -775,11 +776,20 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 	if err := out.Start(resp.StatusCode, h, true); err != nil {
 		return gone
 	}
+	batcher, _ := out.(relay.Batcher)
 	write := func(evs []sse.Event) *outcome {
-		for _, ev := range evs {
+		for i, ev := range evs {
 			typ := eventType(ev)
 			usage.add(ev, typ)
-			if err := out.Write(ev.Raw); err != nil {
+			var err error
+			if batcher != nil && (i < len(evs)-1 || rd.Ready()) {
+				// More is already here: send it all with one flush, which
+				// comes before the relay next waits on the network.
+				err = batcher.WriteBuffered(ev.Raw)
+			} else {
+				err = out.Write(ev.Raw)
+			}
+			if err != nil {
 				return gone
 			}
 			if typ == "error" {
@@ -827,6 +837,16 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 		_ = out.Write(apierr.Frame(typ, "the provider's stream failed: "+o.message))
 		return o
 	}
+}
+
+// errorBody recognises a 2xx body that carries an error instead of an
+// answer. Only bodies with a top-level "error" are decoded, so answers pass
+// with one quick scan.
+func errorBody(cd codec, status int, body []byte) (string, string, bool) {
+	if findTopLevel(body, "error") == nil {
+		return "", "", false
+	}
+	return cd.errorInfo(status, body)
 }
 
 // inBandError is an error event read from a stream.
@@ -886,11 +906,26 @@ func (u *Usage) add(ev sse.Event, typ string) {
 // usageOf reads the usage of a complete Anthropic message.
 func usageOf(body []byte) Usage {
 	raw := findTopLevel(body, "usage")
-	var u Usage
-	if raw != nil {
-		_ = json.Unmarshal(raw, &u)
+	if raw == nil {
+		return Usage{}
 	}
-	return u
+	return Usage{
+		InputTokens:         intField(raw, "input_tokens"),
+		OutputTokens:        intField(raw, "output_tokens"),
+		CacheReadTokens:     intField(raw, "cache_read_input_tokens"),
+		CacheCreationTokens: intField(raw, "cache_creation_input_tokens"),
+	}
+}
+
+// intField reads a non-negative integer member of a JSON object; 0 when it is
+// absent or not such a number.
+func intField(obj []byte, key string) int64 {
+	v := findTopLevel(obj, key)
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 func drain(resp *http.Response) {

@@ -38,18 +38,17 @@ func bodyErr(format string, a ...any) error { return &BodyError{msg: fmt.Sprintf
 // stream flag and the session id. Duplicate "model", "stream" or "metadata"
 // keys are rejected, because providers disagree on which one wins.
 func PeekBody(body []byte) (Peek, error) {
-	var p Peek
+	pb := NewPeekBuilder(body)
 	s := scanner{b: body}
 	s.ws()
 	if s.i >= len(s.b) || s.b[s.i] != '{' {
-		return p, bodyErr("request body must be a JSON object")
+		return Peek{}, bodyErr("request body must be a JSON object")
 	}
 	s.i++
-	var seenModel, seenStream, seenMeta bool
 	for first := true; ; first = false {
 		s.ws()
 		if s.i >= len(s.b) {
-			return p, bodyErr("request body is not valid JSON: unexpected end")
+			return Peek{}, errUnexpectedEnd
 		}
 		if s.b[s.i] == '}' && first {
 			s.i++
@@ -57,56 +56,23 @@ func PeekBody(body []byte) (Peek, error) {
 		}
 		ks := s.i
 		if err := s.str(); err != nil {
-			return p, err
+			return Peek{}, err
 		}
-		key := s.b[ks+1 : s.i-1]
+		key := s.b[ks:s.i]
 		s.ws()
 		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return p, s.syntax("expected ':'")
+			return Peek{}, s.syntax("expected ':'")
 		}
 		s.i++
 		s.ws()
 		vs := s.i
 		if err := s.value(1); err != nil {
-			return p, err
+			return Peek{}, err
 		}
-		val := s.b[vs:s.i]
-		switch string(key) {
-		case "model":
-			if seenModel {
-				return p, bodyErr("duplicate \"model\" key in request body")
-			}
-			seenModel = true
-			if val[0] != '"' {
-				return p, bodyErr("model: expected a string")
-			}
-			m, err := unquote(val)
-			if err != nil {
-				return p, bodyErr("model: %v", err)
-			}
-			p.Model, p.modelStart, p.modelEnd = m, vs, s.i
-		case "stream":
-			if seenStream {
-				return p, bodyErr("duplicate \"stream\" key in request body")
-			}
-			seenStream = true
-			switch string(val) {
-			case "true":
-				p.Stream = true
-			case "false", "null":
-			default:
-				return p, bodyErr("stream: expected a boolean")
-			}
-		case "metadata":
-			if seenMeta {
-				return p, bodyErr("duplicate \"metadata\" key in request body")
-			}
-			seenMeta = true
-			p.Session = sessionFromMetadata(val)
-		}
+		pb.Field(key, vs, s.i)
 		s.ws()
 		if s.i >= len(s.b) {
-			return p, bodyErr("request body is not valid JSON: unexpected end")
+			return Peek{}, errUnexpectedEnd
 		}
 		if s.b[s.i] == ',' {
 			s.i++
@@ -116,16 +82,84 @@ func PeekBody(body []byte) (Peek, error) {
 			s.i++
 			break
 		}
-		return p, s.syntax("expected ',' or '}'")
+		return Peek{}, s.syntax("expected ',' or '}'")
 	}
 	s.ws()
 	if s.i != len(s.b) {
-		return p, s.syntax("unexpected data after the JSON object")
+		return Peek{}, s.syntax("unexpected data after the JSON object")
 	}
-	if !seenModel || p.Model == "" {
-		return p, bodyErr("model: field required")
+	return pb.Peek()
+}
+
+// PeekBuilder builds a Peek from the top-level members of a body that a
+// scanner (PeekBody's own, or another that validated the body) reports one
+// by one.
+type PeekBuilder struct {
+	body                        []byte
+	p                           Peek
+	seenModel, seenStream, seen bool
+	err                         error
+}
+
+// NewPeekBuilder starts a Peek of body.
+func NewPeekBuilder(body []byte) *PeekBuilder { return &PeekBuilder{body: body} }
+
+// Field takes one top-level member: its key as written (quotes included) and
+// the position of its value in the body.
+func (b *PeekBuilder) Field(quotedKey []byte, start, end int) {
+	if b.err != nil {
+		return
 	}
-	return p, nil
+	val := b.body[start:end]
+	switch string(quotedKey) {
+	case `"model"`:
+		if b.seenModel {
+			b.err = bodyErr("duplicate \"model\" key in request body")
+			return
+		}
+		b.seenModel = true
+		if len(val) == 0 || val[0] != '"' {
+			b.err = bodyErr("model: expected a string")
+			return
+		}
+		m, err := unquote(val)
+		if err != nil {
+			b.err = bodyErr("model: %v", err)
+			return
+		}
+		b.p.Model, b.p.modelStart, b.p.modelEnd = m, start, end
+	case `"stream"`:
+		if b.seenStream {
+			b.err = bodyErr("duplicate \"stream\" key in request body")
+			return
+		}
+		b.seenStream = true
+		switch string(val) {
+		case "true":
+			b.p.Stream = true
+		case "false", "null":
+		default:
+			b.err = bodyErr("stream: expected a boolean")
+		}
+	case `"metadata"`:
+		if b.seen {
+			b.err = bodyErr("duplicate \"metadata\" key in request body")
+			return
+		}
+		b.seen = true
+		b.p.Session = sessionFromMetadata(val)
+	}
+}
+
+// Peek returns the result, or why the body cannot be served.
+func (b *PeekBuilder) Peek() (Peek, error) {
+	if b.err != nil {
+		return Peek{}, b.err
+	}
+	if !b.seenModel || b.p.Model == "" {
+		return Peek{}, bodyErr("model: field required")
+	}
+	return b.p, nil
 }
 
 // WithModel returns body with the model replaced by model. The original body
@@ -146,23 +180,27 @@ func (p Peek) WithModel(body []byte, model string) []byte {
 // ({"device_id":…,"session_id":…}) or the older
 // "user_<hash>_account_<uuid>_session_<uuid>" form.
 func sessionFromMetadata(meta []byte) string {
-	var m struct {
-		UserID string `json:"user_id"`
-	}
-	if meta[0] != '{' || json.Unmarshal(meta, &m) != nil || m.UserID == "" {
+	raw := findTopLevel(meta, "user_id")
+	if len(raw) < 2 || raw[0] != '"' {
 		return ""
 	}
-	if strings.HasPrefix(m.UserID, "{") {
-		var u struct {
-			SessionID string `json:"session_id"`
-		}
-		if json.Unmarshal([]byte(m.UserID), &u) == nil {
-			return u.SessionID
-		}
+	userID, err := unquote(raw)
+	if err != nil || userID == "" {
 		return ""
 	}
-	if i := strings.LastIndex(m.UserID, "_session_"); i >= 0 {
-		return m.UserID[i+len("_session_"):]
+	if strings.HasPrefix(userID, "{") {
+		sid := findTopLevel([]byte(userID), "session_id")
+		if len(sid) < 2 || sid[0] != '"' {
+			return ""
+		}
+		s, err := unquote(sid)
+		if err != nil {
+			return ""
+		}
+		return s
+	}
+	if i := strings.LastIndex(userID, "_session_"); i >= 0 {
+		return userID[i+len("_session_"):]
 	}
 	return ""
 }
@@ -203,28 +241,30 @@ func (s *scanner) ws() {
 	}
 }
 
-// str skips a string starting at s.i.
+// str skips a string starting at s.i: its end is the first quote not
+// preceded by an odd run of backslashes, found with the runtime's vectorised
+// search.
 func (s *scanner) str() error {
 	if s.i >= len(s.b) || s.b[s.i] != '"' {
 		return s.syntax("expected a string")
 	}
-	s.i++
+	start := s.i + 1
+	end := start
 	for {
-		j := bytes.IndexByte(s.b[s.i:], '"')
-		if j < 0 {
+		q := bytes.IndexByte(s.b[end:], '"')
+		if q < 0 {
 			return errUnexpectedEnd
 		}
-		seg := s.b[s.i : s.i+j]
-		if k := bytes.IndexByte(seg, '\\'); k >= 0 {
-			// Step past the escape and look again.
-			s.i += k + 2
-			if s.i > len(s.b) {
-				return errUnexpectedEnd
-			}
-			continue
+		end += q
+		n := 0
+		for end-n-1 >= start && s.b[end-n-1] == '\\' {
+			n++
 		}
-		s.i += j + 1
-		return nil
+		if n%2 == 0 {
+			s.i = end + 1
+			return nil
+		}
+		end++
 	}
 }
 

@@ -28,46 +28,40 @@ func isHopHeader(name string) bool {
 	return false
 }
 
-// droppedRequestHeaders never reach a provider: the transport computes the
-// length and the host, the module must be able to read the response
-// (no Accept-Encoding), and client addresses and cookies are the client's
-// business.
-var droppedRequestHeaders = map[string]bool{
-	"Host": true, "Content-Length": true, "Accept-Encoding": true, "Cookie": true,
-	"Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
-	"X-Real-Ip": true, "Via": true, "Expect": true,
-}
-
-// credentialHeaders carry the client's own credentials.
-var credentialHeaders = []string{"X-Api-Key", "Authorization"}
-
 // forwardRequestHeaders copies the client's headers that a provider should
 // see into dst: everything but hop-by-hop, transport, address and credential
-// headers.
+// headers. The server hands keys over in canonical form.
 func forwardRequestHeaders(dst, src http.Header) {
-	var connTokens []string
-	for _, v := range src["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if f = textproto.TrimString(f); f != "" {
-				connTokens = append(connTokens, textproto.CanonicalMIMEHeaderKey(f))
-			}
-		}
-	}
-outer:
+	conn := src["Connection"]
 	for k, vs := range src {
-		if droppedRequestHeaders[k] || isHopHeader(k) || k == "X-Api-Key" || k == "Authorization" {
+		switch k {
+		// The transport sets length and host; the module reads answers
+		// itself, so it asks for them uncompressed; client addresses and
+		// cookies stay with the client; hop-by-hop and credential headers
+		// never pass.
+		case "Host", "Content-Length", "Accept-Encoding", "Cookie", "Forwarded", "X-Forwarded-For",
+			"X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Via", "Expect",
+			"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+			"Te", "Trailer", "Transfer-Encoding", "Upgrade", "X-Api-Key", "Authorization":
 			continue
 		}
-		if strings.HasPrefix(k, "X-Claude-Balancer-") {
+		if strings.HasPrefix(k, "X-Claude-Balancer-") || (len(conn) > 0 && namedIn(conn, k)) {
 			continue
-		}
-		for _, t := range connTokens {
-			if t == k {
-				continue outer
-			}
 		}
 		dst[k] = vs
 	}
+}
+
+// namedIn reports whether a Connection header lists name.
+func namedIn(conn []string, name string) bool {
+	for _, v := range conn {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(textproto.TrimString(f), name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // copyResponseHeaders copies a provider's response headers that the client

@@ -285,7 +285,10 @@ func (g *group) appendLocked(p []byte) {
 		data = bytes.Clone(p)
 	} else {
 		if cap(g.arena)-len(g.arena) < len(p) {
-			g.arena = make([]byte, 0, arenaBlock)
+			// Blocks grow from small, so that a one-kilobyte answer does
+			// not cost a full block.
+			size := min(max(2*cap(g.arena), 4<<10, len(p)), arenaBlock)
+			g.arena = make([]byte, 0, size)
 		}
 		start := len(g.arena)
 		g.arena = append(g.arena, p...)

@@ -2,20 +2,22 @@ package dedup
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/zeebo/blake3"
 )
 
-// Key identifies a group of identical requests: the SHA-256 of a request's
+// Key identifies a group of identical requests: the BLAKE3 hash of a request's
 // canonical body, its client identity and its anthropic-beta header.
-type Key [sha256.Size]byte
+type Key [32]byte
 
 // String returns the key in hex.
 func (k Key) String() string { return hex.EncodeToString(k[:]) }
@@ -28,7 +30,7 @@ var DefaultIgnore = []string{"max_tokens"}
 
 // maxDepth bounds nesting so that a hostile body cannot exhaust the stack; the
 // value is encoding/json's.
-const maxDepth = 10000
+const maxDepth = 512
 
 // signatureVersion starts every hashed input, so that a change to the
 // canonical form can never make old and new signatures collide.
@@ -44,13 +46,31 @@ const signatureVersion = "claude_balancer/dedup/v1\n"
 // beta is the anthropic-beta header, several values joined with commas; its
 // flags are compared as a set. Signature fails when body is not a JSON object.
 func Signature(body []byte, ignore []string, identity, beta string) (Key, error) {
+	return SignatureWith(body, ignore, identity, beta, nil)
+}
+
+// FieldFunc receives each top-level member of a body as Signature walks it:
+// the key as written (quotes included) and where its value starts and ends
+// in the body. A caller that needs a few top-level fields gets them from the
+// same pass.
+type FieldFunc func(quotedKey []byte, valueStart, valueEnd int)
+
+// SignatureWith is Signature that also reports every top-level member to
+// field (when not nil).
+func SignatureWith(body []byte, ignore []string, identity, beta string, field FieldFunc) (Key, error) {
 	c := canonPool.Get().(*canonicalizer)
 	defer c.release()
 	c.reset(body, ignore)
+	c.field = field
 	if err := c.document(); err != nil {
 		return Key{}, fmt.Errorf("dedup: request body: %w", err)
 	}
-	h := sha256.New()
+	h := c.hasher
+	if h == nil {
+		h = blake3.New()
+		c.hasher = h
+	}
+	h.Reset()
 	var n [binary.MaxVarintLen64]byte
 	h.Write([]byte(signatureVersion))
 	h.Write(n[:binary.PutUvarint(n[:], uint64(len(identity)))])
@@ -58,10 +78,27 @@ func Signature(body []byte, ignore []string, identity, beta string) (Key, error)
 	beta = normalizeBeta(beta)
 	h.Write(n[:binary.PutUvarint(n[:], uint64(len(beta)))])
 	h.Write([]byte(beta))
-	h.Write(c.out)
+	c.writeTop(h)
 	var k Key
 	h.Sum(k[:0])
 	return k, nil
+}
+
+// writeTop writes the canonical document: its top-level members in key
+// order, straight from where they were written, sparing the copy a reorder
+// would make of the request's largest values.
+func (c *canonicalizer) writeTop(w io.Writer) {
+	slices.SortFunc(c.top, func(a, b span) int {
+		return bytes.Compare(c.out[a.start:a.keyEnd], c.out[b.start:b.keyEnd])
+	})
+	w.Write([]byte{'{'})
+	for i, m := range c.top {
+		if i > 0 {
+			w.Write([]byte{','})
+		}
+		w.Write(c.out[m.start:m.end])
+	}
+	w.Write([]byte{'}'})
 }
 
 // normalizeBeta returns the header's flags sorted and joined with commas.
@@ -94,8 +131,11 @@ type canonicalizer struct {
 	out    []byte
 	tmp    []byte
 	spans  []span
+	top    []span
 	depth  int
 	ignore []string
+	field  FieldFunc
+	hasher *blake3.Hasher
 }
 
 // span locates one object member in out: the quoted key is out[start:keyEnd],
@@ -110,8 +150,8 @@ var (
 )
 
 func (c *canonicalizer) reset(src []byte, ignore []string) {
-	c.src, c.pos, c.depth, c.ignore = src, 0, 0, ignore
-	c.out, c.tmp, c.spans = c.out[:0], c.tmp[:0], c.spans[:0]
+	c.src, c.pos, c.depth, c.ignore, c.field = src, 0, 0, ignore, nil
+	c.out, c.tmp, c.spans, c.top = c.out[:0], c.tmp[:0], c.spans[:0], c.top[:0]
 	if cap(c.out) < len(src) {
 		c.out = make([]byte, 0, len(src))
 	}
@@ -120,7 +160,7 @@ func (c *canonicalizer) reset(src []byte, ignore []string) {
 // release returns c to the pool unless it grew so large that keeping it would
 // pin memory a rare huge body needed once.
 func (c *canonicalizer) release() {
-	c.src, c.ignore = nil, nil
+	c.src, c.ignore, c.field = nil, nil, nil
 	if cap(c.out) > 8<<20 || cap(c.tmp) > 8<<20 {
 		return
 	}
@@ -229,64 +269,76 @@ func (c *canonicalizer) number() error {
 	return nil
 }
 
-// plain marks the bytes a string may contain without a closer look.
-var plain = func() (t [256]bool) {
-	for i := 0x20; i < 256; i++ {
-		t[i] = true
-	}
-	t['"'], t['\\'] = false, false
-	return t
-}()
-
 func (c *canonicalizer) string() error {
 	s := c.src
-	i := c.pos + 1
+	start := c.pos + 1
+	// Find the closing quote: the first one not escaped, that is not
+	// preceded by an odd run of backslashes. The runtime's vectorised search
+	// does the walking; strings are most of a request.
+	end := start
 	for {
-		// Skip eight plain bytes at a time: strings are most of a request.
-		for i+8 <= len(s) && plainWord(binary.LittleEndian.Uint64(s[i:])) {
-			i += 8
-		}
-		for i < len(s) && plain[s[i]] {
-			i++
-		}
-		if i >= len(s) {
+		q := bytes.IndexByte(s[end:], '"')
+		if q < 0 {
 			return errSyntax
 		}
-		switch s[i] {
-		case '"':
-			i++
-			c.out = append(c.out, s[c.pos:i]...)
-			c.pos = i
-			return nil
-		case '\\':
-			if i+1 >= len(s) {
+		end += q
+		n := 0
+		for end-n-1 >= start && s[end-n-1] == '\\' {
+			n++
+		}
+		if n%2 == 0 {
+			break
+		}
+		end++
+	}
+	body := s[start:end]
+	if !noControl(body) {
+		return errSyntax
+	}
+	// Check every escape.
+	for i := 0; ; {
+		b := bytes.IndexByte(body[i:], '\\')
+		if b < 0 {
+			break
+		}
+		i += b
+		if i+1 >= len(body) {
+			return errSyntax
+		}
+		switch body[i+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			i += 2
+		case 'u':
+			if i+6 > len(body) || !isHex4(body[i+2:i+6]) {
 				return errSyntax
 			}
-			switch s[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(s) || !isHex4(s[i+2:i+6]) {
-					return errSyntax
-				}
-				i += 6
-			default:
-				return errSyntax
-			}
+			i += 6
 		default:
 			return errSyntax
 		}
 	}
+	c.out = append(c.out, s[c.pos:end+1]...)
+	c.pos = end + 1
+	return nil
 }
 
-// plainWord reports whether none of the eight bytes in x is a quote, a
-// backslash or a control character (the bit tricks of "Bit Twiddling Hacks":
-// a byte is flagged when subtracting from it borrows into its top bit).
-func plainWord(x uint64) bool {
+// noControl reports whether b holds no control character (below 0x20),
+// which JSON strings may not contain raw.
+func noControl(b []byte) bool {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
-	control := (x - 0x20*ones) & ^x & highs
-	return control|hasZero(x^('"'*ones))|hasZero(x^('\\'*ones)) == 0
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		if (x-0x20*ones)&^x&highs != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, ch := range b {
+		if ch < 0x20 {
+			return false
+		}
+	}
+	return true
 }
 
 func isHex4(b []byte) bool {
@@ -365,8 +417,13 @@ func (c *canonicalizer) object(top bool) error {
 		}
 		c.pos++
 		c.out = append(c.out, ':')
+		c.skipSpace()
+		valueStart := c.pos
 		if err := c.value(); err != nil {
 			return err
+		}
+		if top && c.field != nil {
+			c.field(c.out[start:keyEnd], valueStart, c.pos)
 		}
 		if top && c.ignored(c.out[start:keyEnd]) {
 			c.out = c.out[:start]
@@ -390,6 +447,11 @@ func (c *canonicalizer) object(top bool) error {
 	c.depth--
 	members := c.spans[first:]
 	defer func() { c.spans = c.spans[:first] }()
+	if top {
+		// Signature hashes the top level in order itself.
+		c.top = append(c.top[:0], members...)
+		return nil
+	}
 	if len(members) == 0 {
 		c.out = append(c.out[:open+1], '}')
 		return nil

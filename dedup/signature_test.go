@@ -16,7 +16,9 @@ func canonical(body []byte, ignore []string) ([]byte, error) {
 	if err := c.document(); err != nil {
 		return nil, err
 	}
-	return c.out, nil
+	var out bytes.Buffer
+	c.writeTop(&out)
+	return out.Bytes(), nil
 }
 
 func mustSign(t testing.TB, body string, ignore []string, identity, beta string) Key {
@@ -180,6 +182,16 @@ func FuzzCanonical(f *testing.F) {
 	})
 }
 
+// compactBody returns body without insignificant whitespace, as clients send
+// it.
+func compactBody(t testing.TB, body []byte) []byte {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, body); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func claudeCodeBody(t testing.TB) []byte {
 	t.Helper()
 	raw, err := os.ReadFile("../testdata/claude-code-2.1.332-request.json")
@@ -237,6 +249,7 @@ func BenchmarkSignature(b *testing.B) {
 		body []byte
 	}{
 		{"claude-code-53KB", claudeCodeBody(b)},
+		{"claude-code-compact", compactBody(b, claudeCodeBody(b))},
 		{"2MB", bigBody(b, 2<<20)},
 	} {
 		b.Run(tt.name, func(b *testing.B) {

@@ -21,6 +21,16 @@ type Output interface {
 	Write(p []byte) error
 }
 
+// Batcher is implemented by outputs that can hold SSE events back until a
+// flush: a relay that already holds the next event need not flush each one
+// separately, but must flush before it waits for more.
+type Batcher interface {
+	// WriteBuffered writes p without flushing it.
+	WriteBuffered(p []byte) error
+	// Flush sends what was written.
+	Flush() error
+}
+
 // Failure is an error response decided before the commit point: nothing has
 // been written yet, so it can be sent as an ordinary response.
 type Failure struct {
@@ -101,5 +111,18 @@ func (c *ClientOutput) Write(p []byte) error {
 	return nil
 }
 
+// WriteBuffered implements Batcher.
+func (c *ClientOutput) WriteBuffered(p []byte) error {
+	n, err := c.w.Write(p)
+	c.Bytes += int64(n)
+	return err
+}
+
+// Flush implements Batcher.
+func (c *ClientOutput) Flush() error { return c.rc.Flush() }
+
 // Interface guards
-var _ Output = (*ClientOutput)(nil)
+var (
+	_ Output  = (*ClientOutput)(nil)
+	_ Batcher = (*ClientOutput)(nil)
+)

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // DefaultMaxEventSize bounds one event (all of its lines) unless SetMaxEventSize
@@ -43,9 +44,41 @@ type Reader struct {
 	scratch []byte
 }
 
-// NewReader returns a Reader over r.
+// bufPool recycles the readers' buffers: a relay reads one stream per
+// request.
+var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
+// NewReader returns a Reader over r. Release returns its buffer for reuse.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 16<<10), max: DefaultMaxEventSize}
+	br := bufPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &Reader{br: br, max: DefaultMaxEventSize}
+}
+
+// Release gives the reader's buffer back for reuse; the reader must not be
+// used afterwards. Events already returned stay valid.
+func (r *Reader) Release() {
+	if r.br == nil {
+		return
+	}
+	r.br.Reset(nil)
+	bufPool.Put(r.br)
+	r.br = nil
+	if cap(r.scratch) > 64<<10 {
+		r.scratch = nil
+	}
+}
+
+// Buffered returns the number of bytes read from the stream but not yet
+// returned as events: when it is zero, the next Next has to wait for the
+// network.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
+// Ready reports whether a complete event is already buffered, so that Next
+// will not wait for the network.
+func (r *Reader) Ready() bool {
+	b, _ := r.br.Peek(r.br.Buffered())
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
 }
 
 // SetMaxEventSize sets the largest event, in bytes, the reader accepts.

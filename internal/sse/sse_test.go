@@ -124,3 +124,24 @@ func FuzzReader(f *testing.F) {
 		t.Fatalf("reader did not terminate")
 	})
 }
+
+func TestReaderReadyReportsABufferedEvent(t *testing.T) {
+	pr, pw := io.Pipe()
+	rd := NewReader(pr)
+	go func() {
+		io.WriteString(pw, "event: a\ndata: 1\n\nevent: b\ndata: 2\n\nevent: c\ndata")
+	}()
+	if _, err := rd.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if !rd.Ready() {
+		t.Fatal("event b is buffered, Ready says no")
+	}
+	if _, err := rd.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if rd.Ready() {
+		t.Fatal("only part of event c is buffered, Ready says yes")
+	}
+	pw.Close()
+}
