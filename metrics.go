@@ -55,7 +55,7 @@ func getMetrics() *metricSet {
 				Help: "Time from sending a streamed request to its first content event.", Buckets: latency},
 				[]string{"balancer", "provider"}),
 			overhead: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "overhead_seconds",
-				Help: "Time the balancer itself spent before the first byte reached the client, not waiting on providers.",
+				Help:    "Time the balancer itself spent before the first byte reached the client, not waiting on providers.",
 				Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1}},
 				[]string{"balancer"}),
 			inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "requests_in_flight",
