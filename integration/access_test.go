@@ -169,3 +169,28 @@ func TestBadRequests(t *testing.T) {
 		t.Fatalf("invalid UTF-8: %d, forwarded %q", resp.StatusCode, up.last().Body)
 	}
 }
+
+func TestConfigErrorsNameFileAndLine(t *testing.T) {
+	up := newMock(t, okJSON("ok"))
+	e := start(t, fmt.Sprintf("provider a {\nbase_url %s\napi_key k\n}", up.URL))
+	msg := e.loadErr(globalOptions("") + `
+:` + fmt.Sprint(httpPort) + ` {
+	claude_balancer {
+		provider a {
+			base_url http://127.0.0.1:1
+			api_key k
+			timeouts {
+				first_byte soon
+			}
+		}
+	}
+}
+`)
+	if !strings.Contains(msg, "Caddyfile:17") || !strings.Contains(msg, `invalid duration \"soon\"`) {
+		t.Fatalf("error does not name the position: %s", msg)
+	}
+	// The running config is kept.
+	if resp, _ := e.messages(body("m", false)); resp.StatusCode != 200 {
+		t.Fatalf("running config lost: %d", resp.StatusCode)
+	}
+}

@@ -137,7 +137,7 @@ func TestOAuthAccountLoginUseRefreshAndFailover(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(out), "me@example.com") || strings.Contains(string(out), "at-2") || strings.Contains(string(out), "rt-2") {
 		t.Fatalf("status: %d %s", resp.StatusCode, out)
 	}
-	resp, out = e.get("/providers")
+	_, out = e.get("/providers")
 	if strings.Contains(string(out), "at-2") {
 		t.Fatalf("token in /providers: %s", out)
 	}
