@@ -23,8 +23,11 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		return (time.Duration(s) * time.Second).Round(time.Second).String()
 	},
 	"ms": func(v float64) string {
-		if v <= 0 {
+		switch {
+		case v <= 0:
 			return "—"
+		case v < 1:
+			return "<1 ms"
 		}
 		return strconv.FormatFloat(v, 'f', 0, 64) + " ms"
 	},

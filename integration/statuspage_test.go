@@ -1,0 +1,149 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+func chromiumBin(t *testing.T) string {
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium is not installed")
+	}
+	t.Skip("no chromium binary (Debian: apt-get install chromium)")
+	return ""
+}
+
+// artifactDir is where tests leave files for people to look at.
+func artifactDir(t *testing.T) string {
+	dir := os.Getenv("CB_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "claude-balancer-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestStatusPageInChromium(t *testing.T) {
+	bin := chromiumBin(t)
+	a := newMock(t, okEither("a"))
+	b := newMock(t, okEither("b"))
+	e := start(t, twoProviders(a.URL, b.URL, "sticky 0\nhealth {\nthreshold 2\ncooldown 10m\n}"))
+	e.messages(body("m", true))
+
+	alloc, cancel := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(bin), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(alloc)
+	defer cancel()
+	var mu sync.Mutex
+	var problems []string
+	listen := func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeWarning {
+				problems = append(problems, "console "+string(ev.Type))
+			}
+		case *runtime.EventExceptionThrown:
+			problems = append(problems, "exception: "+ev.ExceptionDetails.Text)
+		case *log.EventEntryAdded:
+			if ev.Entry.Level == log.EntryLevelError || ev.Entry.Level == log.EntryLevelWarning {
+				problems = append(problems, "log: "+ev.Entry.Text)
+			}
+		}
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	if err := chromedp.Listen(ctx, listen); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, log.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, runtime.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	tctx, tcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer tcancel()
+	stateOf := func(provider string) string {
+		sel := fmt.Sprintf(`#providers tr[data-provider="%s"] td.state`, provider)
+		s, err := chromedp.Run(tctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("reading the page: %v", err)
+		}
+		return strings.TrimSpace(s)
+	}
+	if err := chromedp.Do(tctx, chromedp.Navigate(e.base+"/providers/"), chromedp.WaitVisible(chromedp.CSS("#providers"))); err != nil {
+		t.Fatal(err)
+	}
+	if s := stateOf("a"); s != "healthy" {
+		t.Fatalf("a shows %q", s)
+	}
+	title, err := chromedp.Run(tctx, chromedp.Title())
+	if err != nil || !strings.Contains(title, e.name) {
+		t.Fatalf("title %q %v", title, err)
+	}
+
+	// The provider starts failing; the page, refreshing itself, shows it.
+	a.set(errorStatus(500, "api_error", "down"))
+	e.messages(body("m", false))
+	e.messages(body("m", false))
+	deadline := time.Now().Add(20 * time.Second)
+	for stateOf("a") != "unhealthy" {
+		if time.Now().After(deadline) {
+			t.Fatalf("page never showed a unhealthy: %q", stateOf("a"))
+		}
+		if err := chromedp.Do(tctx, chromedp.Sleep(250*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	html, err := chromedp.Run(tctx, chromedp.OuterHTML(chromedp.CSS("html")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot, err := chromedp.Run(tctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(artifactDir(t), "status-page.png")
+	if err := os.WriteFile(path, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+	for _, want := range []string{"HTTP 500", "2/2", "*"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(html, "ka") && strings.Contains(html, "api_key ka") {
+		t.Fatal("secret on the page")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Fatalf("browser reported problems: %v", problems)
+	}
+}
