@@ -55,6 +55,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			passthrough_auth
 //			header <name> <value>
 //			proxy <url>
+//			resolvers <dns-server...>
 //			timeouts {
 //				connect <duration>
 //				first_byte <duration>
@@ -382,6 +383,11 @@ func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
 			p.Headers[args[0]] = append(p.Headers[args[0]], args[1])
 		case "proxy":
 			err = oneArg(d, &p.Proxy)
+		case "resolvers":
+			p.Resolvers = d.RemainingArgs()
+			if len(p.Resolvers) == 0 {
+				return p, d.ArgErr()
+			}
 		case "timeouts":
 			if d.NextArg() {
 				return p, d.ArgErr()

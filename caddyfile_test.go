@@ -588,6 +588,11 @@ func TestUnmarshalCaddyfileProvider(t *testing.T) {
 			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{ThinkingHistory: "reasoning_content"}},
 		},
 		{
+			name:  "resolvers",
+			block: "resolvers 127.0.0.1:5353 10.0.0.1",
+			want:  balancer.ProviderConfig{Name: "p", Resolvers: []string{"127.0.0.1:5353", "10.0.0.1"}},
+		},
+		{
 			name:  "openai extras",
 			block: "type openai\nmax_tokens 8192\nreasoning minimal\nreasoning_format reasoning\nthinking_history reasoning\ninline_system merge\nprompt_cache_key\nextra `{\"provider\":{\"sort\":\"throughput\"}}`",
 			want: balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{MaxTokens: 8192, Reasoning: "minimal",

@@ -62,6 +62,10 @@ type ProviderConfig struct {
 	// connections (for example "socks5://127.0.0.1:1080").
 	Proxy string `json:"proxy,omitempty"`
 
+	// Resolvers are DNS servers ("host:port", port 53 by default) that
+	// resolve the provider's host name instead of the system's resolver.
+	Resolvers []string `json:"resolvers,omitempty"`
+
 	// Timeouts bound each phase of a request to this provider.
 	Timeouts *Timeouts `json:"timeouts,omitempty"`
 

@@ -58,12 +58,13 @@ type Provider struct {
 	messagesURL string
 	countURL    string
 
-	auth     authMode
-	secret   string // api key or auth token, expanded
-	headers  http.Header
-	proxy    string
-	weight   int
-	disabled bool
+	auth      authMode
+	secret    string // api key or auth token, expanded
+	headers   http.Header
+	proxy     string
+	resolvers []string
+	weight    int
+	disabled  bool
 
 	connect      time.Duration
 	firstByte    time.Duration // 0: per-mode default
@@ -174,6 +175,17 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 		}
 	}
 
+	for _, r := range cfg.Resolvers {
+		r = strings.TrimSpace(r)
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			r = net.JoinHostPort(r, "53")
+		}
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			return nil, fmt.Errorf("provider %q: invalid resolver %q", p.Name, r)
+		}
+		p.resolvers = append(p.resolvers, r)
+	}
+
 	p.connect, p.idle = DefaultConnectTimeout, DefaultIdleTimeout
 	if t := cfg.Timeouts; t != nil {
 		if t.Connect < 0 || t.FirstByte < 0 || t.Idle < 0 {
@@ -217,6 +229,14 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 
 func (p *Provider) newTransport() (*http.Transport, error) {
 	dialer := &net.Dialer{Timeout: p.connect, KeepAlive: 30 * time.Second}
+	if len(p.resolvers) > 0 {
+		servers := p.resolvers
+		var next atomic.Uint32
+		dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			d := net.Dialer{Timeout: p.connect}
+			return d.DialContext(ctx, network, servers[int(next.Add(1))%len(servers)])
+		}}
+	}
 	t := &http.Transport{
 		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   p.connect,
