@@ -400,13 +400,31 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	}
 }
 
+// admit checks the client's key and reads the body. It answers the client
+// itself when it returns false.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (keyHeader string, body []byte, ok bool) {
+	if keyHeader, ok = h.authorizeClient(w, r); !ok {
+		return "", nil, false
+	}
+	body, ok = h.readBody(w, r)
+	return keyHeader, body, ok
+}
+
+// upstreamHeader returns the client's headers for the providers: without
+// the one that carried the client key, and a copy when clone is set (for
+// attempt loops that may outlive the request).
+func upstreamHeader(r *http.Request, keyHeader string, clone bool) http.Header {
+	if keyHeader == "" && !clone {
+		return r.Header
+	}
+	hdr := r.Header.Clone()
+	hdr.Del(keyHeader)
+	return hdr
+}
+
 func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	keyHeader, ok := h.authorizeClient(w, r)
-	if !ok {
-		return
-	}
-	body, ok := h.readBody(w, r)
+	keyHeader, body, ok := h.admit(w, r)
 	if !ok {
 		return
 	}
@@ -435,14 +453,9 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	inFlight := getMetrics().inFlight.WithLabelValues(h.bal.Name)
 	inFlight.Inc()
 	defer inFlight.Dec()
-	hdr := r.Header
-	if keyHeader != "" || !h.dedupOff {
-		// The attempt loop may outlive this handler when other clients
-		// share its answer, so it gets its own copy of the headers.
-		hdr = r.Header.Clone()
-		hdr.Del(keyHeader)
-	}
-	req := &balancer.Request{Body: body, Peek: peek, Header: hdr, RawQuery: r.URL.RawQuery}
+	// The attempt loop may outlive this handler when other clients share
+	// its answer, so it gets its own copy of the headers.
+	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, keyHeader, !h.dedupOff), RawQuery: r.URL.RawQuery}
 	req.EstimateTokens = func() int64 {
 		// OpenAI streams report input tokens only at their end; Claude Code
 		// reads the context size from message_start.
@@ -607,11 +620,7 @@ func (h *Handler) logShared(req *balancer.Request, res dedup.Result, provider st
 // serveCount answers count_tokens: the provider's exact count when the
 // model's route has a healthy Anthropic provider, else a local count.
 func (h *Handler) serveCount(w http.ResponseWriter, r *http.Request) {
-	keyHeader, ok := h.authorizeClient(w, r)
-	if !ok {
-		return
-	}
-	body, ok := h.readBody(w, r)
+	keyHeader, body, ok := h.admit(w, r)
 	if !ok {
 		return
 	}
@@ -620,12 +629,7 @@ func (h *Handler) serveCount(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
 		return
 	}
-	hdr := r.Header
-	if keyHeader != "" {
-		hdr = r.Header.Clone()
-		hdr.Del(keyHeader)
-	}
-	req := &balancer.Request{Body: body, Peek: peek, Header: hdr, RawQuery: r.URL.RawQuery}
+	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, keyHeader, false), RawQuery: r.URL.RawQuery}
 	res := h.bal.CountTokens(r.Context(), req)
 	if res.Upstream {
 		getMetrics().countSource.WithLabelValues(h.bal.Name, "upstream").Inc()

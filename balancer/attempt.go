@@ -277,13 +277,8 @@ func (b *Balancer) unavailable(model string, why unavailability) *relay.Failure 
 	}
 	f := relay.NewFailure(status, typ, msg)
 	if !why.retryAt.IsZero() {
-		secs := int(time.Until(why.retryAt).Seconds() + 0.999)
-		if d := why.retryAt.Sub(now()); d > 0 {
-			secs = int((d + time.Second - 1) / time.Second)
-		}
-		if secs < 1 {
-			secs = 1
-		}
+		// Whole seconds, rounded up, and at least one.
+		secs := max(1, int((why.retryAt.Sub(now())+time.Second-1)/time.Second))
 		f.Header = http.Header{"Retry-After": {strconv.Itoa(secs)}}
 	}
 	return f

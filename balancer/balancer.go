@@ -162,7 +162,7 @@ func New(cfg Config, opt Options) (b *Balancer, err error) {
 			return nil, err
 		}
 		b.poolKeys = append(b.poolKeys, key)
-		p.state, p.stateKey = st.(*providerState), key
+		p.state = st.(*providerState)
 		b.providers = append(b.providers, p)
 		b.byName[p.Name] = p
 	}

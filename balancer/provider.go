@@ -73,7 +73,6 @@ type Provider struct {
 	openai       convert.Options
 	identity     string
 	state        *providerState
-	stateKey     string
 	dialContext  func(ctx context.Context, network, addr string) (net.Conn, error)
 	firstByteSet bool
 }
