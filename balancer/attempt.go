@@ -772,6 +772,9 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 		return gone
 	}
 	batcher, _ := out.(relay.Batcher)
+	// stopped is set by message_stop: the answer is complete, whether or not
+	// the provider closes the connection.
+	stopped := false
 	write := func(evs []sse.Event) *outcome {
 		for i, ev := range evs {
 			typ := eventType(ev)
@@ -786,6 +789,9 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 			}
 			if err != nil {
 				return gone
+			}
+			if typ == "message_stop" {
+				stopped = true
 			}
 			if typ == "error" {
 				ie := parseErrorEvent(ev)
@@ -803,6 +809,9 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 		return o
 	}
 	for err := pendingErr; ; {
+		if stopped {
+			return &outcome{scope: ScopeNone, committed: true}
+		}
 		if err == nil {
 			var evs []sse.Event
 			evs, err = next()

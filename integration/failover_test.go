@@ -362,3 +362,25 @@ func TestStickinessPerSessionAndRoute(t *testing.T) {
 		t.Fatalf("metadata session went to %q", resp.Header.Get("X-Claude-Balancer-Provider"))
 	}
 }
+
+func TestStreamEndsAtMessageStopEvenIfTheProviderKeepsTheConnection(t *testing.T) {
+	done := make(chan struct{})
+	up := newMock(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		writeSSE(w, sseEvents("complete"))
+		// The provider never closes; the balancer must not wait for it.
+		select {
+		case <-r.Context().Done():
+		case <-done:
+		}
+	})
+	defer close(done)
+	e := start(t, fmt.Sprintf("provider a {\nbase_url %s\napi_key k\ntimeouts {\nidle 30s\n}\n}", up.URL))
+	e.client.Timeout = 5 * time.Second
+	resp, out := e.messages(body("m", true))
+	if resp.StatusCode != 200 || string(out) != strings.Join(sseEvents("complete"), "") {
+		t.Fatalf("%d %s", resp.StatusCode, out)
+	}
+	if p := e.providers()["a"]; p.ErrorCount != 0 {
+		t.Fatalf("a complete stream counted as an error: %+v", p)
+	}
+}
