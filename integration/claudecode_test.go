@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -190,5 +191,96 @@ func TestClaudeCodeCLIDuplicatesShareOneCall(t *testing.T) {
 	}
 	if calls != 1 {
 		t.Fatalf("upstream messages calls: %d, want 1", calls)
+	}
+}
+
+// openAIAgent plays an OpenAI-compatible model for Claude Code: asked with
+// the Bash tool available, it first calls Bash, then answers with what the
+// tool printed.
+func openAIAgent(t *testing.T) *mock {
+	return newMock(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		var req struct {
+			Stream   bool `json:"stream"`
+			Messages []struct {
+				Role    string          `json:"role"`
+				Content json.RawMessage `json:"content"`
+			} `json:"messages"`
+			Tools []struct {
+				Function struct {
+					Name string `json:"name"`
+				} `json:"function"`
+			} `json:"tools"`
+		}
+		b, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(b, &req)
+		hasBash := false
+		for _, tl := range req.Tools {
+			hasBash = hasBash || tl.Function.Name == "Bash"
+		}
+		var toolOutput string
+		for _, m := range req.Messages {
+			if m.Role == "tool" {
+				var s string
+				if json.Unmarshal(m.Content, &s) != nil {
+					s = string(m.Content)
+				}
+				toolOutput = s
+			}
+		}
+		switch {
+		case hasBash && toolOutput == "":
+			openAIChunks(w,
+				chunk(`{"role":"assistant","content":""}`, ""),
+				chunk(`{"tool_calls":[{"index":0,"id":"call_cb_agent_0001","type":"function","function":{"name":"Bash","arguments":""}}]}`, ""),
+				chunk(`{"tool_calls":[{"index":0,"function":{"arguments":"{\"command\": \"echo cb-tool-\"}"}}]}`, ""),
+				chunk(`{"tool_calls":[{"index":0,"function":{"arguments":""}}]}`, ""),
+				chunk(`{}`, "tool_calls"), usageChunk)
+		case toolOutput != "":
+			openAIText(fmt.Sprintf("TOOL SAID: %s", strings.TrimSpace(strings.ReplaceAll(toolOutput, "\n", " "))))(w, r, n)
+		default:
+			openAIText("plain answer")(w, r, n)
+		}
+	})
+}
+
+func TestClaudeCodeCLIWithOpenAIProviderRunsATool(t *testing.T) {
+	claudeBin(t)
+	agent := openAIAgent(t)
+	failing := newMock(t, errorStatus(529, "overloaded_error", "Overloaded"))
+	e := start(t, fmt.Sprintf(`
+		provider anthropic {
+			base_url %s
+			passthrough_auth
+		}
+		provider compat {
+			type openai
+			base_url %s/v1
+			api_key sk-compat
+		}
+		route * {
+			to anthropic
+			to compat some-vendor/some-model
+		}`, failing.URL, agent.URL))
+	out, err := runClaude(t, e, "Run echo through Bash and tell me what it printed", "--allowedTools", "Bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "TOOL SAID: cb-tool-") {
+		t.Fatalf("claude printed %q", out)
+	}
+	if failing.count() == 0 {
+		t.Fatalf("the failing Anthropic provider was never tried")
+	}
+	sawToolTurn := false
+	for _, r := range agent.requests() {
+		if strings.Contains(string(r.Body), `"role":"tool"`) && strings.Contains(string(r.Body), `"tool_call_id":"call_cb_agent_0001"`) {
+			sawToolTurn = true
+		}
+		if !strings.Contains(string(r.Body), `"model":"some-vendor/some-model"`) || r.Path != "/v1/chat/completions" {
+			t.Fatalf("upstream request: %s %s", r.Path, r.Body)
+		}
+	}
+	if !sawToolTurn {
+		t.Fatalf("the tool result never came back to the provider")
 	}
 }
