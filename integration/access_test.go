@@ -84,6 +84,12 @@ func TestOnlyLoopbackClientsWithoutKeys(t *testing.T) {
 	if resp.StatusCode != 403 || !strings.Contains(string(out), "admin_key") {
 		t.Fatalf("remote /providers: %d %s", resp.StatusCode, out)
 	}
+	for _, path := range []string{"/oauth/", "/oauth/status", "/oauth/generate-url"} {
+		resp, out = e.get(path, "X-Forwarded-For", "203.0.113.9")
+		if resp.StatusCode != 403 {
+			t.Fatalf("remote %s: %d %s", path, resp.StatusCode, out)
+		}
+	}
 	// Liveness stays public and holds no secret.
 	resp, out = e.get("/health", "X-Forwarded-For", "203.0.113.9")
 	if resp.StatusCode != 200 || strings.Contains(string(out), up.URL) {

@@ -108,6 +108,32 @@ func TestOAuthAccountLoginUseRefreshAndFailover(t *testing.T) {
 		t.Fatalf("upstream headers: %v", h)
 	}
 
+	// A reload keeps the account logged in.
+	e.load(fmt.Sprintf(`
+		sticky 0
+		strategy priority
+		oauth {
+			token_url %s/token
+			authorize_url %s/authorize
+		}
+		provider max {
+			base_url %s
+			oauth Me@Example.com
+		}
+		provider api {
+			base_url %s
+			api_key sk-api
+		}`, ts.URL, ts.URL, sub.URL, api.URL), "")
+	resp, _ = e.messages(body("m", false))
+	if resp.Header.Get("X-Claude-Balancer-Provider") != "max" || sub.last().Header.Get("Authorization") != "Bearer at-1" {
+		t.Fatalf("after reload: %q %q", resp.Header.Get("X-Claude-Balancer-Provider"), sub.last().Header.Get("Authorization"))
+	}
+	// The same status is on Caddy's admin socket.
+	if status, out := adminDo(t, http.MethodGet, "/claude_balancer/oauth/status?balancer="+e.name); status != 200 ||
+		!strings.Contains(string(out), "me@example.com") || strings.Contains(string(out), "at-1") {
+		t.Fatalf("admin oauth status: %d %s", status, out)
+	}
+
 	// A 401 triggers one refresh and one retry on the same account.
 	mu.Lock()
 	rejectNext = true

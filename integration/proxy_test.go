@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -249,5 +252,41 @@ func TestNoRoutesServesEveryModelInDeclarationOrder(t *testing.T) {
 	resp, out := e.messages(body("anything-at-all", false))
 	if resp.StatusCode != 200 || resp.Header.Get("X-Claude-Balancer-Provider") != "b" || a.count() != 1 {
 		t.Fatalf("status %d provider %q a=%d: %s", resp.StatusCode, resp.Header.Get("X-Claude-Balancer-Provider"), a.count(), out)
+	}
+}
+
+func TestProviderProxy(t *testing.T) {
+	up := newMock(t, okJSON("via proxy"))
+	var proxied atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// An HTTP forward proxy gets the absolute URL.
+		if !r.URL.IsAbs() {
+			http.Error(w, "not a proxy request", 400)
+			return
+		}
+		proxied.Add(1)
+		out, err := http.NewRequest(r.Method, r.URL.String(), r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		out.Header = r.Header.Clone()
+		resp, err := http.DefaultTransport.RoundTrip(out)
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(proxy.Close)
+	e := start(t, fmt.Sprintf("provider a {\nbase_url %s\napi_key k\nproxy %s\n}", up.URL, proxy.URL))
+	resp, out := e.messages(body("m", false))
+	if resp.StatusCode != 200 || !strings.Contains(string(out), "via proxy") || proxied.Load() != 1 {
+		t.Fatalf("%d %s proxied=%d", resp.StatusCode, out, proxied.Load())
 	}
 }
