@@ -261,19 +261,19 @@ func TestProviderProxy(t *testing.T) {
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An HTTP forward proxy gets the absolute URL.
 		if !r.URL.IsAbs() {
-			http.Error(w, "not a proxy request", 400)
+			http.Error(w, "not a proxy request", http.StatusBadRequest)
 			return
 		}
 		proxied.Add(1)
 		out, err := http.NewRequest(r.Method, r.URL.String(), r.Body)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		out.Header = r.Header.Clone()
 		resp, err := http.DefaultTransport.RoundTrip(out)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()
