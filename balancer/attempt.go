@@ -32,6 +32,8 @@ const (
 
 var errTruncated = errors.New("the stream ended before the message was complete")
 
+var errBadEvent = errors.New("the stream sent an event whose data is not JSON")
+
 // Request is one client request to /v1/messages, read and peeked.
 type Request struct {
 	// Body is the client's body, read once and never modified.
@@ -730,6 +732,9 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 		if errors.Is(err, sse.ErrEventTooLarge) {
 			return &outcome{scope: ScopeProvider, counted: true, message: "the stream sent an oversized event"}
 		}
+		if errors.Is(err, errBadEvent) {
+			return &outcome{scope: ScopeProvider, counted: true, message: errBadEvent.Error()}
+		}
 		return &outcome{scope: ScopeProvider, counted: true, message: "reading the stream failed: " + describeNetError(err)}
 	}
 
@@ -776,6 +781,13 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 	// the provider closes the connection.
 	stopped := false
 	write := func(evs []sse.Event) *outcome {
+		if len(evs) == 0 {
+			return nil
+		}
+		// A client slower than the provider holds the relay here; the
+		// provider is not idle meanwhile.
+		wd.pause()
+		defer wd.resume()
 		for i, ev := range evs {
 			typ := eventType(ev)
 			usage.add(ev, typ)

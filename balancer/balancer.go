@@ -100,11 +100,13 @@ func New(cfg Config, opt Options) (b *Balancer, err error) {
 		tokens:    opt.Tokens,
 		observer:  opt.Observer,
 	}
-	defer func() {
+	// The returns below set b to nil: the deferred release gets the
+	// balancer it must close as an argument.
+	defer func(built *Balancer) {
 		if err != nil {
-			b.Close()
+			built.Close()
 		}
-	}()
+	}(b)
 	if b.Name == "" {
 		b.Name = "default"
 	}

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
@@ -71,8 +72,17 @@ func (anthropicCodec) clientHeaders() bool { return true }
 type anthropicStream struct{ stopped bool }
 
 func (s *anthropicStream) feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error) {
-	if eventType(ev) == "message_stop" {
+	switch eventType(ev) {
+	case "message_stop":
 		s.stopped = true
+	case "error":
+		// The relay reads error events leniently, to keep their message.
+		return append(dst, ev), nil
+	}
+	// A client cannot parse a corrupt event: it fails the stream like a
+	// broken connection, before the commit point as after it.
+	if len(ev.Data) > 0 && !json.Valid(ev.Data) {
+		return dst, errBadEvent
 	}
 	return append(dst, ev), nil
 }

@@ -165,7 +165,7 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 		p.proxy = repl.ReplaceKnown(cfg.Proxy, "")
 		pu, err := url.Parse(p.proxy)
 		if err != nil || pu.Host == "" {
-			return nil, fmt.Errorf("provider %q: invalid proxy URL %q", p.Name, p.proxy)
+			return nil, fmt.Errorf("provider %q: invalid proxy URL %q", p.Name, redactUserinfo(cfg.Proxy))
 		}
 		switch pu.Scheme {
 		case "http", "https", "socks5", "socks5h":
@@ -226,6 +226,23 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 	return p, nil
 }
 
+// redactUserinfo hides the user information of a URL as written in a
+// config, which may hold a password, even when the URL does not parse.
+func redactUserinfo(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		return scheme + "://redacted@" + rest[i+1:]
+	}
+	return s
+}
+
 func (p *Provider) newTransport() (*http.Transport, error) {
 	dialer := &net.Dialer{Timeout: p.connect, KeepAlive: 30 * time.Second}
 	if len(p.resolvers) > 0 {
@@ -233,7 +250,16 @@ func (p *Provider) newTransport() (*http.Transport, error) {
 		var next atomic.Uint32
 		dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			d := net.Dialer{Timeout: p.connect}
-			return d.DialContext(ctx, network, servers[int(next.Add(1))%len(servers)])
+			c, err := d.DialContext(ctx, network, servers[int(next.Add(1))%len(servers)])
+			if err != nil {
+				return nil, err
+			}
+			// The resolver waits for an answer until its own timeout (5s by
+			// default), not until the lookup is cancelled: close the socket
+			// when it is, so that a silent server holds nothing after the
+			// request gave up.
+			context.AfterFunc(ctx, func() { c.Close() })
+			return c, nil
 		}}
 	}
 	t := &http.Transport{

@@ -101,6 +101,9 @@ type watchdog struct {
 	cancel context.CancelFunc
 	idle   time.Duration
 	phase  atomic.Pointer[string]
+	// paused is set while the relay writes to its client: time spent
+	// waiting on a slow client is not silence of the provider.
+	paused atomic.Bool
 }
 
 func newWatchdog(cancel context.CancelFunc, firstByte, idle time.Duration) *watchdog {
@@ -112,8 +115,23 @@ func newWatchdog(cancel context.CancelFunc, firstByte, idle time.Duration) *watc
 }
 
 func (w *watchdog) fire() {
+	if w.paused.Load() {
+		w.timer.Reset(w.idle)
+		return
+	}
 	w.reason.Store(w.phase.Load())
 	w.cancel()
+}
+
+// pause stops the clock while the relay writes to its client.
+func (w *watchdog) pause() { w.paused.Store(true) }
+
+// resume restarts the clock, with a full idle period, after a write. The
+// timer is re-armed before the pause ends, so a timer that expired during
+// the write re-arms itself instead of cancelling.
+func (w *watchdog) resume() {
+	w.timer.Reset(w.idle)
+	w.paused.Store(false)
 }
 
 // streaming switches the watchdog to the idle timeout, re-armed on every read.

@@ -1,0 +1,782 @@
+//go:build unix
+
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+)
+
+var capacityFlag = flag.Bool("capacity", false, "run TestCapacity (same as CB_BENCH=1)")
+
+// peerEnv marks the helper process that runs the clients and the mock
+// upstream of TestCapacity, so that the test's own process holds nothing but
+// Caddy and its measurements cover the proxy alone.
+const peerEnv = "CB_CAPACITY_PEER"
+
+// capacitySettings bound TestCapacity.
+type capacitySettings struct {
+	// streams is how many idle streams each target holds at once.
+	streams int
+	// burst is streams × events sent back to back; paced the same with gap
+	// between events, as a model streams tokens.
+	burstStreams, burstEvents int
+	pacedStreams, pacedEvents int
+	pacedGap                  time.Duration
+}
+
+func capacityFromEnv() (capacitySettings, error) {
+	s := capacitySettings{streams: 5000, burstStreams: 8, burstEvents: 20000, pacedStreams: 50, pacedEvents: 1000, pacedGap: 2 * time.Millisecond}
+	if v := os.Getenv("CB_CAPACITY_STREAMS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100_000 {
+			return s, fmt.Errorf("CB_CAPACITY_STREAMS=%q: want 1 to 100000", v)
+		}
+		s.streams = n
+	}
+	return s, nil
+}
+
+// Request bodies for the idle streams: a small one, and Claude Code's real
+// request (about 49 KB), whose bytes a proxy may keep while the stream lasts.
+const (
+	bodySmall      = "small"
+	bodyClaudeCode = "claude_code"
+)
+
+// TestCapacity holds many concurrent idle streams through each target and
+// reports the proxy's memory and goroutines per stream, then relays long
+// streams and reports the proxy's CPU time per event. The clients and the
+// mock upstream run in a helper process, so every number is the Caddy
+// process's own. It runs only when asked (CB_BENCH=1 or -capacity): it opens
+// 5,000 streams per target and body (CB_CAPACITY_STREAMS), about a minute in
+// all.
+func TestCapacity(t *testing.T) {
+	if !*capacityFlag && os.Getenv("CB_BENCH") != "1" {
+		t.Skip("set CB_BENCH=1 or pass -capacity to run the capacity test")
+	}
+	set, err := capacityFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, err := raiseFileLimit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This process holds two descriptors per stream (the client's
+	// connection and the upstream one), and so does the helper.
+	n := set.streams
+	if feasible := int(limit-256) / 2; n > feasible {
+		t.Logf("the open file limit (%d) allows %d streams, not %d", limit, feasible, n)
+		n = feasible
+	}
+
+	p := startPeer(t)
+	mock, err := p.call("mock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sites, err := loadCapacityConfig(mock[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := restoreBenchConfig(); err != nil {
+			t.Errorf("restoring the benchmark config: %v", err)
+		}
+	})
+
+	var rows []capacityRow
+	for _, body := range []string{bodySmall, bodyClaudeCode} {
+		for _, target := range targets {
+			row, err := holdStreams(p, target, sites[target], body, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows, row)
+		}
+	}
+	var cpuRows []cpuRow
+	for _, c := range []struct {
+		cadence         string
+		streams, events int
+		gap             time.Duration
+	}{
+		{"burst", set.burstStreams, set.burstEvents, 0},
+		{"paced", set.pacedStreams, set.pacedEvents, set.pacedGap},
+	} {
+		for _, target := range targets {
+			row, err := relayEvents(p, target, sites[target], c.cadence, c.streams, c.events, c.gap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cpuRows = append(cpuRows, row)
+		}
+	}
+	t.Logf("\n%s\n%s", capacityTable(rows, n), cpuTable(cpuRows, set))
+}
+
+// TestCapacityPeer is the helper process of TestCapacity; it does nothing
+// unless started by it.
+func TestCapacityPeer(t *testing.T) {
+	if os.Getenv(peerEnv) != "1" {
+		t.Skip("the helper process of TestCapacity")
+	}
+	if _, err := raiseFileLimit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := runPeer(os.Stdin, os.Stdout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard limit and
+// returns it.
+func raiseFileLimit() (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("reading the open file limit: %w", err)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return 0, fmt.Errorf("raising the open file limit: %w", err)
+		}
+	}
+	return uint64(lim.Cur), nil
+}
+
+const capacityCaddyfile = `{
+	admin off
+	persist_config off
+	auto_https off
+	skip_install_trust
+	log {
+		output discard
+		level INFO
+	}
+}
+
+http://:%d {
+	bind 127.0.0.1
+	claude_balancer {
+		name capacity
+		provider m {
+			base_url http://%s
+			api_key k
+			timeouts {
+				idle 10m
+			}
+		}
+	}
+}
+
+http://:%d {
+	bind 127.0.0.1
+	claude_balancer {
+		name capacity_nodedup
+		dedup off
+		provider m {
+			base_url http://%s
+			api_key k
+			timeouts {
+				idle 10m
+			}
+		}
+	}
+}
+
+http://:%d {
+	bind 127.0.0.1
+	reverse_proxy %s
+}
+`
+
+// loadCapacityConfig loads one site per target in front of the helper's
+// mock and returns each target's base URL.
+func loadCapacityConfig(upstream string) (map[string]string, error) {
+	ports, err := freePorts(len(targets))
+	if err != nil {
+		return nil, err
+	}
+	cfg := fmt.Sprintf(capacityCaddyfile, ports[0], upstream, ports[1], upstream, ports[2], upstream)
+	if err := loadCaddyfile(cfg); err != nil {
+		return nil, err
+	}
+	return map[string]string{
+		targetBalancer:        fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		targetBalancerNoDedup: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		targetReverseProxy:    fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
+	}, nil
+}
+
+func loadCaddyfile(cfg string) error {
+	adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		return fmt.Errorf("adapting the Caddyfile: %w", err)
+	}
+	if len(warnings) > 0 {
+		return fmt.Errorf("adapting the Caddyfile: %v", warnings)
+	}
+	if err := caddy.Load(adapted, true); err != nil {
+		return fmt.Errorf("loading the config: %w", err)
+	}
+	return nil
+}
+
+// restoreBenchConfig puts back the config of the other benchmarks when they
+// started Caddy in this process, and stops Caddy otherwise.
+func restoreBenchConfig() error {
+	if !started {
+		return caddy.Stop()
+	}
+	ports := make([]any, 0, 2*len(targets))
+	upstream := strings.TrimPrefix(env.mock.URL, "http://")
+	for _, target := range targets {
+		u, err := url.Parse(env.base[target])
+		if err != nil {
+			return err
+		}
+		ports = append(ports, u.Port(), upstream)
+	}
+	return loadCaddyfile(fmt.Sprintf(strings.ReplaceAll(caddyfileTemplate, "%d", "%s"), ports...))
+}
+
+// writeHeapProfile saves the live heap, to see what the held streams keep.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	return f.Close()
+}
+
+// footprint is the process's memory and goroutines at one moment.
+type footprint struct {
+	heap, stack, rss uint64
+	goroutines       int
+}
+
+func measureFootprint() footprint {
+	// Two collections empty the sync.Pool victim caches, which would
+	// otherwise carry the previous target's pooled buffers into this
+	// target's baseline; FreeOSMemory collects once more and returns the
+	// free pages, so the resident set is comparable too.
+	runtime.GC()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return footprint{heap: ms.HeapInuse, stack: ms.StackInuse, rss: rss(), goroutines: runtime.NumGoroutine()}
+}
+
+// rss reads the resident set size on Linux; elsewhere it is 0.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
+
+// capacityRow is the cost of one target holding n idle streams.
+type capacityRow struct {
+	target, body          string
+	base, held            footprint
+	n                     int
+	open                  time.Duration
+	bodyBytes             int
+	heapPer, stackPer     float64
+	rssPer, goroutinesPer float64
+}
+
+// holdStreams has the helper open n streams through a target, each read up
+// to its first content event, measures, and lets them go.
+func holdStreams(p *peer, target, base, body string, n int) (capacityRow, error) {
+	row := capacityRow{target: target, body: body, n: n}
+	row.base = measureFootprint()
+	t0 := time.Now()
+	out, err := p.call("hold", base+"/v1/messages?hold=1", strconv.Itoa(n), body)
+	if err != nil {
+		return row, fmt.Errorf("%s, %s body: %w", target, body, err)
+	}
+	row.open = time.Since(t0)
+	row.bodyBytes, _ = strconv.Atoi(out[0])
+	row.held = measureFootprint()
+	if dir := os.Getenv("CB_CAPACITY_PROFILE"); dir != "" {
+		if err := writeHeapProfile(filepath.Join(dir, fmt.Sprintf("heap-%s-%s.pprof", target, body))); err != nil {
+			return row, err
+		}
+	}
+	if _, err := p.call("release"); err != nil {
+		return row, fmt.Errorf("%s: %w", target, err)
+	}
+	// Every stream's goroutines and buffers must go with it.
+	deadline := time.Now().Add(time.Minute)
+	for runtime.NumGoroutine() > row.base.goroutines+5 {
+		if time.Now().After(deadline) {
+			return row, fmt.Errorf("%s: %d goroutines a minute after the streams closed, %d before", target, runtime.NumGoroutine(), row.base.goroutines)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / float64(n) }
+	row.heapPer, row.stackPer, row.rssPer = per(row.base.heap, row.held.heap), per(row.base.stack, row.held.stack), per(row.base.rss, row.held.rss)
+	row.goroutinesPer = float64(row.held.goroutines-row.base.goroutines) / float64(n)
+	return row, nil
+}
+
+// cpuRow is the CPU time a target spent relaying a number of events.
+type cpuRow struct {
+	target, cadence string
+	events          int
+	cpu             time.Duration
+	elapsed         time.Duration
+}
+
+func relayEvents(p *peer, target, base, cadence string, streams, events int, gap time.Duration) (cpuRow, error) {
+	row := cpuRow{target: target, cadence: cadence}
+	u := fmt.Sprintf("%s/v1/messages?events=%d&gap=%d", base, events, gap.Microseconds())
+	// A short warm-up opens the connections and fills the pools.
+	if _, err := p.call("relay", fmt.Sprintf("%s/v1/messages?events=10&gap=0", base), strconv.Itoa(streams)); err != nil {
+		return row, fmt.Errorf("%s %s: %w", target, cadence, err)
+	}
+	runtime.GC()
+	cpu0, t0 := processCPU(), time.Now()
+	out, err := p.call("relay", u, strconv.Itoa(streams))
+	if err != nil {
+		return row, fmt.Errorf("%s %s: %w", target, cadence, err)
+	}
+	row.cpu, row.elapsed = processCPU()-cpu0, time.Since(t0)
+	row.events, _ = strconv.Atoi(out[0])
+	if row.events != streams*events {
+		return row, fmt.Errorf("%s %s: %d events relayed, want %d", target, cadence, row.events, streams*events)
+	}
+	return row, nil
+}
+
+func capacityTable(rows []capacityRow, n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Idle streams: %d per target, each read up to its first content event; this process runs Caddy only.\n", n)
+	fmt.Fprintf(&b, "Per stream: heap in use, goroutine stacks, their sum, resident set, goroutines.\n\n")
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "target\tbody\theap KiB\tstack KiB\ttotal KiB\tvs reverse_proxy\tRSS KiB\tgoroutines\topen s\t")
+	rp := map[string]float64{}
+	for _, r := range rows {
+		if r.target == targetReverseProxy {
+			rp[r.body] = r.heapPer + r.stackPer
+		}
+	}
+	for _, r := range rows {
+		total := r.heapPer + r.stackPer
+		fmt.Fprintf(w, "%s\t%s (%s)\t%.1f\t%.1f\t%.1f\t%.2fx\t%.1f\t%.2f\t%.1f\t\n", r.target, r.body, kib(r.bodyBytes),
+			r.heapPer/1024, r.stackPer/1024, total/1024, safeDiv(total, rp[r.body]), r.rssPer/1024, r.goroutinesPer, r.open.Seconds())
+	}
+	w.Flush()
+	return b.String()
+}
+
+func kib(n int) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return fmt.Sprintf("%.1f KiB", float64(n)/1024)
+}
+
+func cpuTable(rows []cpuRow, set capacitySettings) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CPU per relayed event (this process: Caddy only). burst: %d streams × %d events back to back; "+
+		"paced: %d streams × %d events, %v apart.\n\n", set.burstStreams, set.burstEvents, set.pacedStreams, set.pacedEvents, set.pacedGap)
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "target\tcadence\tevents\tcpu ms\tµs/event\tvs reverse_proxy\twall s\t")
+	rp := map[string]float64{}
+	for _, r := range rows {
+		if r.target == targetReverseProxy {
+			rp[r.cadence] = perEvent(r)
+		}
+	}
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%.0f\t%.2f\t%.2fx\t%.1f\t\n", r.target, r.cadence, r.events,
+			float64(r.cpu)/float64(time.Millisecond), perEvent(r), safeDiv(perEvent(r), rp[r.cadence]), r.elapsed.Seconds())
+	}
+	w.Flush()
+	return b.String()
+}
+
+func perEvent(r cpuRow) float64 {
+	return float64(r.cpu) / float64(time.Microsecond) / float64(max(r.events, 1))
+}
+
+// peer is the helper process, driven one command line at a time; it answers
+// each with a line "peer ok <values...>" or "peer err <message>".
+type peer struct {
+	in    io.WriteCloser
+	lines chan string
+}
+
+func startPeer(t *testing.T) *peer {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCapacityPeer$", "-test.count=1")
+	cmd.Env = append(os.Environ(), peerEnv+"=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &peer{in: in, lines: make(chan string)}
+	go func() {
+		defer close(p.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if line, ok := strings.CutPrefix(sc.Text(), "peer "); ok {
+				p.lines <- line
+			} else {
+				fmt.Fprintln(os.Stderr, "helper:", sc.Text())
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		in.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("helper process: %v", err)
+		}
+	})
+	return p
+}
+
+// call sends a command and waits for its answer, at most five minutes.
+func (p *peer) call(args ...string) ([]string, error) {
+	if _, err := fmt.Fprintln(p.in, strings.Join(args, " ")); err != nil {
+		return nil, fmt.Errorf("helper %s: %w", args[0], err)
+	}
+	select {
+	case line, ok := <-p.lines:
+		if !ok {
+			return nil, fmt.Errorf("helper %s: the helper exited", args[0])
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "ok" {
+			return nil, fmt.Errorf("helper %s: %s", args[0], line)
+		}
+		return f[1:], nil
+	case <-time.After(5 * time.Minute):
+		return nil, fmt.Errorf("helper %s: no answer in five minutes", args[0])
+	}
+}
+
+// peerState is the helper's side: the mock upstream, the client and the
+// streams it holds open.
+type peerState struct {
+	mock    *httptest.Server
+	active  atomic.Int64
+	client  *http.Client
+	fixture []byte
+	held    []heldStream
+}
+
+type heldStream struct {
+	cancel context.CancelFunc
+	body   io.Closer
+}
+
+// runPeer serves commands from in until it closes:
+//
+//	mock                 start the mock upstream; answers its host:port
+//	hold <url> <n> <body> open n streams and read each to its first content event; answers the body size
+//	release              close the held streams and wait for the mock to see them go
+//	relay <url> <n>      run n streams to their end at once; answers the content events read
+func runPeer(in io.Reader, out io.Writer) error {
+	st := &peerState{client: &http.Client{Transport: &http.Transport{
+		Proxy:               nil,
+		MaxIdleConnsPerHost: 256,
+		DisableCompression:  true,
+	}}}
+	defer func() {
+		st.release()
+		if st.mock != nil {
+			st.mock.Close()
+		}
+	}()
+	var fx environment
+	if err := fx.loadFixture(); err != nil {
+		return err
+	}
+	st.fixture = fx.body[modeStream]
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		answer, err := st.do(f)
+		if err != nil {
+			fmt.Fprintf(out, "peer err %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+			continue
+		}
+		fmt.Fprintf(out, "peer ok %s\n", answer)
+	}
+	return sc.Err()
+}
+
+func (st *peerState) do(f []string) (string, error) {
+	switch {
+	case f[0] == "mock" && len(f) == 1:
+		st.mock = httptest.NewServer(http.HandlerFunc(st.serveMock))
+		return strings.TrimPrefix(st.mock.URL, "http://"), nil
+	case f[0] == "hold" && len(f) == 4:
+		n, err := strconv.Atoi(f[2])
+		if err != nil {
+			return "", err
+		}
+		return st.hold(f[1], n, f[3])
+	case f[0] == "release" && len(f) == 1:
+		return "", st.release()
+	case f[0] == "relay" && len(f) == 3:
+		n, err := strconv.Atoi(f[2])
+		if err != nil {
+			return "", err
+		}
+		return st.relay(f[1], n)
+	}
+	return "", fmt.Errorf("unknown command %q", strings.Join(f, " "))
+}
+
+// body returns request i's body: distinct for every request, so that no two
+// share an upstream call.
+func (st *peerState) body(kind string, i int) []byte {
+	if kind == bodyClaudeCode {
+		return append(fmt.Appendf(nil, `{"x_capacity_stream":%d,`, i), st.fixture[1:]...)
+	}
+	return fmt.Appendf(nil, `{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"stream %d"}]}`, i)
+}
+
+func (st *peerState) hold(u string, n int, kind string) (string, error) {
+	if kind != bodySmall && kind != bodyClaudeCode {
+		return "", fmt.Errorf("unknown body %q", kind)
+	}
+	var (
+		next    atomic.Int64
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		failure error
+	)
+	for range 64 {
+		wg.Go(func() {
+			for i := int(next.Add(1)); i <= n; i = int(next.Add(1)) {
+				ctx, cancel := context.WithCancel(context.Background())
+				body, err := st.open(ctx, u, st.body(kind, i))
+				if err != nil {
+					cancel()
+					errOnce.Do(func() { failure = fmt.Errorf("stream %d: %w", i, err) })
+					return
+				}
+				mu.Lock()
+				st.held = append(st.held, heldStream{cancel: cancel, body: body})
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if failure != nil {
+		return "", failure
+	}
+	return strconv.Itoa(len(st.body(kind, n))), nil
+}
+
+// open sends a streaming request and reads it up to the end of its first
+// content event, leaving the stream open.
+func (st *peerState) open(ctx context.Context, u string, body []byte) (io.Closer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Anthropic-Version", "2023-06-01")
+	resp, err := st.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return nil, fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
+	}
+	br := bufio.NewReaderSize(resp.Body, 512)
+	seen := false
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			resp.Body.Close()
+			return nil, fmt.Errorf("reading the first events: %w", err)
+		}
+		if line == "event: content_block_start\n" {
+			seen = true
+		} else if seen && line == "\n" {
+			return resp.Body, nil
+		}
+	}
+}
+
+func (st *peerState) release() error {
+	for _, h := range st.held {
+		h.cancel()
+		h.body.Close()
+	}
+	st.held = nil
+	st.client.CloseIdleConnections()
+	deadline := time.Now().Add(time.Minute)
+	for st.active.Load() > 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d upstream streams still open a minute after their clients left", st.active.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// relay runs n streams to their end at once and returns the number of
+// content events the clients read.
+func (st *peerState) relay(u string, n int) (string, error) {
+	var (
+		total   atomic.Int64
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		failure error
+	)
+	for i := range n {
+		wg.Go(func() {
+			k, err := st.readAll(u, st.body(bodySmall, i))
+			total.Add(int64(k))
+			if err != nil {
+				errOnce.Do(func() { failure = err })
+			}
+		})
+	}
+	wg.Wait()
+	if failure != nil {
+		return "", failure
+	}
+	return strconv.FormatInt(total.Load(), 10), nil
+}
+
+func (st *peerState) readAll(u string, body []byte) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := st.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	deltas, stopped := 0, false
+	for sc.Scan() {
+		switch sc.Text() {
+		case "event: content_block_delta":
+			deltas++
+		case "event: message_stop":
+			stopped = true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return deltas, err
+	}
+	if !stopped {
+		return deltas, errors.New("stream ended without message_stop")
+	}
+	return deltas, nil
+}
+
+// serveMock streams message_start and content_block_start, then either holds
+// the stream until the client goes (?hold=1) or sends ?events= text deltas
+// ?gap= microseconds apart and ends the message.
+func (st *peerState) serveMock(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	st.active.Add(1)
+	defer st.active.Add(-1)
+	q := r.URL.Query()
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	events := mockStream()
+	for _, ev := range events[:2] {
+		_, _ = w.Write(ev)
+	}
+	if rc.Flush() != nil {
+		return
+	}
+	if q.Get("hold") != "" {
+		<-r.Context().Done()
+		return
+	}
+	n, _ := strconv.Atoi(q.Get("events"))
+	gap, _ := strconv.Atoi(q.Get("gap"))
+	delta := events[3]
+	var tick <-chan time.Time
+	if gap > 0 {
+		tk := time.NewTicker(time.Duration(gap) * time.Microsecond)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	for range n {
+		if tick != nil {
+			select {
+			case <-tick:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if _, err := w.Write(delta); err != nil || rc.Flush() != nil {
+			return
+		}
+	}
+	for _, ev := range events[len(events)-3:] {
+		_, _ = w.Write(ev)
+	}
+	_ = rc.Flush()
+}
