@@ -6,7 +6,7 @@ CLAUDE_CODE_VERSION ?= 2.1.332
 CLAUDE_DIR ?= .cache/claude-code
 export CLAUDE_BIN ?= $(CURDIR)/$(CLAUDE_DIR)/node_modules/.bin/claude
 
-.PHONY: all build run test lint unit integration claude-code examples bench fuzz soak clean
+.PHONY: all build run test lint unit integration claude-code examples bench capacity fuzz soak clean
 
 all: build
 
@@ -37,9 +37,12 @@ integration: claude-code build
 # Placeholder secrets, so that examples naming {env.*} keys validate.
 EXAMPLE_ENV = ANTHROPIC_API_KEY=x OPENROUTER_API_KEY=x RELAY_TOKEN=x TEAM_KEY_ALICE=x TEAM_KEY_BOB=x BALANCER_ADMIN_KEY=x
 
-# Everything CI runs.
+# Everything CI runs: lint, every test under the race detector, each fuzz
+# target briefly, and a short soak.
 test: lint build claude-code examples
 	$(GO) test -race -count=1 -p 1 ./...
+	./scripts/fuzz.sh 5s
+	$(GO) test -count=1 -run '^TestSoak$$' -v ./soak/ -soak -soak.short
 
 # Every example validates and is caddy fmt clean.
 examples: build
@@ -49,14 +52,21 @@ examples: build
 	done
 	@for f in examples/*Caddyfile*; do $(BIN) fmt $$f | diff -q - $$f >/dev/null || { echo "$$f is not caddy fmt clean"; exit 1; }; done
 
+# Benchmarks of every package, then the side-by-side comparison with Caddy's
+# reverse_proxy (a table with ratios).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+	CB_BENCH=1 $(GO) test -count=1 -run '^TestCompareProxies$$' -v ./bench/
+
+# Memory per idle stream and CPU per relayed event, against reverse_proxy.
+capacity:
+	CB_BENCH=1 $(GO) test -count=1 -timeout 10m -run '^TestCapacity$$' -v ./bench/
 
 fuzz:
 	./scripts/fuzz.sh 30s
 
 soak:
-	$(GO) test -count=1 -run TestSoak -soak ./integration/
+	$(GO) test -count=1 -timeout 10m -run '^TestSoak$$' -v ./soak/ -soak
 
 clean:
 	rm -rf bin .cache

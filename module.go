@@ -456,15 +456,7 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	// The attempt loop may outlive this handler when other clients share
 	// its answer, so it gets its own copy of the headers.
 	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, keyHeader, !h.dedupOff), RawQuery: r.URL.RawQuery}
-	req.EstimateTokens = func() int64 {
-		// OpenAI streams report input tokens only at their end; Claude Code
-		// reads the context size from message_start.
-		n, err := h.counter.Count(body)
-		if err != nil {
-			return 0
-		}
-		return int64(n)
-	}
+	req.EstimateTokens = h.estimateTokens
 	if h.dedupOff {
 		res := h.bal.Serve(r.Context(), req, relay.NewClientOutput(w))
 		if res.Failure != nil {
@@ -526,6 +518,17 @@ func (h *Handler) finishClient(r *http.Request, req *balancer.Request, route, pr
 		repl.Set("http.claude_balancer.attempts", attempts)
 		repl.Set("http.claude_balancer.dedup", role)
 	}
+}
+
+// estimateTokens counts a request locally: OpenAI streams report input
+// tokens only at their end, and Claude Code reads the context size from
+// message_start.
+func (h *Handler) estimateTokens(body []byte) int64 {
+	n, err := h.counter.Count(body)
+	if err != nil {
+		return 0
+	}
+	return int64(n)
 }
 
 // clientIdentity names who is asking, so that two clients never share an

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,14 +44,20 @@ type Request struct {
 	Header http.Header
 	// RawQuery is the client's query string (Claude Code sends ?beta=true).
 	RawQuery string
-	// EstimateTokens, when set, estimates the request's input tokens for
+	// EstimateTokens, when set, estimates the input tokens of a body for
 	// providers whose streams report them only at the end.
-	EstimateTokens func() int64
+	EstimateTokens func(body []byte) int64
 
 	// anthropic is the body for Anthropic providers, once made: the client's,
 	// minus thinking blocks this module signed (see convert).
 	anthropic     []byte
 	anthropicPeek Peek
+}
+
+// release drops the request's body once an answer is committed: no attempt
+// needs it any more, and a long stream should not hold a large body.
+func (r *Request) release() {
+	r.Body, r.anthropic = nil, nil
 }
 
 // anthropicBody returns the body for Anthropic providers. Thinking blocks
@@ -136,6 +143,8 @@ type Result struct {
 
 	// attemptStart is when the current attempt began.
 	attemptStart time.Time
+	// onCommit runs at the commit point.
+	onCommit func()
 }
 
 // outcome is the verdict on one attempt.
@@ -386,6 +395,7 @@ func (b *Balancer) setAuth(ctx context.Context, p *Provider, h http.Header, clie
 // to out.
 func (b *Balancer) attempt(ctx context.Context, c candidate, req *Request, out relay.Output, res *Result, start time.Time) *outcome {
 	p := c.Provider
+	defer p.shared.done()
 	cd := p.codec()
 	body, err := cd.body(req, c.Model)
 	if err != nil {
@@ -407,11 +417,17 @@ func (b *Balancer) attempt(ctx context.Context, c candidate, req *Request, out r
 		retried bool
 	)
 	for {
-		hreq, err := http.NewRequestWithContext(actx, http.MethodPost, target, bytes.NewReader(body))
+		ub := &upstreamBody{b: body}
+		hreq, err := http.NewRequestWithContext(actx, http.MethodPost, target, ub)
 		if err != nil {
 			return &outcome{scope: ScopeProvider, message: err.Error()}
 		}
-		hreq.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		hreq.ContentLength = int64(len(body))
+		hreq.GetBody = ub.reopen
+		res.onCommit = func() {
+			ub.release()
+			req.release()
+		}
 		if cd.clientHeaders() {
 			forwardRequestHeaders(hreq.Header, req.Header)
 		}
@@ -653,6 +669,7 @@ func (b *Balancer) relayJSON(ctx context.Context, wd *watchdog, c candidate, cd 
 		}
 		return &outcome{scope: ScopeProvider, counted: true, status: resp.StatusCode, message: "converting the response failed: " + err.Error()}
 	}
+	res.onCommit()
 	h := responseHeader(c.Provider, resp.Header, false)
 	h.Set("Content-Length", strconv.Itoa(len(out2)))
 	res.Committed, res.Provider, res.Model, res.Status = true, c.Provider, c.Model, resp.StatusCode
@@ -763,6 +780,7 @@ func (b *Balancer) relayStream(ctx context.Context, wd *watchdog, c candidate, c
 		}
 	}
 
+	res.onCommit()
 	h := responseHeader(p, resp.Header, true)
 	res.Committed, res.Provider, res.Model, res.Status = true, p, c.Model, resp.StatusCode
 	res.FirstByte = now().Sub(start)
@@ -863,6 +881,46 @@ func errorBody(cd codec, status int, body []byte) (string, string, bool) {
 		return "", "", false
 	}
 	return cd.errorInfo(status, body)
+}
+
+// upstreamBody is a request body the relay lets go of at the commit point,
+// although the transport keeps the request until the answer ends.
+type upstreamBody struct {
+	mu  sync.Mutex
+	b   []byte
+	off int
+}
+
+var errBodyReleased = errors.New("request body already released")
+
+func (u *upstreamBody) Read(p []byte) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.off >= len(u.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, u.b[u.off:])
+	u.off += n
+	return n, nil
+}
+
+func (u *upstreamBody) Close() error { return nil }
+
+func (u *upstreamBody) release() {
+	u.mu.Lock()
+	u.b, u.off = nil, 0
+	u.mu.Unlock()
+}
+
+// reopen is the request's GetBody, for the transport's retries on a reused
+// connection that died.
+func (u *upstreamBody) reopen() (io.ReadCloser, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.b == nil {
+		return nil, errBodyReleased
+	}
+	return &upstreamBody{b: u.b}, nil
 }
 
 // inBandError is an error event read from a stream.

@@ -165,6 +165,20 @@ func New(cfg Config, opt Options) (b *Balancer, err error) {
 		}
 		b.poolKeys = append(b.poolKeys, key)
 		p.state = st.(*providerState)
+		tkey := p.transportKey(b.Name)
+		tv, _, err := pool.LoadOrNew(tkey, func() (caddy.Destructor, error) {
+			t, err := p.newTransport()
+			if err != nil {
+				return nil, err
+			}
+			return &sharedTransport{t: t}, nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("provider %q: %w", p.Name, err)
+		}
+		b.poolKeys = append(b.poolKeys, tkey)
+		p.shared = tv.(*sharedTransport)
+		p.transport = p.shared.t
 		b.providers = append(b.providers, p)
 		b.byName[p.Name] = p
 	}
@@ -248,9 +262,6 @@ func (b *Balancer) Close() {
 		_, _ = pool.Delete(k)
 	}
 	b.poolKeys = nil
-	for _, p := range b.providers {
-		p.transport.CloseIdleConnections()
-	}
 }
 
 // Providers returns the providers in declaration order.

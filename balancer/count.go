@@ -102,6 +102,7 @@ func (b *Balancer) CountTokens(ctx context.Context, req *Request) CountResult {
 
 func (b *Balancer) countOnce(ctx context.Context, c candidate, req *Request) (CountResult, *outcome) {
 	p := c.Provider
+	defer p.shared.done()
 	body, _ := anthropicCodec{}.body(req, c.Model)
 	cctx, cancel := context.WithTimeout(ctx, b.count.Timeout)
 	defer cancel()

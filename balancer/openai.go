@@ -42,7 +42,7 @@ func (openAICodec) json(body []byte, req *Request) ([]byte, error) {
 func (openAICodec) stream(req *Request) streamDecoder {
 	var est int64
 	if req.EstimateTokens != nil {
-		est = req.EstimateTokens()
+		est = req.EstimateTokens(req.Body)
 	}
 	return &openAIStream{s: convert.NewStream(req.Peek.Model, convert.StreamOptions{InputTokens: est})}
 }

@@ -70,6 +70,7 @@ type Provider struct {
 	firstByte    time.Duration // 0: per-mode default
 	idle         time.Duration
 	transport    *http.Transport
+	shared       *sharedTransport
 	openai       convert.Options
 	identity     string
 	state        *providerState
@@ -219,10 +220,6 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 	}
 	p.identity = hex.EncodeToString(h.Sum(nil)[:12])
 
-	p.transport, err = p.newTransport()
-	if err != nil {
-		return nil, fmt.Errorf("provider %q: %w", p.Name, err)
-	}
 	return p, nil
 }
 
@@ -241,6 +238,36 @@ func redactUserinfo(s string) string {
 		return scheme + "://redacted@" + rest[i+1:]
 	}
 	return s
+}
+
+// transportKey names the provider's connection pool: providers of the same
+// identity and connection settings share one across config reloads, so a
+// reload neither drops warm connections nor strands them.
+func (p *Provider) transportKey(balancer string) string {
+	return fmt.Sprintf("transport/%s/%s/%s/%s/%s/%v", balancer, p.Name, p.identity, p.proxy, p.connect, p.resolvers)
+}
+
+// sharedTransport is a provider's connection pool, pooled across configs.
+type sharedTransport struct {
+	t *http.Transport
+	// closed is set once no config uses the pool: requests still running
+	// on an old config close their idle connections when they end, so
+	// none is left open for nothing.
+	closed atomic.Bool
+}
+
+// Destruct implements caddy.Destructor.
+func (s *sharedTransport) Destruct() error {
+	s.closed.Store(true)
+	s.t.CloseIdleConnections()
+	return nil
+}
+
+// done is called after each use of the pool.
+func (s *sharedTransport) done() {
+	if s.closed.Load() {
+		s.t.CloseIdleConnections()
+	}
 }
 
 func (p *Provider) newTransport() (*http.Transport, error) {

@@ -410,6 +410,11 @@ func (c *canonicalizer) object(top bool) error {
 		if err := c.string(); err != nil {
 			return err
 		}
+		if bytes.IndexByte(c.out[start:], '\\') >= 0 {
+			// One spelling per key, so that keys are ordered by what they
+			// mean ("syst\u0065m" is "system").
+			c.out = append(c.out[:start], canonicalKey(c.out[start:])...)
+		}
 		keyEnd := len(c.out)
 		c.skipSpace()
 		if c.pos >= len(c.src) || c.src[c.pos] != ':' {
@@ -487,6 +492,20 @@ func (c *canonicalizer) reorder(open int, members []span) {
 		c.out = append(c.out, c.tmp[m.start-base:m.end-base]...)
 		c.out = append(c.out, ',')
 	}
+}
+
+// canonicalKey returns a quoted key with its escapes resolved, written the
+// way encoding/json writes strings (without HTML escaping).
+func canonicalKey(quoted []byte) []byte {
+	var s string
+	if json.Unmarshal(quoted, &s) != nil {
+		return quoted
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 // ignored reports whether a top-level key (quoted, as written) is left out of

@@ -3,6 +3,7 @@ package dedup
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"reflect"
 	"strings"
@@ -152,11 +153,26 @@ func FuzzCanonical(f *testing.F) {
 	f.Add([]byte(baseBody))
 	f.Add([]byte(`{"b":{"d":1,"c":[true,false,null]},"a":"\u00e9\n","a":2}`))
 	f.Add([]byte(`{"x":1e10,"y":-0,"z":"\ud83d\ude00"}`))
+	f.Add([]byte(`{"a":1e400}`))
+	f.Add([]byte(`{"syst\u0065m":"B","system":"A"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got, err := canonical(body, DefaultIgnore)
+		// Numbers stay as written, so they are compared as written:
+		// 1e400 is valid JSON that no float64 holds.
+		decode := func(b []byte, v *any) error {
+			d := json.NewDecoder(bytes.NewReader(b))
+			d.UseNumber()
+			if err := d.Decode(v); err != nil {
+				return err
+			}
+			if d.More() {
+				return errors.New("trailing data")
+			}
+			return nil
+		}
 		var want any
-		isObject := json.Unmarshal(body, &want) == nil && reflect.TypeOf(want) == reflect.TypeOf(map[string]any{})
-		if !json.Valid(body) {
+		isObject := decode(body, &want) == nil && reflect.TypeOf(want) == reflect.TypeOf(map[string]any{})
+		if !json.Valid(body) || nesting(body) > maxDepth {
 			isObject = false
 		}
 		if (err == nil) != isObject {
@@ -169,7 +185,7 @@ func FuzzCanonical(f *testing.F) {
 		delete(m, "stream")
 		delete(m, "max_tokens")
 		var back any
-		if err := json.Unmarshal(got, &back); err != nil {
+		if err := decode(got, &back); err != nil {
 			t.Fatalf("canonical form %q of %q is not JSON: %v", got, body, err)
 		}
 		if !reflect.DeepEqual(back, want) {
@@ -180,6 +196,37 @@ func FuzzCanonical(f *testing.F) {
 			t.Fatalf("canonical form is not stable: %q -> %q (%v)", got, again, err)
 		}
 	})
+}
+
+// nesting returns the deepest nesting of arrays and objects in a JSON text.
+func nesting(b []byte) int {
+	depth, most, inString := 0, 0, false
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case !inString && (c == '[' || c == '{'):
+			depth++
+			most = max(most, depth)
+		case !inString && (c == ']' || c == '}'):
+			depth--
+		}
+	}
+	return most
+}
+
+func TestEscapedKeysAreOrderedByMeaning(t *testing.T) {
+	a := mustSign(t, `{"syst\u0065m":"B","system":"A"}`, nil, "c", "")
+	b := mustSign(t, `{"system":"B","system":"A"}`, nil, "c", "")
+	c := mustSign(t, `{"system":"A","syst\u0065m":"B"}`, nil, "c", "")
+	if a != b {
+		t.Fatal("two spellings of one key sign differently")
+	}
+	if a == c {
+		t.Fatal("bodies whose last key differs share a signature")
+	}
 }
 
 // compactBody returns body without insignificant whitespace, as clients send

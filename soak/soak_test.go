@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,6 +205,10 @@ type soak struct {
 	metrics   int
 	base      string
 	client    *http.Client
+	// pools counts settles: each uses new upstream connection settings, so
+	// the providers' connection pools of the load (warm, idle, and shared
+	// by every config with the same settings) are closed before measuring.
+	pools atomic.Int32
 }
 
 func newSoak(t *testing.T, faults float64, seed uint64) *soak {
@@ -252,10 +257,11 @@ func (s *soak) caddyfile(n int) string {
 			base_url %s
 			api_key %s
 			timeouts {
+				connect %dms
 				first_byte 10s
 				idle 10s
 			}
-		}`, p.name, p.srv.URL, p.key())
+		}`, p.name, p.srv.URL, p.key(), 10000+s.pools.Load())
 	}
 	return fmt.Sprintf(`{
 	admin off
@@ -395,11 +401,12 @@ func (p *peaks) sample(ctx context.Context, every time.Duration) {
 	}
 }
 
-// settle reloads config variant n (closing the idle upstream connections of
-// the config it replaces), closes the client's idle connections and measures
+// settle reloads config variant n with new connection settings (closing
+// the idle upstream connections of the config it replaces), closes the client's idle connections and measures
 // once the goroutine count holds still.
 func (s *soak) settle(n int) usage {
 	s.t.Helper()
+	s.pools.Add(1)
 	if err := s.load(n, true); err != nil {
 		s.t.Fatal(err)
 	}

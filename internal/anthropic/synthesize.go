@@ -53,8 +53,12 @@ func Synthesize(msg []byte) ([][]byte, error) {
 			start = append(start, f)
 			delta = append(delta, f)
 		case "usage":
-			start = append(start, f)
-			usage = f.raw
+			// Only an object is usage; anything else is left out rather
+			// than relayed as a stream no client can assemble.
+			if len(f.raw) > 0 && f.raw[0] == '{' {
+				start = append(start, f)
+				usage = f.raw
+			}
 		default:
 			start = append(start, f)
 		}

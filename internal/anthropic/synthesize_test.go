@@ -122,6 +122,8 @@ func FuzzSynthesize(f *testing.F) {
 	for _, tt := range synthesizeCases {
 		f.Add([]byte(tt.msg))
 	}
+	// Usage that is not an object once made a stream Accumulate rejects.
+	f.Add([]byte(`{"type":"message","usage":0 }`))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		events, err := Synthesize(msg)
 		if err != nil {

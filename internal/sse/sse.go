@@ -46,7 +46,7 @@ type Reader struct {
 
 // bufPool recycles the readers' buffers: a relay reads one stream per
 // request.
-var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
 // NewReader returns a Reader over r. Release returns its buffer for reuse.
 func NewReader(r io.Reader) *Reader {
