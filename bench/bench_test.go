@@ -14,7 +14,7 @@ func BenchmarkProxy(b *testing.B) {
 	e := setup(b)
 	for _, mode := range modes {
 		for _, conc := range concurrences {
-			for _, target := range targets {
+			for _, target := range compareTargets {
 				b.Run(fmt.Sprintf("%s/%s/c%d", target, mode, conc), func(b *testing.B) {
 					benchTarget(b, e, target, mode, conc)
 				})

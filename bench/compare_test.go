@@ -79,14 +79,14 @@ func TestCompareProxies(t *testing.T) {
 	for _, mode := range modes {
 		for _, conc := range concurrences {
 			c := cell{mode: mode, conc: conc, rounds: map[string][]stats{}}
-			for _, target := range targets {
+			for _, target := range compareTargets {
 				if err := e.warm(target, mode, conc); err != nil {
 					t.Fatal(err)
 				}
 			}
 			for round := range set.rounds {
-				k := round % len(targets)
-				for _, target := range append(targets[k:len(targets):len(targets)], targets[:k]...) {
+				k := round % len(compareTargets)
+				for _, target := range append(compareTargets[k:len(compareTargets):len(compareTargets)], compareTargets[:k]...) {
 					r, err := e.drive(target, mode, set.requests, conc, time.Now().Add(set.perRun))
 					if err != nil {
 						t.Fatal(err)
@@ -115,7 +115,7 @@ func table(cells []cell) string {
 	f2 := func(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
 	for _, c := range cells {
 		rp := c.rounds[targetReverseProxy]
-		for _, target := range targets {
+		for _, target := range compareTargets {
 			rs := c.rounds[target]
 			med := func(f func(stats) float64) float64 {
 				v := make([]float64, len(rs))
@@ -266,5 +266,33 @@ func TestMedianOfRounds(t *testing.T) {
 				t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestOpenAITargetConverts checks that the conversion path answers the same
+// text as an Anthropic message and stream.
+func TestOpenAITargetConverts(t *testing.T) {
+	e := setup(t)
+	for _, mode := range modes {
+		req, err := http.NewRequest(http.MethodPost, e.base[targetBalancerOpenAI]+e.path, bytes.NewReader(e.body[mode]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = e.header.Clone()
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %v", mode, resp.StatusCode, err)
+		}
+		if mode == modeStream && (!bytes.Contains(b, []byte("event: message_stop")) || bytes.Count(b, []byte("text_delta")) != bytes.Count(e.answer[modeStream], []byte("text_delta"))) {
+			t.Fatalf("stream (%d deltas): %s", bytes.Count(b, []byte("text_delta")), b[len(b)-min(len(b), 600):])
+		}
+		if mode == modeJSON && !bytes.Contains(b, []byte(`"type":"message"`)) {
+			t.Fatalf("json: %s", b)
+		}
 	}
 }

@@ -32,6 +32,9 @@ const (
 	targetBalancer        = "balancer"
 	targetBalancerNoDedup = "balancer_nodedup"
 	targetReverseProxy    = "reverse_proxy"
+	// targetBalancerOpenAI is the balancer in front of an OpenAI-compatible
+	// provider: the same answer as Chat Completions, converted both ways.
+	targetBalancerOpenAI = "balancer_openai"
 )
 
 // Modes: the value of the request's "stream" field.
@@ -41,9 +44,11 @@ const (
 )
 
 var (
-	targets      = []string{targetBalancer, targetBalancerNoDedup, targetReverseProxy}
-	modes        = []string{modeJSON, modeStream}
-	concurrences = []int{1, 8, 32}
+	targets = []string{targetBalancer, targetBalancerNoDedup, targetReverseProxy}
+	// compareTargets adds the conversion path to the side-by-side runs.
+	compareTargets = []string{targetBalancer, targetBalancerNoDedup, targetReverseProxy, targetBalancerOpenAI}
+	modes          = []string{modeJSON, modeStream}
+	concurrences   = []int{1, 8, 32}
 )
 
 // started is set once Caddy runs, so TestMain stops only what was started.
@@ -114,11 +119,11 @@ func (e *environment) start() error {
 	e.mock = httptest.NewServer(newMock(e.served))
 	upstream := strings.TrimPrefix(e.mock.URL, "http://")
 
-	ports, err := freePorts(len(targets))
+	ports, err := freePorts(len(compareTargets))
 	if err != nil {
 		return err
 	}
-	cfg := fmt.Sprintf(caddyfileTemplate, ports[0], upstream, ports[1], upstream, ports[2], upstream)
+	cfg := fmt.Sprintf(caddyfileTemplate, ports[0], upstream, ports[1], upstream, ports[2], upstream, ports[3], upstream)
 	adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		return fmt.Errorf("adapting the Caddyfile: %w", err)
@@ -134,6 +139,7 @@ func (e *environment) start() error {
 		targetBalancer:        fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
 		targetBalancerNoDedup: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
 		targetReverseProxy:    fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
+		targetBalancerOpenAI:  fmt.Sprintf("http://127.0.0.1:%d", ports[3]),
 	}
 	e.client = &http.Client{Transport: &http.Transport{
 		Proxy:               nil,
@@ -185,6 +191,18 @@ http://:%d {
 http://:%d {
 	bind 127.0.0.1
 	reverse_proxy %s
+}
+
+http://:%d {
+	bind 127.0.0.1
+	claude_balancer {
+		name bench_openai
+		provider o {
+			type openai
+			base_url http://%s/v1
+			api_key k
+		}
+	}
 }
 `
 
@@ -249,8 +267,32 @@ func (e *environment) loadFixture() error {
 func newMock(served *atomic.Int64) http.Handler {
 	jsonAnswer := mockJSON()
 	events := mockStream()
+	chatJSON, chunks := mockChatJSON(), mockChatStream()
 	bufs := sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 64<<10)) }}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions" {
+			buf := bufs.Get().(*bytes.Buffer)
+			buf.Reset()
+			_, _ = io.Copy(buf, r.Body)
+			stream := wantsStream(buf.Bytes())
+			bufs.Put(buf)
+			served.Add(1)
+			if !stream {
+				w.Header()["Content-Type"] = []string{"application/json"}
+				_, _ = w.Write(chatJSON)
+				return
+			}
+			w.Header()["Content-Type"] = []string{"text/event-stream"}
+			w.WriteHeader(http.StatusOK)
+			f := w.(http.Flusher)
+			for _, c := range chunks {
+				if _, err := w.Write(c); err != nil {
+					return
+				}
+				f.Flush()
+			}
+			return
+		}
 		if r.Method != http.MethodPost || r.URL.Path != "/v1/messages" {
 			http.Error(w, `{"type":"error","error":{"type":"not_found_error","message":"not found"}}`, http.StatusNotFound)
 			return
@@ -333,6 +375,33 @@ func mockJSON() []byte {
 // mockStream is a streamed message as the API sends it: message_start,
 // content_block_start, ping, 50 text deltas, content_block_stop,
 // message_delta and message_stop, one element per event.
+// mockChatJSON is mockJSON's answer as a Chat Completion.
+func mockChatJSON() []byte {
+	text, _ := json.Marshal(mockText)
+	return []byte(`{"id":"chatcmpl-bench","object":"chat.completion","model":"up","choices":[{"index":0,` +
+		`"message":{"role":"assistant","content":` + string(text) + `},"finish_reason":"stop"}],` +
+		`"usage":{"prompt_tokens":37224,"completion_tokens":92,"prompt_tokens_details":{"cached_tokens":36017}}}`)
+}
+
+// mockChatStream is mockStream's answer as Chat Completions chunks: the same
+// 50 text deltas.
+func mockChatStream() [][]byte {
+	chunk := func(delta, finish string) []byte {
+		return []byte(`data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"up","choices":[{"index":0,"delta":` +
+			delta + `,"finish_reason":` + finish + `}]}` + "\n\n")
+	}
+	out := [][]byte{chunk(`{"role":"assistant","content":""}`, "null")}
+	const deltas = 50
+	step := (len(mockText) + deltas - 1) / deltas
+	for i := 0; i < len(mockText); i += step {
+		text, _ := json.Marshal(mockText[i:min(i+step, len(mockText))])
+		out = append(out, chunk(`{"content":`+string(text)+`}`, "null"))
+	}
+	return append(out, chunk(`{}`, `"stop"`),
+		[]byte(`data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":37224,"completion_tokens":92,"prompt_tokens_details":{"cached_tokens":36017}}}`+"\n\n"),
+		[]byte("data: [DONE]\n\n"))
+}
+
 func mockStream() [][]byte {
 	ev := func(name, data string) []byte { return []byte("event: " + name + "\ndata: " + data + "\n\n") }
 	out := [][]byte{

@@ -39,6 +39,10 @@ var keySeq atomic.Uint64
 func (e *environment) drive(target, mode string, n, conc int, deadline time.Time) (run, error) {
 	url := e.base[target] + e.path
 	body, want := e.body[mode], len(e.answer[mode])
+	if target == targetBalancerOpenAI {
+		// Converted answers differ in length from the mock's Anthropic one.
+		want = -1
+	}
 	var (
 		next    atomic.Int64
 		wg      sync.WaitGroup
@@ -115,7 +119,7 @@ func (e *environment) do(url string, body, buf []byte, want int) (sample, error)
 		}
 	}
 	s.latency = time.Since(t0)
-	if resp.StatusCode != http.StatusOK || got != want {
+	if resp.StatusCode != http.StatusOK || (want >= 0 && got != want) || got == 0 {
 		return sample{}, fmt.Errorf("got status %d with %d body bytes, want 200 with %d", resp.StatusCode, got, want)
 	}
 	return s, nil
