@@ -105,6 +105,20 @@ func blockEvents(i int, raw []byte) ([][]byte, error) {
 	var deltas [][]byte
 	startFields := fields
 	emptyString := []byte(`""`)
+	// The fields a delta carries must be strings, or no client can
+	// assemble the stream.
+	var deltaFields []string
+	switch typ {
+	case "text":
+		deltaFields = []string{"text"}
+	case "thinking":
+		deltaFields = []string{"thinking", "signature"}
+	}
+	for _, name := range deltaFields {
+		if v, ok := lookup(fields, name); ok && !isNull(v) && (len(v) == 0 || v[0] != '"') {
+			return nil, fmt.Errorf("anthropic: synthesize content block %d: %s is not a string", i, name)
+		}
+	}
 
 	switch typ {
 	case "text":

@@ -124,6 +124,7 @@ func FuzzSynthesize(f *testing.F) {
 	}
 	// Usage that is not an object once made a stream Accumulate rejects.
 	f.Add([]byte(`{"type":"message","usage":0 }`))
+	f.Add([]byte(`{"type":"message","content":[{"type":"thinking","thinking":{}}]}`))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		events, err := Synthesize(msg)
 		if err != nil {
