@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/zeebo/blake3"
 )
@@ -89,7 +90,7 @@ func SignatureWith(body []byte, ignore []string, identity, beta string, field Fi
 // would make of the request's largest values.
 func (c *canonicalizer) writeTop(w io.Writer) {
 	slices.SortFunc(c.top, func(a, b span) int {
-		return bytes.Compare(c.out[a.start:a.keyEnd], c.out[b.start:b.keyEnd])
+		return compareKeys(c.out[a.start:a.keyEnd], c.out[b.start:b.keyEnd])
 	})
 	w.Write([]byte{'{'})
 	for i, m := range c.top {
@@ -471,7 +472,7 @@ func (c *canonicalizer) object(top bool) error {
 
 func (c *canonicalizer) sorted(members []span) bool {
 	for i := 1; i < len(members); i++ {
-		if bytes.Compare(c.out[members[i-1].start:members[i-1].keyEnd], c.out[members[i].start:members[i].keyEnd]) > 0 {
+		if compareKeys(c.out[members[i-1].start:members[i-1].keyEnd], c.out[members[i].start:members[i].keyEnd]) > 0 {
 			return false
 		}
 	}
@@ -485,13 +486,32 @@ func (c *canonicalizer) reorder(open int, members []span) {
 	base := open + 1
 	c.tmp = append(c.tmp[:0], c.out[base:]...)
 	slices.SortStableFunc(members, func(a, b span) int {
-		return bytes.Compare(c.tmp[a.start-base:a.keyEnd-base], c.tmp[b.start-base:b.keyEnd-base])
+		return compareKeys(c.tmp[a.start-base:a.keyEnd-base], c.tmp[b.start-base:b.keyEnd-base])
 	})
 	c.out = c.out[:base]
 	for _, m := range members {
 		c.out = append(c.out, c.tmp[m.start-base:m.end-base]...)
 		c.out = append(c.out, ',')
 	}
+}
+
+// compareKeys orders two quoted keys (escapes already resolved) by what they
+// decode to. Keys are kept as written, but a key holding invalid UTF-8
+// decodes with U+FFFD in place of each bad byte, so "\x88" and "\xe4" name the
+// same member: ordered as equals, the stable sort keeps them in their order
+// and a later duplicate still wins, as it did in the request.
+func compareKeys(a, b []byte) int {
+	if utf8.Valid(a) && utf8.Valid(b) {
+		return bytes.Compare(a, b)
+	}
+	return bytes.Compare(decodedKey(a), decodedKey(b))
+}
+
+func decodedKey(quoted []byte) []byte {
+	if utf8.Valid(quoted) {
+		return quoted
+	}
+	return canonicalKey(quoted)
 }
 
 // canonicalKey returns a quoted key with its escapes resolved, written the

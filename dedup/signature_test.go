@@ -310,3 +310,35 @@ func BenchmarkSignature(b *testing.B) {
 		})
 	}
 }
+
+// Duplicate keys mean "the last one wins", so reordering them changes the
+// request: the signature must keep them apart, at the top level and below,
+// also when two spellings decode to the same key (invalid UTF-8 decodes to
+// U+FFFD).
+func TestSignatureKeepsTheOrderOfDuplicateKeys(t *testing.T) {
+	pairs := [][2]string{
+		{`{"model":"m","a":1,"a":2}`, `{"model":"m","a":2,"a":1}`},
+		{`{"model":"m","x":{"a":1,"a":2}}`, `{"model":"m","x":{"a":2,"a":1}}`},
+		{"{\"model\":\"m\",\"x\":{\"\x880\":0,\"\xe40\":[]}}", "{\"model\":\"m\",\"x\":{\"\xe40\":[],\"\x880\":0}}"},
+		{"{\"\x880\":0,\"\xe40\":[]}", "{\"\xe40\":[],\"\x880\":0}"},
+		{"{\"\xef\xbf\xbd\":0,\"\xe4\":1}", "{\"\xe4\":1,\"\xef\xbf\xbd\":0}"},
+	}
+	for _, p := range pairs {
+		a := mustSign(t, p[0], DefaultIgnore, "c", "")
+		b := mustSign(t, p[1], DefaultIgnore, "c", "")
+		if a == b {
+			t.Errorf("%q and %q share a signature, but mean different things", p[0], p[1])
+		}
+		// Each is stable under its own canonical form.
+		for _, body := range p {
+			got, err := canonical([]byte(body), DefaultIgnore)
+			if err != nil {
+				t.Fatalf("canonical(%q): %v", body, err)
+			}
+			again, err := canonical(got, nil)
+			if err != nil || !bytes.Equal(again, got) {
+				t.Errorf("canonical form of %q is not stable: %q -> %q", body, got, again)
+			}
+		}
+	}
+}
