@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -213,7 +212,10 @@ func unquote(q []byte) (string, error) {
 		}
 		return string(inner), nil
 	}
-	return strconv.Unquote(string(q))
+	// JSON escapes are not Go's: "\/" and lone surrogates are JSON only.
+	var out string
+	err := json.Unmarshal(q, &out)
+	return out, err
 }
 
 // scanner walks JSON without building values. It checks structure

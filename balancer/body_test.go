@@ -19,6 +19,7 @@ func TestPeekBody(t *testing.T) {
 		{"json user_id", `{"model":"m","metadata":{"user_id":"{\"device_id\":\"d\",\"session_id\":\"sess-1\"}"}}`, "m", "sess-1", false},
 		{"legacy user_id", `{"model":"m","metadata":{"user_id":"user_abc_account_def_session_sess-2"}}`, "m", "sess-2", false},
 		{"stream null", `{"model":"m","stream":null}`, "m", "", false},
+		{"json-only escapes", `{"model":"vendor\/m\ud83d\ude00","metadata":{"user_id":"{\"session_id\":\"a\\/b\"}"}}`, "vendor/m\U0001F600", "a/b", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := PeekBody([]byte(tc.body))
