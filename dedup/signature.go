@@ -89,8 +89,9 @@ func SignatureWith(body []byte, ignore []string, identity, beta string, field Fi
 // order, straight from where they were written, sparing the copy a reorder
 // would make of the request's largest values.
 func (c *canonicalizer) writeTop(w io.Writer) {
-	slices.SortFunc(c.top, func(a, b span) int {
-		return compareKeys(c.out[a.start:a.keyEnd], c.out[b.start:b.keyEnd])
+	cmp := keyOrder(c.topPlain)
+	slices.SortStableFunc(c.top, func(a, b span) int {
+		return cmp(c.out[a.start:a.keyEnd], c.out[b.start:b.keyEnd])
 	})
 	w.Write([]byte{'{'})
 	for i, m := range c.top {
@@ -127,16 +128,18 @@ var canonPool = sync.Pool{New: func() any { return new(canonicalizer) }}
 // member; when an object's keys turn out not to be in order, its members
 // (each already canonical) are reordered in place.
 type canonicalizer struct {
-	src    []byte
-	pos    int
-	out    []byte
-	tmp    []byte
-	spans  []span
-	top    []span
-	depth  int
-	ignore []string
-	field  FieldFunc
-	hasher *blake3.Hasher
+	src   []byte
+	pos   int
+	out   []byte
+	tmp   []byte
+	spans []span
+	top   []span
+	// topPlain is set when every top-level key is valid UTF-8.
+	topPlain bool
+	depth    int
+	ignore   []string
+	field    FieldFunc
+	hasher   *blake3.Hasher
 }
 
 // span locates one object member in out: the quoted key is out[start:keyEnd],
@@ -152,7 +155,7 @@ var (
 
 func (c *canonicalizer) reset(src []byte, ignore []string) {
 	c.src, c.pos, c.depth, c.ignore, c.field = src, 0, 0, ignore, nil
-	c.out, c.tmp, c.spans, c.top = c.out[:0], c.tmp[:0], c.spans[:0], c.top[:0]
+	c.out, c.tmp, c.spans, c.top, c.topPlain = c.out[:0], c.tmp[:0], c.spans[:0], c.top[:0], true
 	if cap(c.out) < len(src) {
 		c.out = make([]byte, 0, len(src))
 	}
@@ -395,6 +398,7 @@ func (c *canonicalizer) object(top bool) error {
 	open := len(c.out)
 	c.out = append(c.out, '{')
 	first := len(c.spans)
+	plain := true
 	c.skipSpace()
 	if c.pos < len(c.src) && c.src[c.pos] == '}' {
 		c.pos++
@@ -417,6 +421,9 @@ func (c *canonicalizer) object(top bool) error {
 			c.out = append(c.out[:start], canonicalKey(c.out[start:])...)
 		}
 		keyEnd := len(c.out)
+		if plain && !utf8.Valid(c.out[start:keyEnd]) {
+			plain = false
+		}
 		c.skipSpace()
 		if c.pos >= len(c.src) || c.src[c.pos] != ':' {
 			return errSyntax
@@ -456,23 +463,25 @@ func (c *canonicalizer) object(top bool) error {
 	if top {
 		// Signature hashes the top level in order itself.
 		c.top = append(c.top[:0], members...)
+		c.topPlain = plain
 		return nil
 	}
 	if len(members) == 0 {
 		c.out = append(c.out[:open+1], '}')
 		return nil
 	}
-	if !c.sorted(members) {
-		c.reorder(open, members)
+	cmp := keyOrder(plain)
+	if !c.sorted(members, cmp) {
+		c.reorder(open, members, cmp)
 	}
 	// Every member is followed by a comma; the last one becomes the brace.
 	c.out[len(c.out)-1] = '}'
 	return nil
 }
 
-func (c *canonicalizer) sorted(members []span) bool {
+func (c *canonicalizer) sorted(members []span, cmp func(a, b []byte) int) bool {
 	for i := 1; i < len(members); i++ {
-		if compareKeys(c.out[members[i-1].start:members[i-1].keyEnd], c.out[members[i].start:members[i].keyEnd]) > 0 {
+		if cmp(c.out[members[i-1].start:members[i-1].keyEnd], c.out[members[i].start:members[i].keyEnd]) > 0 {
 			return false
 		}
 	}
@@ -482,11 +491,11 @@ func (c *canonicalizer) sorted(members []span) bool {
 // reorder rewrites the members written after out[open] sorted by key. Keys are
 // compared as written, quotes included: any fixed order serves, as long as it
 // is the same for every request.
-func (c *canonicalizer) reorder(open int, members []span) {
+func (c *canonicalizer) reorder(open int, members []span, cmp func(a, b []byte) int) {
 	base := open + 1
 	c.tmp = append(c.tmp[:0], c.out[base:]...)
 	slices.SortStableFunc(members, func(a, b span) int {
-		return compareKeys(c.tmp[a.start-base:a.keyEnd-base], c.tmp[b.start-base:b.keyEnd-base])
+		return cmp(c.tmp[a.start-base:a.keyEnd-base], c.tmp[b.start-base:b.keyEnd-base])
 	})
 	c.out = c.out[:base]
 	for _, m := range members {
@@ -495,16 +504,17 @@ func (c *canonicalizer) reorder(open int, members []span) {
 	}
 }
 
-// compareKeys orders two quoted keys (escapes already resolved) by what they
-// decode to. Keys are kept as written, but a key holding invalid UTF-8
-// decodes with U+FFFD in place of each bad byte, so "\x88" and "\xe4" name the
-// same member: ordered as equals, the stable sort keeps them in their order
-// and a later duplicate still wins, as it did in the request.
-func compareKeys(a, b []byte) int {
-	if utf8.Valid(a) && utf8.Valid(b) {
-		return bytes.Compare(a, b)
+// keyOrder returns the order of an object's quoted keys (escapes already
+// resolved): by their bytes when all of them are valid UTF-8 (plain), else by
+// what they decode to. Keys are kept as written, but a key holding invalid
+// UTF-8 decodes with U+FFFD in place of each bad byte, so "\x88" and "\xe4"
+// name the same member: ordered as equals, the stable sort keeps them in
+// their order and a later duplicate still wins, as it did in the request.
+func keyOrder(plain bool) func(a, b []byte) int {
+	if plain {
+		return bytes.Compare
 	}
-	return bytes.Compare(decodedKey(a), decodedKey(b))
+	return func(a, b []byte) int { return bytes.Compare(decodedKey(a), decodedKey(b)) }
 }
 
 func decodedKey(quoted []byte) []byte {
