@@ -488,9 +488,9 @@ func (c *canonicalizer) sorted(members []span, cmp func(a, b []byte) int) bool {
 	return true
 }
 
-// reorder rewrites the members written after out[open] sorted by key. Keys are
-// compared as written, quotes included: any fixed order serves, as long as it
-// is the same for every request.
+// reorder rewrites the members written after out[open] sorted by key, in the
+// order cmp gives (see keyOrder): any fixed order serves, as long as it is the
+// same for every request.
 func (c *canonicalizer) reorder(open int, members []span, cmp func(a, b []byte) int) {
 	base := open + 1
 	c.tmp = append(c.tmp[:0], c.out[base:]...)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,11 +85,7 @@ func (t *tally) total() int {
 func (t *tally) lines() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	keys := make([]string, 0, len(t.outcomes))
-	for k := range t.outcomes {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := sortedKeys(t.outcomes)
 	out := make([]string, len(keys))
 	for i, k := range keys {
 		out[i] = fmt.Sprintf("%-40s %7d", k, t.outcomes[k])
@@ -271,11 +266,7 @@ func (g *generator) do(ctx context.Context, r request, dup string) {
 func (t *tally) describe() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	keys := make([]string, 0, len(t.sent))
-	for k := range t.sent {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := sortedKeys(t.sent)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
 		parts[i] = fmt.Sprintf("%s %d", k, t.sent[k])

@@ -105,23 +105,22 @@ func blockEvents(i int, raw []byte) ([][]byte, error) {
 	var deltas [][]byte
 	startFields := fields
 	emptyString := []byte(`""`)
-	// The fields a delta carries must be strings, or no client can
-	// assemble the stream.
-	var deltaFields []string
-	switch typ {
-	case "text":
-		deltaFields = []string{"text"}
-	case "thinking":
-		deltaFields = []string{"thinking", "signature"}
-	}
-	for _, name := range deltaFields {
-		if v, ok := lookup(fields, name); ok && !isNull(v) && (len(v) == 0 || v[0] != '"') {
-			return nil, fmt.Errorf("anthropic: synthesize content block %d: %s is not a string", i, name)
+	// deltaField looks up a field a delta carries: it must be a string (or
+	// null), or no client can assemble the stream.
+	deltaField := func(name string) ([]byte, bool, error) {
+		v, ok := lookup(fields, name)
+		if ok && !isNull(v) && (len(v) == 0 || v[0] != '"') {
+			return nil, false, fmt.Errorf("anthropic: synthesize content block %d: %s is not a string", i, name)
 		}
+		return v, ok, nil
 	}
 
 	switch typ {
 	case "text":
+		t, hasText, err := deltaField("text")
+		if err != nil {
+			return nil, err
+		}
 		if c, ok := lookup(fields, "citations"); ok && !isNull(c) {
 			cites, err := splitArray(c)
 			if err != nil {
@@ -134,16 +133,24 @@ func blockEvents(i int, raw []byte) ([][]byte, error) {
 				}
 			}
 		}
-		if t, ok := lookup(fields, "text"); ok && !isEmptyString(t) {
+		if hasText && !isEmptyString(t) {
 			startFields = replace(startFields, "text", emptyString)
 			deltas = append(deltas, deltaData(i, `{"type":"text_delta","text":`, t))
 		}
 	case "thinking":
-		if t, ok := lookup(fields, "thinking"); ok && !isEmptyString(t) {
+		t, hasThinking, err := deltaField("thinking")
+		if err != nil {
+			return nil, err
+		}
+		s, hasSignature, err := deltaField("signature")
+		if err != nil {
+			return nil, err
+		}
+		if hasThinking && !isEmptyString(t) {
 			startFields = replace(startFields, "thinking", emptyString)
 			deltas = append(deltas, deltaData(i, `{"type":"thinking_delta","thinking":`, t))
 		}
-		if s, ok := lookup(fields, "signature"); ok && !isEmptyString(s) {
+		if hasSignature && !isEmptyString(s) {
 			startFields = replace(startFields, "signature", emptyString)
 			deltas = append(deltas, deltaData(i, `{"type":"signature_delta","signature":`, s))
 		}
