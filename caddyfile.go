@@ -413,6 +413,9 @@ func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
 			}
 		case "weight":
 			p.Weight, err = intArg(d, 1)
+			if err == nil && p.Weight > balancer.MaxWeight {
+				return p, d.Errf("weight %d is too large (at most %d)", p.Weight, balancer.MaxWeight)
+			}
 		case "disabled":
 			if d.NextArg() {
 				return p, d.ArgErr()

@@ -991,6 +991,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"weight zero", "claude_balancer {\n\tprovider a {\n\t\tweight 0\n\t}\n}", 3, `invalid number "0"`},
 		{"weight negative", "claude_balancer {\n\tprovider a {\n\t\tweight -1\n\t}\n}", 3, `invalid number "-1"`},
 		{"weight not a number", "claude_balancer {\n\tprovider a {\n\t\tweight heavy\n\t}\n}", 3, `invalid number "heavy"`},
+		{"weight too large", "claude_balancer {\n\tprovider a {\n\t\tweight 9223372036854775807\n\t}\n}", 3, "too large"},
 		{"weight overflowing int", "claude_balancer {\n\tprovider a {\n\t\tweight 99999999999999999999\n\t}\n}", 3, "invalid number"},
 		{"disabled with a value", "claude_balancer {\n\tprovider a {\n\t\tdisabled true\n\t}\n}", 3, "wrong argument count"},
 		{"max_tokens_field without value", "claude_balancer {\n\tprovider a {\n\t\tmax_tokens_field\n\t}\n}", 3, "wrong argument count"},

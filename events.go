@@ -15,6 +15,7 @@ const (
 	EventProviderHealthy    = "provider_healthy"
 	EventFailover           = "failover"
 	EventOAuthRefreshFailed = "oauth_refresh_failed"
+	EventCredentialRejected = "credential_rejected"
 )
 
 // observer turns balancer transitions into events.
@@ -44,6 +45,11 @@ func (o *observer) HealthChanged(p *balancer.Provider, class string, t balancer.
 // Failover implements balancer.Observer.
 func (o *observer) Failover(from, to *balancer.Provider, reason string) {
 	o.emit(EventFailover, map[string]any{"from": from.Name, "to": to.Name, "reason": reason})
+}
+
+// CredentialRejected implements balancer.Observer.
+func (o *observer) CredentialRejected(p *balancer.Provider, status int, reason string) {
+	o.emit(EventCredentialRejected, map[string]any{"provider": p.Name, "auth": p.AuthMode(), "status": status, "reason": reason})
 }
 
 // oauthRefreshed records an OAuth refresh in metrics and, when it failed,

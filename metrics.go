@@ -43,7 +43,7 @@ func getMetrics() *metricSet {
 				Help: "Client requests to /v1/messages by the provider that answered, route, model, status and mode."},
 				[]string{"balancer", "provider", "route", "model", "status", "stream"}),
 			attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "attempts_total",
-				Help: "Upstream attempts by provider and outcome (success, request, credential, quota, provider, client)."},
+				Help: "Upstream attempts by provider and outcome (success, request, credential, quota, provider, client; client_credential and client_quota for the credential a client passes through)."},
 				[]string{"balancer", "provider", "outcome"}),
 			failovers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "failovers_total",
 				Help: "Moves of a request from one provider to the next, by the reason the first failed."},
@@ -160,6 +160,8 @@ var (
 		"Seconds until the provider's cooldown ends.", []string{"balancer", "provider", "endpoint"}, nil)
 	descErrors = prometheus.NewDesc(ns+"_provider_errors",
 		"The provider's current count of errors against the threshold.", []string{"balancer", "provider", "endpoint"}, nil)
+	descCredRejected = prometheus.NewDesc(ns+"_provider_credential_rejected",
+		"Whether the provider refuses the credential configured for it (1) since its last accepted answer.", []string{"balancer", "provider"}, nil)
 	descDedupJoins = prometheus.NewDesc(ns+"_dedup_joins_total",
 		"Requests that joined an identical one in flight instead of calling upstream.", []string{"balancer"}, nil)
 	descDedupFanOut = prometheus.NewDesc(ns+"_dedup_fanout_total",
@@ -173,7 +175,7 @@ var (
 )
 
 func (*stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHealthy, descCooldown, descErrors, descDedupJoins, descDedupFanOut,
+	for _, d := range []*prometheus.Desc{descHealthy, descCooldown, descErrors, descCredRejected, descDedupJoins, descDedupFanOut,
 		descDedupReplay, descDedupSlow, descDedupRuns} {
 		ch <- d
 	}
@@ -198,6 +200,11 @@ func (*stateCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(descCooldown, prometheus.GaugeValue, cool, b.Name, p.Name, class)
 				ch <- prometheus.MustNewConstMetric(descErrors, prometheus.GaugeValue, float64(s.Errors), b.Name, p.Name, class)
 			}
+			rejected := 0.0
+			if !p.CredentialRejected().IsZero() {
+				rejected = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descCredRejected, prometheus.GaugeValue, rejected, b.Name, p.Name)
 		}
 		ds := h.dedup.Stats()
 		ch <- prometheus.MustNewConstMetric(descDedupJoins, prometheus.CounterValue, float64(ds.Joins), b.Name)

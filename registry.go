@@ -1,6 +1,7 @@
 package claudebalancer
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 )
@@ -57,4 +58,58 @@ func liveHandler(name string) *Handler {
 		return list[len(list)-1]
 	}
 	return nil
+}
+
+// claims holds, for each config load being provisioned or running, the
+// configuration each balancer name stands for. Two handlers of one load may
+// share a name only when they are the same configuration, as Caddy builds for
+// one site served by several servers (http and https, several listeners):
+// they then share state on purpose. A load is told apart by a value Caddy
+// makes anew for each one.
+var claims = struct {
+	sync.Mutex
+	m map[any]map[string]*claim
+}{m: map[any]map[string]*claim{}}
+
+type claim struct {
+	config [32]byte
+	refs   int
+}
+
+// claimName records that a handler of load uses name with the given
+// configuration digest, or says why it may not.
+func claimName(load any, name string, config [32]byte) error {
+	claims.Lock()
+	defer claims.Unlock()
+	names := claims.m[load]
+	if names == nil {
+		names = map[string]*claim{}
+		claims.m[load] = names
+	}
+	if c := names[name]; c != nil {
+		if c.config != config {
+			return fmt.Errorf("two claude_balancer handlers with different configurations share the name %q, "+
+				"which would mix their state (in-flight requests, sessions, health, OAuth); "+
+				"give each its own name with the \"name\" option", name)
+		}
+		c.refs++
+		return nil
+	}
+	names[name] = &claim{config: config, refs: 1}
+	return nil
+}
+
+// releaseName undoes claimName.
+func releaseName(load any, name string) {
+	claims.Lock()
+	defer claims.Unlock()
+	names := claims.m[load]
+	if c := names[name]; c != nil {
+		if c.refs--; c.refs == 0 {
+			delete(names, name)
+		}
+	}
+	if len(names) == 0 {
+		delete(claims.m, load)
+	}
 }

@@ -3,11 +3,11 @@ package claudebalancer
 import (
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/redact"
 )
 
 // Version is the module's version, reported by GET /health.
@@ -75,7 +75,12 @@ type ProviderStatus struct {
 	Weight            int            `json:"weight"`
 	Routes            []string       `json:"routes"`
 	CountTokens       EndpointHealth `json:"count_tokens"`
-	Recent            RecentStatus   `json:"recent"`
+	// CredentialRejected is when the provider last refused its configured
+	// credential, unless it accepted it since.
+	CredentialRejected *time.Time `json:"credential_rejected,omitempty"`
+	// Credentials describes the client credentials of a passthrough provider.
+	Credentials *CredentialStatus `json:"credentials,omitempty"`
+	Recent      RecentStatus      `json:"recent"`
 }
 
 // RecentStatus is a provider's activity over the last minutes.
@@ -89,6 +94,14 @@ type RecentStatus struct {
 	TTFTP50MS    float64 `json:"ttft_p50_ms"`
 	TTFTP90MS    float64 `json:"ttft_p90_ms"`
 	TTFTP99MS    float64 `json:"ttft_p99_ms"`
+}
+
+// CredentialStatus is what a passthrough provider's answers said about the
+// credentials clients pass through, as counts: no credential is shown.
+type CredentialStatus struct {
+	Tracked     int `json:"tracked"`
+	CoolingDown int `json:"cooling_down"`
+	Rejected    int `json:"rejected_recently"`
 }
 
 // EndpointHealth is the health of one endpoint class of a provider.
@@ -156,16 +169,6 @@ func remaining(until time.Time) float64 {
 	return 0
 }
 
-// redactURL hides any user information in a URL.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	u.User = url.User("redacted")
-	return u.String()
-}
-
 // Status returns the balancer's state. It holds no secret.
 func (h *Handler) Status() BalancerStatus {
 	b := h.bal
@@ -201,7 +204,7 @@ func (h *Handler) Status() BalancerStatus {
 		ps := ProviderStatus{
 			Name:              p.Name,
 			Type:              p.Type,
-			BaseURL:           redactURL(p.BaseURL),
+			BaseURL:           redact.URL(p.BaseURL),
 			Auth:              p.AuthMode(),
 			Account:           p.Account,
 			Enabled:           p.Enabled(),
@@ -226,6 +229,11 @@ func (h *Handler) Status() BalancerStatus {
 				Healthy: c.Healthy, State: c.State, Errors: itoa(c.Errors) + "/" + itoa(pol.Threshold),
 				CooldownRemaining: remaining(c.CooldownUntil), LastError: c.LastMessage,
 			},
+		}
+		ps.CredentialRejected = timePtr(p.CredentialRejected())
+		if p.Passthrough() {
+			cs := p.Credentials(pol)
+			ps.Credentials = &CredentialStatus{Tracked: cs.Tracked, CoolingDown: cs.CoolingDown, Rejected: cs.Rejected}
 		}
 		rs := p.Recent(15)
 		ps.Recent = RecentStatus{Minutes: rs.Minutes, Requests: rs.Requests, Failures: rs.Failures,

@@ -52,6 +52,18 @@ type Request struct {
 	// minus thinking blocks this module signed (see convert).
 	anthropic     []byte
 	anthropicPeek Peek
+	// credential is the fingerprint of the credential the client passes
+	// through, once computed.
+	credential string
+}
+
+// Credential returns a fingerprint of the credential the client would pass
+// through to a passthrough_auth provider.
+func (r *Request) Credential() string {
+	if r.credential == "" {
+		r.credential = credentialFingerprint(r.Header)
+	}
+	return r.credential
 }
 
 // release drops the request's body once an answer is committed: no attempt
@@ -160,6 +172,9 @@ type outcome struct {
 	committed bool
 	// detail is the provider's own error message, for the client.
 	detail string
+	// clientCred marks a credential or quota failure that belongs to the
+	// credential the client passed through, not to the provider.
+	clientCred bool
 }
 
 // Serve runs the attempt loop for req and writes the committed answer to
@@ -177,10 +192,10 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 	}
 	res.Route = route.ID
 	session := req.Session()
-	cands, why := b.candidates(route, session, ClassMessages)
+	cands, why := b.candidates(route, session, ClassMessages, req)
 	var (
 		reasons []string
-		last    *outcome
+		fails   failures
 		prev    *Provider
 	)
 	for _, c := range cands {
@@ -193,7 +208,7 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 			}
 			continue
 		}
-		if prev != nil && last != nil {
+		if last := fails.last; prev != nil && last != nil {
 			b.logger.Info("failover", zap.String("from", prev.Name), zap.String("to", p.Name), zap.String("reason", last.message))
 			if b.observer != nil {
 				b.observer.Failover(prev, p, last.scope.String())
@@ -203,7 +218,10 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 		t0 := now()
 		res.attemptStart = t0
 		o := b.attempt(ctx, c, req, out, res, start)
-		at := Attempt{Provider: p.Name, Model: c.Model, Outcome: o.scope.String(), Status: o.status, Duration: now().Sub(t0)}
+		if p.auth == authPassthrough && (o.scope == ScopeCredential || o.scope == ScopeQuota) {
+			o.clientCred = true
+		}
+		at := Attempt{Provider: p.Name, Model: c.Model, Outcome: o.outcomeName(), Status: o.status, Duration: now().Sub(t0)}
 		if o.scope != ScopeNone {
 			at.Error = o.message
 		}
@@ -213,11 +231,11 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 			if o.scope == ScopeNone {
 				u = res.Usage
 			}
-			p.state.stats.record(o.scope != ScopeNone, u)
+			p.state.stats.record(o.scope != ScopeNone && !o.clientCred, u)
 		}
 		switch o.scope {
 		case ScopeNone:
-			b.transition(p, ClassMessages, h.RecordSuccess(), 0, "request succeeded")
+			b.recordSuccess(p, ClassMessages, req)
 			if b.stickyTTL > 0 && (session != "" || b.strategy == StrategyPriority) {
 				b.state.sticky.set(stickyKey(session, route.ID), c.index, p.Name, b.stickyTTL)
 			}
@@ -237,26 +255,76 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 			}
 			return res
 		}
-		b.recordFailure(p, ClassMessages, o)
+		b.recordFailure(p, ClassMessages, o, req)
 		if o.committed {
 			return res
 		}
 		reasons = append(reasons, p.Name+": "+o.message)
-		last, prev = o, p
+		fails.add(o, p)
+		prev = p
 	}
-	if last == nil {
+	if fails.last == nil {
 		res.Failure = b.unavailable(req.Peek.Model, why)
 	} else {
-		res.Failure = allFailed(req.Peek.Model, reasons, last)
+		res.Failure = fails.answer(req.Peek.Model, reasons)
 	}
 	res.Status = res.Failure.Status
 	return res
 }
 
-// recordFailure updates a provider's health after a failed attempt.
-func (b *Balancer) recordFailure(p *Provider, class string, o *outcome) {
+// outcomeName names an attempt's outcome in logs and metrics: the scope, with
+// the client's own credential told apart from the provider's.
+func (o *outcome) outcomeName() string {
+	if o.clientCred {
+		return "client_" + o.scope.String()
+	}
+	return o.scope.String()
+}
+
+// recordSuccess heals a provider after an accepted answer: its health, its
+// own credential's standing and the scope of the client's credential.
+func (b *Balancer) recordSuccess(p *Provider, class string, req *Request) {
+	b.transition(p, class, p.Health(class).RecordSuccess(), 0, "request succeeded")
+	switch p.auth {
+	case authPassthrough:
+		if sc := p.state.scopes.get(req.Credential(), false); sc != nil {
+			sc.health.RecordSuccess()
+		}
+	default:
+		p.state.credRejected.Store(0)
+	}
+}
+
+// recordFailure updates health after a failed attempt, in the scope of
+// whoever caused it: the client's credential, or the provider.
+func (b *Balancer) recordFailure(p *Provider, class string, o *outcome, req *Request) {
 	h := p.Health(class)
+	if o.clientCred {
+		// No verdict on the provider: release a half-open trial.
+		h.Release()
+		sc := p.state.scopes.get(req.Credential(), true)
+		if o.scope == ScopeQuota && o.counted {
+			sc.health.RecordFailure(b.policy, o.message, o.retryAt)
+		} else {
+			sc.health.NoteFailure(o.message)
+		}
+		sc.health.mu.Lock()
+		if o.scope == ScopeCredential {
+			sc.rejected = now()
+		}
+		sc.health.mu.Unlock()
+		b.logger.Info("client credential refused", zap.String("provider", p.Name), zap.String("endpoint", class),
+			zap.String("scope", o.scope.String()), zap.String("credential", req.Credential()[:8]), zap.String("reason", o.message))
+		return
+	}
 	p.state.failures.Add(1)
+	if o.scope == ScopeCredential {
+		if p.state.credRejected.Swap(now().UnixNano()) == 0 && b.observer != nil {
+			b.observer.CredentialRejected(p, o.status, o.message)
+		}
+		b.logger.Warn("provider rejected its configured credential", zap.String("provider", p.Name),
+			zap.String("auth", p.AuthMode()), zap.Int("status", o.status), zap.String("reason", o.message))
+	}
 	if !o.counted {
 		h.NoteFailure(o.message)
 		b.logger.Info("provider error not counted", zap.String("provider", p.Name), zap.String("endpoint", class),
@@ -283,21 +351,76 @@ func (b *Balancer) unavailable(model string, why unavailability) *relay.Failure 
 		msg += ": every provider is rate limited"
 	} else if !why.retryAt.IsZero() {
 		msg += ": every provider is cooling down after errors"
+		if len(why.credential) > 0 {
+			msg += fmt.Sprintf(" (the configured credential of %s was rejected)", strings.Join(why.credential, ", "))
+		}
 	} else if why.disabled > 0 {
 		msg += ": every provider is disabled"
 	}
 	f := relay.NewFailure(status, typ, msg)
 	if !why.retryAt.IsZero() {
-		// Whole seconds, rounded up, and at least one.
-		secs := max(1, int((why.retryAt.Sub(now())+time.Second-1)/time.Second))
-		f.Header = http.Header{"Retry-After": {strconv.Itoa(secs)}}
+		f.Header = http.Header{"Retry-After": {retryAfter(why.retryAt)}}
 	}
 	return f
 }
 
-// allFailed answers with the last provider's status and error, and names
-// every provider tried and why it failed.
-func allFailed(model string, reasons []string, last *outcome) *relay.Failure {
+// failures collects the failed attempts of a request, to choose what the
+// client gets when every candidate failed.
+type failures struct {
+	// own is a rejection of the credential the client passed through: it
+	// wins, unchanged, so that the client re-authenticates.
+	own *outcome
+	// quota is the quota answer that allows a retry soonest.
+	quota *outcome
+	// last is the last failure, and lastProvider its provider.
+	last         *outcome
+	lastProvider *Provider
+}
+
+func (f *failures) add(o *outcome, p *Provider) {
+	f.last, f.lastProvider = o, p
+	switch {
+	case o.clientCred && o.scope == ScopeCredential:
+		if f.own == nil {
+			f.own = o
+		}
+	case o.scope == ScopeQuota:
+		if f.quota == nil || (!o.retryAt.IsZero() && (f.quota.retryAt.IsZero() || o.retryAt.Before(f.quota.retryAt))) {
+			f.quota = o
+		}
+	}
+}
+
+// answer is what the client gets when every candidate failed: its own
+// credential's rejection, else a quota answer, else the last failure. It names
+// every provider tried and why it failed. A rejection of a credential the
+// operator configured becomes a 502: the client cannot fix it, and a 401
+// would make Claude Code ask its user to log in again.
+func (f *failures) answer(model string, reasons []string) *relay.Failure {
+	if f.own != nil {
+		return requestFailure(f.own)
+	}
+	msg := fmt.Sprintf("all providers failed for model %q: %s", model, strings.Join(reasons, "; "))
+	if q := f.quota; q != nil {
+		status, typ := q.status, q.errType
+		if status != http.StatusPaymentRequired {
+			status, typ = http.StatusTooManyRequests, apierr.RateLimit
+		}
+		if typ == "" {
+			typ = apierr.TypeForStatus(status)
+		}
+		fl := relay.NewFailure(status, typ, msg)
+		if !q.retryAt.IsZero() {
+			fl.Header = http.Header{"Retry-After": {retryAfter(q.retryAt)}}
+		} else if v := q.header.Get("Retry-After"); v != "" {
+			fl.Header = http.Header{"Retry-After": {v}}
+		}
+		return fl
+	}
+	last := f.last
+	if last.scope == ScopeCredential {
+		return relay.NewFailure(http.StatusBadGateway, apierr.API, fmt.Sprintf("%s (the configured credential of provider %q was rejected)", msg, f.lastProvider.Name))
+	}
 	status, typ := last.status, last.errType
 	if status == 0 || status < 400 {
 		status = http.StatusBadGateway
@@ -308,12 +431,17 @@ func allFailed(model string, reasons []string, last *outcome) *relay.Failure {
 	if typ == "" {
 		typ = apierr.TypeForStatus(status)
 	}
-	msg := fmt.Sprintf("all providers failed for model %q: %s", model, strings.Join(reasons, "; "))
-	f := relay.NewFailure(status, typ, msg)
+	fl := relay.NewFailure(status, typ, msg)
 	if v := last.header.Get("Retry-After"); v != "" {
-		f.Header = http.Header{"Retry-After": {v}}
+		fl.Header = http.Header{"Retry-After": {v}}
 	}
-	return f
+	return fl
+}
+
+// retryAfter formats a time to come back as a Retry-After value: whole
+// seconds from now, rounded up, at least one.
+func retryAfter(at time.Time) string {
+	return strconv.Itoa(max(1, int((at.Sub(now())+time.Second-1)/time.Second)))
 }
 
 // requestFailure returns a request-scoped upstream error to the client as
@@ -492,7 +620,15 @@ func describeNetError(err error) string {
 	var recErr tls.RecordHeaderError
 	switch {
 	case errors.As(err, &dnsErr):
-		return "cannot resolve host: " + dnsErr.Error()
+		// Not dnsErr.Error(): it names the DNS server, an internal address
+		// the client has no business seeing.
+		why := dnsErr.Err
+		if dnsErr.IsNotFound {
+			why = "no such host"
+		} else if dnsErr.IsTimeout {
+			why = "timed out"
+		}
+		return "cannot resolve host " + dnsErr.Name + ": " + why
 	case errors.As(err, &certErr):
 		return "TLS certificate rejected: " + certErr.Error()
 	case errors.As(err, &recErr):
@@ -574,7 +710,7 @@ func (b *Balancer) classifyStatus(status int, body []byte) (Scope, bool) {
 		return ScopeRequest, false
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return ScopeCredential, counted
-	case status == http.StatusPaymentRequired || status == http.StatusTooManyRequests || status == 529:
+	case status == http.StatusPaymentRequired || status == http.StatusTooManyRequests:
 		return ScopeQuota, counted
 	}
 	return ScopeProvider, counted

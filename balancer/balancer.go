@@ -48,6 +48,10 @@ type Observer interface {
 	HealthChanged(p *Provider, class string, t Transition, errors int, reason string)
 	// Failover reports that a request moves from one provider to the next.
 	Failover(from, to *Provider, reason string)
+	// CredentialRejected reports that a provider refused the credential
+	// configured for it (api_key, auth_token, oauth), after accepting it or
+	// at the first request: the operator must act.
+	CredentialRejected(p *Provider, status int, reason string)
 }
 
 // Options carry what a Balancer needs from its host.

@@ -1,16 +1,13 @@
 package balancer
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
-)
 
-// maxDepth bounds JSON nesting; deeper bodies are rejected rather than
-// walked.
-const maxDepth = 512
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
+)
 
 // Peek holds what the balancer needs from a Messages request body. It is
 // found by one pass over the bytes, without decoding the body.
@@ -33,61 +30,47 @@ func (e *BodyError) Error() string { return e.msg }
 
 func bodyErr(format string, a ...any) error { return &BodyError{msg: fmt.Sprintf(format, a...)} }
 
-// PeekBody validates the body's JSON structure and extracts the model, the
-// stream flag and the session id. Duplicate "model", "stream" or "metadata"
-// keys are rejected, because providers disagree on which one wins.
+// PeekBody validates the body with the module's JSON grammar and extracts
+// the model, the stream flag and the session id. Duplicate "model", "stream"
+// or "metadata" keys are rejected, however they are spelled, because
+// providers disagree on which one wins.
 func PeekBody(body []byte) (Peek, error) {
 	pb := NewPeekBuilder(body)
-	s := scanner{b: body}
-	s.ws()
-	if s.i >= len(s.b) || s.b[s.i] != '{' {
+	i := rawjson.SkipSpace(body, 0)
+	w, err := rawjson.WalkObject(body, i, 0)
+	if err != nil {
+		if i < len(body) && body[i] == '{' {
+			return Peek{}, syntaxError(err)
+		}
 		return Peek{}, bodyErr("request body must be a JSON object")
 	}
-	s.i++
-	for first := true; ; first = false {
-		s.ws()
-		if s.i >= len(s.b) {
-			return Peek{}, errUnexpectedEnd
+	for {
+		key, ok, err := w.Key()
+		if err != nil {
+			return Peek{}, syntaxError(err)
 		}
-		if s.b[s.i] == '}' && first {
-			s.i++
+		if !ok {
 			break
 		}
-		ks := s.i
-		if err := s.str(); err != nil {
-			return Peek{}, err
+		vs := w.At()
+		if _, err := w.Value(); err != nil {
+			return Peek{}, syntaxError(err)
 		}
-		key := s.b[ks:s.i]
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return Peek{}, s.syntax("expected ':'")
-		}
-		s.i++
-		s.ws()
-		vs := s.i
-		if err := s.value(1); err != nil {
-			return Peek{}, err
-		}
-		pb.Field(key, vs, s.i)
-		s.ws()
-		if s.i >= len(s.b) {
-			return Peek{}, errUnexpectedEnd
-		}
-		if s.b[s.i] == ',' {
-			s.i++
-			continue
-		}
-		if s.b[s.i] == '}' {
-			s.i++
-			break
-		}
-		return Peek{}, s.syntax("expected ',' or '}'")
+		pb.Field(key, vs, w.At())
 	}
-	s.ws()
-	if s.i != len(s.b) {
-		return Peek{}, s.syntax("unexpected data after the JSON object")
+	if end := rawjson.SkipSpace(body, w.At()); end != len(body) {
+		return Peek{}, bodyErr("request body is not valid JSON: unexpected data after the JSON object at offset %d", end)
 	}
 	return pb.Peek()
+}
+
+// syntaxError words a grammar error for the client.
+func syntaxError(err error) error {
+	var se *rawjson.SyntaxError
+	if errors.As(err, &se) && se.Reason == "JSON nested too deeply" {
+		return bodyErr("request body is nested too deeply")
+	}
+	return bodyErr("request body is not valid JSON: %v", err)
 }
 
 // PeekBuilder builds a Peek from the top-level members of a body that a
@@ -110,8 +93,12 @@ func (b *PeekBuilder) Field(quotedKey []byte, start, end int) {
 		return
 	}
 	val := b.body[start:end]
-	switch string(quotedKey) {
-	case `"model"`:
+	key := quotedKey[1 : len(quotedKey)-1]
+	if rawjson.HasBackslash(key) {
+		key = rawjson.AppendUnescaped(nil, key)
+	}
+	switch string(key) {
+	case "model":
 		if b.seenModel {
 			b.err = bodyErr("duplicate \"model\" key in request body")
 			return
@@ -127,7 +114,7 @@ func (b *PeekBuilder) Field(quotedKey []byte, start, end int) {
 			return
 		}
 		b.p.Model, b.p.modelStart, b.p.modelEnd = m, start, end
-	case `"stream"`:
+	case "stream":
 		if b.seenStream {
 			b.err = bodyErr("duplicate \"stream\" key in request body")
 			return
@@ -140,7 +127,7 @@ func (b *PeekBuilder) Field(quotedKey []byte, start, end int) {
 		default:
 			b.err = bodyErr("stream: expected a boolean")
 		}
-	case `"metadata"`:
+	case "metadata":
 		if b.seen {
 			b.err = bodyErr("duplicate \"metadata\" key in request body")
 			return
@@ -204,210 +191,15 @@ func sessionFromMetadata(meta []byte) string {
 	return ""
 }
 
+// unquote returns the value of a JSON string as JSON reads it.
 func unquote(q []byte) (string, error) {
-	inner := q[1 : len(q)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		if !utf8.Valid(inner) {
-			return string(bytes.ToValidUTF8(inner, []byte("\uFFFD"))), nil
-		}
-		return string(inner), nil
+	if !rawjson.IsString(q) {
+		return "", errors.New("not a string")
 	}
-	// JSON escapes are not Go's: "\/" and lone surrogates are JSON only.
-	var out string
-	err := json.Unmarshal(q, &out)
-	return out, err
+	// Names end up in logs and metric labels, which want valid UTF-8.
+	return strings.ToValidUTF8(rawjson.Str(q), "\uFFFD"), nil
 }
 
-// scanner walks JSON without building values. It checks structure
-// (brackets, quotes, separators, literals) but not every detail of numbers
-// and escapes: the provider is the final judge of the body.
-type scanner struct {
-	b []byte
-	i int
-}
-
-var errUnexpectedEnd = &BodyError{msg: "request body is not valid JSON: unexpected end"}
-
-func (s *scanner) syntax(what string) error {
-	return bodyErr("request body is not valid JSON: %s at offset %d", what, s.i)
-}
-
-func (s *scanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
-
-// str skips a string starting at s.i: its end is the first quote not
-// preceded by an odd run of backslashes, found with the runtime's vectorised
-// search.
-func (s *scanner) str() error {
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return s.syntax("expected a string")
-	}
-	start := s.i + 1
-	end := start
-	for {
-		q := bytes.IndexByte(s.b[end:], '"')
-		if q < 0 {
-			return errUnexpectedEnd
-		}
-		end += q
-		n := 0
-		for end-n-1 >= start && s.b[end-n-1] == '\\' {
-			n++
-		}
-		if n%2 == 0 {
-			s.i = end + 1
-			return nil
-		}
-		end++
-	}
-}
-
-func (s *scanner) value(depth int) error {
-	if depth > maxDepth {
-		return bodyErr("request body is nested too deeply")
-	}
-	if s.i >= len(s.b) {
-		return errUnexpectedEnd
-	}
-	switch c := s.b[s.i]; c {
-	case '"':
-		return s.str()
-	case '{':
-		s.i++
-		s.ws()
-		if s.i < len(s.b) && s.b[s.i] == '}' {
-			s.i++
-			return nil
-		}
-		for {
-			s.ws()
-			if err := s.str(); err != nil {
-				return err
-			}
-			s.ws()
-			if s.i >= len(s.b) || s.b[s.i] != ':' {
-				return s.syntax("expected ':'")
-			}
-			s.i++
-			s.ws()
-			if err := s.value(depth + 1); err != nil {
-				return err
-			}
-			s.ws()
-			if s.i >= len(s.b) {
-				return errUnexpectedEnd
-			}
-			if s.b[s.i] == ',' {
-				s.i++
-				continue
-			}
-			if s.b[s.i] == '}' {
-				s.i++
-				return nil
-			}
-			return s.syntax("expected ',' or '}'")
-		}
-	case '[':
-		s.i++
-		s.ws()
-		if s.i < len(s.b) && s.b[s.i] == ']' {
-			s.i++
-			return nil
-		}
-		for {
-			s.ws()
-			if err := s.value(depth + 1); err != nil {
-				return err
-			}
-			s.ws()
-			if s.i >= len(s.b) {
-				return errUnexpectedEnd
-			}
-			if s.b[s.i] == ',' {
-				s.i++
-				continue
-			}
-			if s.b[s.i] == ']' {
-				s.i++
-				return nil
-			}
-			return s.syntax("expected ',' or ']'")
-		}
-	case 't':
-		return s.lit("true")
-	case 'f':
-		return s.lit("false")
-	case 'n':
-		return s.lit("null")
-	default:
-		if c == '-' || (c >= '0' && c <= '9') {
-			start := s.i
-			for s.i < len(s.b) {
-				switch d := s.b[s.i]; {
-				case d >= '0' && d <= '9', d == '-', d == '+', d == '.', d == 'e', d == 'E':
-					s.i++
-					continue
-				}
-				break
-			}
-			if s.i == start+1 && c == '-' {
-				return s.syntax("invalid number")
-			}
-			return nil
-		}
-		return s.syntax(fmt.Sprintf("unexpected character %q", c))
-	}
-}
-
-func (s *scanner) lit(want string) error {
-	if !bytes.HasPrefix(s.b[s.i:], []byte(want)) {
-		return s.syntax("invalid literal")
-	}
-	s.i += len(want)
-	return nil
-}
-
-// findTopLevel returns the raw value of a top-level key of a JSON object, or
-// nil.
-func findTopLevel(body []byte, key string) []byte {
-	s := scanner{b: body}
-	s.ws()
-	if s.i >= len(s.b) || s.b[s.i] != '{' {
-		return nil
-	}
-	s.i++
-	for {
-		s.ws()
-		ks := s.i
-		if s.str() != nil {
-			return nil
-		}
-		k := s.b[ks+1 : s.i-1]
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return nil
-		}
-		s.i++
-		s.ws()
-		vs := s.i
-		if s.value(1) != nil {
-			return nil
-		}
-		if string(k) == key {
-			return s.b[vs:s.i]
-		}
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != ',' {
-			return nil
-		}
-		s.i++
-	}
-}
+// findTopLevel returns the raw value of a top-level member of a JSON object,
+// or nil. It never fails on broken input: it reads what it can.
+func findTopLevel(body []byte, key string) []byte { return rawjson.Field(body, key) }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
 func TestPeekBody(t *testing.T) {
@@ -48,7 +50,7 @@ func TestPeekBodyRejects(t *testing.T) {
 		"trailing":        `{"model":"a"} x`,
 		"unterminated":    `{"model":"a`,
 		"bad literal":     `{"model":"a","x":tru}`,
-		"too deep":        `{"model":"a","x":` + strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1) + `}`,
+		"too deep":        `{"model":"a","x":` + strings.Repeat("[", rawjson.MaxDepth) + strings.Repeat("]", rawjson.MaxDepth) + `}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := PeekBody([]byte(body))

@@ -65,7 +65,7 @@ func (b *Balancer) CountTokens(ctx context.Context, req *Request) CountResult {
 	if route == nil {
 		return CountResult{Reason: "no route serves the model"}
 	}
-	cands, _ := b.candidates(route, req.Session(), ClassCountTokens)
+	cands, _ := b.candidates(route, req.Session(), ClassCountTokens, req)
 	if len(cands) == 0 {
 		return CountResult{Reason: "no provider's count endpoint is available"}
 	}
@@ -88,6 +88,10 @@ func (b *Balancer) CountTokens(ctx context.Context, req *Request) CountResult {
 			b.transition(p, ClassCountTokens, h.RecordSuccess(), 0, "count succeeded")
 			return res
 		case o.scope == ScopeClient || o.scope == ScopeRequest:
+			h.Release()
+		case o.clientCred:
+			// The client's own credential was refused: no verdict on the
+			// provider, and the count is made locally.
 			h.Release()
 		default:
 			n, t := h.RecordFailure(pol, o.message, time.Time{})
@@ -141,13 +145,16 @@ func (b *Balancer) countOnce(ctx context.Context, c candidate, req *Request) (Co
 		return CountResult{}, &outcome{scope: ScopeProvider, message: "reading the answer failed: " + describeNetError(err)}
 	}
 	if resp.StatusCode != http.StatusOK {
-		scope := ScopeProvider
+		scope, clientCred := ScopeProvider, false
 		switch resp.StatusCode {
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
 			scope = ScopeRequest
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
+			// Under passthrough_auth these are about the client's credential.
+			clientCred = p.auth == authPassthrough
 		}
 		_, msg, _ := anthropicCodec{}.errorInfo(resp.StatusCode, data)
-		return CountResult{}, &outcome{scope: scope, status: resp.StatusCode, message: fmt.Sprintf("HTTP %d %s", resp.StatusCode, msg)}
+		return CountResult{}, &outcome{scope: scope, clientCred: clientCred, status: resp.StatusCode, message: fmt.Sprintf("HTTP %d %s", resp.StatusCode, msg)}
 	}
 	if findTopLevel(data, "input_tokens") == nil {
 		return CountResult{}, &outcome{scope: ScopeProvider, status: resp.StatusCode, message: "answer without input_tokens"}

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/claude-balancer/caddy-claude-balancer/convert"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/redact"
 )
 
 // Default timeouts.
@@ -24,6 +25,10 @@ const (
 	DefaultJSONFirstByteTimeout   = 10 * time.Minute
 	DefaultIdleTimeout            = 2 * time.Minute
 )
+
+// MaxWeight is the largest provider weight: the weights of a route add up
+// without overflow whatever their number.
+const MaxWeight = 1_000_000
 
 // DefaultAnthropicURL is the base URL of OAuth providers with none set.
 const DefaultAnthropicURL = "https://api.anthropic.com"
@@ -97,8 +102,8 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 	if p.weight == 0 {
 		p.weight = 1
 	}
-	if p.weight < 0 {
-		return nil, fmt.Errorf("provider %q: weight must be positive", p.Name)
+	if p.weight < 0 || p.weight > MaxWeight {
+		return nil, fmt.Errorf("provider %q: weight must be between 1 and %d", p.Name, MaxWeight)
 	}
 
 	modes := 0
@@ -166,7 +171,7 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 		p.proxy = repl.ReplaceKnown(cfg.Proxy, "")
 		pu, err := url.Parse(p.proxy)
 		if err != nil || pu.Host == "" {
-			return nil, fmt.Errorf("provider %q: invalid proxy URL %q", p.Name, redactUserinfo(cfg.Proxy))
+			return nil, fmt.Errorf("provider %q: invalid proxy URL %q", p.Name, redact.URL(cfg.Proxy))
 		}
 		switch pu.Scheme {
 		case "http", "https", "socks5", "socks5h":
@@ -221,23 +226,6 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 	p.identity = hex.EncodeToString(h.Sum(nil)[:12])
 
 	return p, nil
-}
-
-// redactUserinfo hides the user information of a URL as written in a
-// config, which may hold a password, even when the URL does not parse.
-func redactUserinfo(s string) string {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		return s
-	}
-	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
-	}
-	if i := strings.LastIndex(authority, "@"); i >= 0 {
-		return scheme + "://redacted@" + rest[i+1:]
-	}
-	return s
 }
 
 // transportKey names the provider's connection pool: providers of the same
@@ -403,6 +391,19 @@ func (p *Provider) Stats() (requests, failures int64) {
 	return p.state.requests.Load(), p.state.failures.Load()
 }
 
+// Passthrough reports whether the provider is asked with each client's own
+// credential.
+func (p *Provider) Passthrough() bool { return p.auth == authPassthrough }
+
+// CredentialRejected returns when the provider last refused its configured
+// credential, or the zero time when it accepted it since.
+func (p *Provider) CredentialRejected() time.Time {
+	if n := p.state.credRejected.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
 // AuthMode describes how the provider authenticates, for status pages.
 func (p *Provider) AuthMode() string {
 	switch p.auth {
@@ -427,6 +428,11 @@ type providerState struct {
 	requests atomic.Int64
 	failures atomic.Int64
 	stats    rollingStats
+	// scopes are the client credentials of a passthrough provider.
+	scopes scopeTable
+	// credRejected is when the provider's own credential was last rejected
+	// (unix nanoseconds); 0 once an answer was accepted after it.
+	credRejected atomic.Int64
 }
 
 // Destruct implements caddy.Destructor.

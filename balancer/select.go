@@ -38,11 +38,16 @@ type unavailability struct {
 	retryAt  time.Time // soonest recovery
 	allQuota bool      // every provider is cooling down for quota
 	disabled int       // providers disabled by config or operator
+	// credential names the providers cooling down because their configured
+	// credential was rejected.
+	credential []string
 }
 
 // candidates returns the route's targets that may be tried now, in the order
 // to try them: the strategy's order, with the session's bound target first.
-func (b *Balancer) candidates(route *Route, session, class string) ([]candidate, unavailability) {
+// A passthrough provider whose answers put the request's credential in a
+// quota cooldown is left out for that credential only.
+func (b *Balancer) candidates(route *Route, session, class string, req *Request) ([]candidate, unavailability) {
 	var (
 		list []candidate
 		why  = unavailability{allQuota: true}
@@ -55,11 +60,23 @@ func (b *Balancer) candidates(route *Route, session, class string) ([]candidate,
 		h := t.Provider.Health(class)
 		pol := b.policyFor(class)
 		ok, at := h.Available(pol)
+		quota := ok
+		if !ok {
+			quota = h.Snapshot(pol).Quota
+			if !quota && !t.Provider.CredentialRejected().IsZero() {
+				why.credential = append(why.credential, t.Provider.Name)
+			}
+		} else if t.Provider.auth == authPassthrough {
+			if sc := t.Provider.state.scopes.get(req.Credential(), false); sc != nil {
+				ok, at = sc.health.Available(b.policy)
+				quota = true
+			}
+		}
 		if !ok {
 			if why.retryAt.IsZero() || at.Before(why.retryAt) {
 				why.retryAt = at
 			}
-			if !h.Snapshot(pol).Quota {
+			if !quota {
 				why.allQuota = false
 			}
 			continue

@@ -1,6 +1,8 @@
 package balancer
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"sync"
 	"time"
 )
@@ -24,7 +26,18 @@ type binding struct {
 
 func newStickyTable() *stickyTable { return &stickyTable{m: make(map[string]binding)} }
 
-func stickyKey(session, route string) string { return session + "\x00" + route }
+// maxSessionID bounds the session ids kept in the table as they are; a longer
+// id is kept as its digest, so that no client can make each of the table's
+// bindings hold a megabyte.
+const maxSessionID = 128
+
+func stickyKey(session, route string) string {
+	if len(session) > maxSessionID {
+		sum := sha256.Sum256([]byte(session))
+		session = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return session + "\x00" + route
+}
 
 // get returns the live binding for key and slides its expiry.
 func (s *stickyTable) get(key string, ttl time.Duration) (binding, bool) {

@@ -437,6 +437,36 @@ func TestReplayServesStoredAnswerUntilItExpires(t *testing.T) {
 	}
 }
 
+func TestReplayKeepsABoundedTotalOfAnswers(t *testing.T) {
+	events := fixtureEvents(t, streamFixture)
+	size := int64(len(bytes.Join(events, nil)))
+	clock := newFakeClock()
+	// Room for two answers, not three.
+	r := New(Options{Replay: time.Hour, MaxReplayBytes: 2*size + size/2, Clock: clock})
+	var calls countedCalls
+	run := streamRun(&calls, nil, events)
+	keys := []Key{{1}, {2}, {3}}
+	for _, k := range keys {
+		c := startClient(r, k, true, run)
+		c.wait(t)
+		eventually(t, "run finished", func() bool { return r.Stats().Active == 0 })
+		clock.Advance(time.Second)
+	}
+	if n := r.Len(); n != 2 {
+		t.Fatalf("%d answers kept, want 2", n)
+	}
+	// The newer two replay; the oldest left, and is called again.
+	for _, i := range []int{1, 2, 0} {
+		c := startClient(r, keys[i], true, run)
+		c.wait(t)
+		if want := map[bool]Role{true: Leader, false: Replayed}[i == 0]; c.res.Role != want {
+			t.Errorf("key %d: role %v, want %v", i, c.res.Role, want)
+		}
+		eventually(t, "run finished", func() bool { return r.Stats().Active == 0 })
+	}
+	clock.Advance(2 * time.Hour)
+}
+
 func TestReplayKeepsOnlySuccessfulAnswers(t *testing.T) {
 	events := fixtureEvents(t, streamFixture)
 	tests := []struct {

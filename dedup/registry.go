@@ -29,6 +29,9 @@ const (
 	// DefaultMaxLag is how far, in bytes, a member may fall behind the
 	// upstream before it is ended as too slow.
 	DefaultMaxLag = 4 << 20
+	// DefaultMaxReplayBytes bounds the bytes of all the answers kept for
+	// replay together; past it the oldest are let go first.
+	DefaultMaxReplayBytes = 64 << 20
 )
 
 // Options configures a Registry. The zero value turns de-duplication on with
@@ -55,6 +58,10 @@ type Options struct {
 	// the moment it joined, before it is ended with an "event: error" frame
 	// as too slow. Zero or less means DefaultMaxLag.
 	MaxLag int64
+	// MaxReplayBytes bounds the bytes of all the answers kept for replay
+	// together; the oldest leave first. Zero or less means
+	// DefaultMaxReplayBytes.
+	MaxReplayBytes int64
 	// Clock is the time source; nil means the system clock. It is read once,
 	// by New.
 	Clock Clock
@@ -72,6 +79,9 @@ func (o Options) normalized() *Options {
 	}
 	if o.MaxLag <= 0 {
 		o.MaxLag = DefaultMaxLag
+	}
+	if o.MaxReplayBytes <= 0 {
+		o.MaxReplayBytes = DefaultMaxReplayBytes
 	}
 	return &o
 }
@@ -194,9 +204,11 @@ type Registry struct {
 
 	mu     sync.Mutex
 	groups map[Key]*group
-	// replay holds finished groups kept for replay, in the order they expire.
-	replay []*group
-	armed  bool
+	// replay holds finished groups kept for replay, in the order they expire;
+	// replayBytes is the size of their answers.
+	replay      []*group
+	replayBytes int64
+	armed       bool
 
 	runs, joins, replays, fanOut, slow, waitExpired, panics atomic.Uint64
 	active                                                  atomic.Int64
@@ -334,7 +346,13 @@ func (r *Registry) finished(g *group, replayable bool) {
 		return
 	}
 	r.replay = append(r.replay, g)
-	if !r.armed {
+	r.replayBytes += g.total
+	// Over the budget, the answers kept longest leave first; they would
+	// expire first anyway.
+	for limit := r.opts.Load().MaxReplayBytes; r.replayBytes > limit && len(r.replay) > 0; {
+		r.dropReplayLocked()
+	}
+	if !r.armed && len(r.replay) > 0 {
 		r.armed = true
 		r.clock.AfterFunc(g.replayUntil.Sub(r.clock.Now()), r.sweep)
 	}
@@ -354,19 +372,21 @@ func (r *Registry) sweep() {
 }
 
 func (r *Registry) sweepLocked(now time.Time) {
-	n := 0
-	for n < len(r.replay) && !now.Before(r.replay[n].replayUntil) {
-		g := r.replay[n]
-		if r.groups[g.key] == g {
-			delete(r.groups, g.key)
-		}
-		r.replay[n] = nil
-		n++
+	for len(r.replay) > 0 && !now.Before(r.replay[0].replayUntil) {
+		r.dropReplayLocked()
 	}
-	if n > 0 {
-		r.replay = r.replay[n:]
-		if len(r.replay) == 0 {
-			r.replay = nil
-		}
+}
+
+// dropReplayLocked lets go of the oldest answer kept for replay.
+func (r *Registry) dropReplayLocked() {
+	g := r.replay[0]
+	if r.groups[g.key] == g {
+		delete(r.groups, g.key)
+	}
+	r.replayBytes -= g.total
+	r.replay[0] = nil
+	r.replay = r.replay[1:]
+	if len(r.replay) == 0 {
+		r.replay = nil
 	}
 }

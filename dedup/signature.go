@@ -13,6 +13,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 	"github.com/zeebo/blake3"
 )
 
@@ -28,10 +29,6 @@ func (k Key) String() string { return hex.EncodeToString(k[:]) }
 // and its retry (clients lower it after an overflow) without changing the
 // answer that is already on its way.
 var DefaultIgnore = []string{"max_tokens"}
-
-// maxDepth bounds nesting so that a hostile body cannot exhaust the stack; the
-// value is encoding/json's.
-const maxDepth = 512
 
 // signatureVersion starts every hashed input, so that a change to the
 // canonical form can never make old and new signatures collide.
@@ -231,131 +228,27 @@ func (c *canonicalizer) literal(lit string) error {
 }
 
 func (c *canonicalizer) number() error {
-	s, i := c.src, c.pos
-	if i < len(s) && s[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(s) && s[i] == '0':
-		i++
-	case i < len(s) && '1' <= s[i] && s[i] <= '9':
-		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
-			i++
-		}
-	default:
+	end, err := rawjson.CheckNumber(c.src, c.pos)
+	if err != nil {
 		return errSyntax
 	}
-	if i < len(s) && s[i] == '.' {
-		i++
-		d := i
-		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
-			i++
-		}
-		if i == d {
-			return errSyntax
-		}
-	}
-	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
-		i++
-		if i < len(s) && (s[i] == '+' || s[i] == '-') {
-			i++
-		}
-		d := i
-		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
-			i++
-		}
-		if i == d {
-			return errSyntax
-		}
-	}
-	c.out = append(c.out, s[c.pos:i]...)
-	c.pos = i
+	c.out = append(c.out, c.src[c.pos:end]...)
+	c.pos = end
 	return nil
 }
 
 func (c *canonicalizer) string() error {
-	s := c.src
-	start := c.pos + 1
-	// Find the closing quote: the first one not escaped, that is not
-	// preceded by an odd run of backslashes. The runtime's vectorised search
-	// does the walking; strings are most of a request.
-	end := start
-	for {
-		q := bytes.IndexByte(s[end:], '"')
-		if q < 0 {
-			return errSyntax
-		}
-		end += q
-		n := 0
-		for end-n-1 >= start && s[end-n-1] == '\\' {
-			n++
-		}
-		if n%2 == 0 {
-			break
-		}
-		end++
-	}
-	body := s[start:end]
-	if !noControl(body) {
+	end, err := rawjson.CheckString(c.src, c.pos)
+	if err != nil {
 		return errSyntax
 	}
-	// Check every escape.
-	for i := 0; ; {
-		b := bytes.IndexByte(body[i:], '\\')
-		if b < 0 {
-			break
-		}
-		i += b
-		if i+1 >= len(body) {
-			return errSyntax
-		}
-		switch body[i+1] {
-		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			i += 2
-		case 'u':
-			if i+6 > len(body) || !isHex4(body[i+2:i+6]) {
-				return errSyntax
-			}
-			i += 6
-		default:
-			return errSyntax
-		}
-	}
-	c.out = append(c.out, s[c.pos:end+1]...)
-	c.pos = end + 1
+	c.out = append(c.out, c.src[c.pos:end]...)
+	c.pos = end
 	return nil
 }
 
-// noControl reports whether b holds no control character (below 0x20),
-// which JSON strings may not contain raw.
-func noControl(b []byte) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	for len(b) >= 8 {
-		x := binary.LittleEndian.Uint64(b)
-		if (x-0x20*ones)&^x&highs != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, ch := range b {
-		if ch < 0x20 {
-			return false
-		}
-	}
-	return true
-}
-
-func isHex4(b []byte) bool {
-	for _, ch := range b {
-		if !('0' <= ch && ch <= '9' || 'a' <= ch && ch <= 'f' || 'A' <= ch && ch <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
 func (c *canonicalizer) array() error {
-	if c.depth++; c.depth > maxDepth {
+	if c.depth++; c.depth > rawjson.MaxDepth {
 		return errTooDeep
 	}
 	c.pos++
@@ -391,7 +284,7 @@ func (c *canonicalizer) array() error {
 }
 
 func (c *canonicalizer) object(top bool) error {
-	if c.depth++; c.depth > maxDepth {
+	if c.depth++; c.depth > rawjson.MaxDepth {
 		return errTooDeep
 	}
 	c.pos++

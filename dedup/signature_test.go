@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
 // canonical returns the canonical form Signature hashes.
@@ -105,7 +107,7 @@ func TestSignatureRejectsInvalidBodies(t *testing.T) {
 		``, `   `, `[]`, `"x"`, `1`, `null`, `{`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{"a":1}x`, `{"a":1}{}`,
 		`{"a":tru}`, `{"a":01}`, `{"a":1.}`, `{"a":-}`, `{"a":1e}`, `{"a":"\x"}`, `{"a":"\u12"}`,
 		"{\"a\":\"\x01\"}", `{"a":[1,]}`, `{"a":[1 2]}`, `{a:1}`, `{"a":"unterminated}`,
-		`{"a":` + strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1) + `}`,
+		`{"a":` + strings.Repeat("[", rawjson.MaxDepth+1) + strings.Repeat("]", rawjson.MaxDepth+1) + `}`,
 	} {
 		if _, err := Signature([]byte(body), DefaultIgnore, "", ""); err == nil {
 			t.Errorf("Signature(%.40q) succeeded", body)
@@ -172,7 +174,7 @@ func FuzzCanonical(f *testing.F) {
 		}
 		var want any
 		isObject := decode(body, &want) == nil && reflect.TypeOf(want) == reflect.TypeOf(map[string]any{})
-		if !json.Valid(body) || nesting(body) > maxDepth {
+		if !json.Valid(body) || nesting(body) > rawjson.MaxDepth {
 			isObject = false
 		}
 		if (err == nil) != isObject {

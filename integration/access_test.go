@@ -153,6 +153,7 @@ func TestBadRequests(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, e.base+tc.path, bytes.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
 			resp, err := e.client.Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -26,6 +26,10 @@ const faultTimeouts = "connect 200ms\nfirst_byte 300ms\nidle 300ms"
 // b second. Model "warm" goes to b only, for the warm-up request. The
 // threshold is high enough that one failure never takes a out.
 func faultConfig(aURL, aOpts, timeouts, bURL, bOpts, extra string) string {
+	auth := "api_key ka"
+	if strings.Contains(aOpts, "passthrough_auth") {
+		auth = ""
+	}
 	return fmt.Sprintf(`
 		sticky 0
 		health {
@@ -33,7 +37,7 @@ func faultConfig(aURL, aOpts, timeouts, bURL, bOpts, extra string) string {
 		}
 		provider a {
 			base_url %s
-			api_key ka
+			%s
 			timeouts {
 				%s
 			}
@@ -51,7 +55,7 @@ func faultConfig(aURL, aOpts, timeouts, bURL, bOpts, extra string) string {
 			to a
 			to b
 		}
-		%s`, aURL, timeouts, aOpts, bURL, bOpts, extra)
+		%s`, aURL, auth, timeouts, aOpts, bURL, bOpts, extra)
 }
 
 // Outcomes of a fault case.
@@ -99,6 +103,8 @@ type faultCase struct {
 	// within bounds the whole answer; 3s when zero.
 	within time.Duration
 }
+
+func passthrough(*testing.T) string { return "passthrough_auth" }
 
 func TestFaultMatrix(t *testing.T) {
 	evs := sseEvents("partial")
@@ -190,6 +196,19 @@ func TestFaultMatrix(t *testing.T) {
 			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 			io.Copy(io.Discard, conn)
 		}, want: failover, aErrors: 1, reason: "idle", within: 2 * time.Second},
+
+		// Scopes: a passthrough provider's 401, 403 and 429 are about the
+		// client's credential, never counted against the provider; its other
+		// failures are the provider's whoever asks.
+		{name: "passthrough 401", a: errorStatus(401, "authentication_error", "invalid x-api-key"), aOpts: passthrough, want: failover, aErrors: 0},
+		{name: "passthrough 403", stream: true, a: errorStatus(403, "permission_error", "not allowed"), aOpts: passthrough, want: failover, aErrors: 0},
+		{name: "passthrough 429 with retry-after", a: errorStatus(429, "rate_limit_error", "slow down", "Retry-After", "60"), aOpts: passthrough, want: failover, aErrors: 0},
+		{name: "passthrough 402", a: errorStatus(402, "billing_error", "credit balance is too low"), aOpts: passthrough, want: failover, aErrors: 0},
+		{name: "passthrough 500", stream: true, a: errorStatus(500, "api_error", "down"), aOpts: passthrough, want: failover, aErrors: 1, reason: "HTTP 500"},
+		{name: "passthrough 529", a: errorStatus(529, "overloaded_error", "Overloaded"), aOpts: passthrough, want: failover, aErrors: 1, reason: "HTTP 529"},
+		{name: "passthrough in-band authentication error", stream: true, a: func(w http.ResponseWriter, r *http.Request, _ int) {
+			writeSSE(w, []string{ok[0], event("error", `{"type":"error","error":{"type":"authentication_error","message":"token expired"}}`)})
+		}, aOpts: passthrough, want: failover, aErrors: 0},
 
 		// Every provider fails.
 		{name: "all fail", a: errorStatus(500, "api_error", "a is down"), b: hangUp, want: failed, errType: "api_error", aErrors: 1},
@@ -380,6 +399,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.base+"/v1/messages", bytes.NewReader(body("claude-x", true)))
+				req.Header.Set("Content-Type", "application/json")
 				done := make(chan error, 1)
 				go func() {
 					resp, err := client.Do(req)
@@ -433,7 +453,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fmt.Fprintf(conn, "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n%s", body("claude-x", false)[:20])
+			fmt.Fprintf(conn, "POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n%s", body("claude-x", false)[:20])
 			conn.Close()
 			leaks.verify()
 			if a.count() != 0 {

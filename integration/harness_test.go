@@ -222,6 +222,11 @@ type providerState struct {
 		Healthy bool   `json:"healthy"`
 		Errors  string `json:"errors"`
 	} `json:"count_tokens"`
+	Credentials *struct {
+		Tracked     int `json:"tracked"`
+		CoolingDown int `json:"cooling_down"`
+		Rejected    int `json:"rejected_recently"`
+	} `json:"credentials"`
 }
 
 func (e *env) providers() map[string]providerState {

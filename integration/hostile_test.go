@@ -104,6 +104,7 @@ func TestBodiesOverTheLimit(t *testing.T) {
 				r = io.MultiReader(r)
 			}
 			req, _ := http.NewRequest(http.MethodPost, e.base+tc.path, r)
+			req.Header.Set("Content-Type", "application/json")
 			resp, err := e.client.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -152,13 +153,12 @@ func TestHostileBodies(t *testing.T) {
 		{"max_tokens beyond float64", "application/json", `{"model":"m","max_tokens":1e400,"messages":[]}`, 200, ""},
 		{"max_tokens negative", "application/json", `{"model":"m","max_tokens":-1,"messages":[]}`, 200, ""},
 		{"max_tokens a string", "application/json", `{"model":"m","max_tokens":"lots","messages":[]}`, 200, ""},
-		// The API's content type is JSON; the balancer reads any body as
-		// JSON and leaves the verdict on the content type to the provider,
-		// which gets the client's header.
-		{"text/plain with JSON", "text/plain", string(body("m", false)), 200, ""},
-		{"no content type", "", string(body("m", false)), 200, ""},
-		{"form encoded", "application/x-www-form-urlencoded", "model=m&max_tokens=5", 400, "invalid_request_error"},
-		{"multipart", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n--x--\r\n", 400, "invalid_request_error"},
+		// The API's content type is JSON. Without a key only JSON is taken:
+		// the other types are those a web page may send anywhere.
+		{"text/plain with JSON", "text/plain", string(body("m", false)), 415, "invalid_request_error"},
+		{"no content type", "", string(body("m", false)), 415, "invalid_request_error"},
+		{"form encoded", "application/x-www-form-urlencoded", "model=m&max_tokens=5", 415, "invalid_request_error"},
+		{"multipart", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n--x--\r\n", 415, "invalid_request_error"},
 		{"empty body", "application/json", "", 400, "invalid_request_error"},
 		{"null", "application/json", "null", 400, "invalid_request_error"},
 		{"byte order mark", "application/json", "\xef\xbb\xbf" + string(body("m", false)), 400, "invalid_request_error"},
@@ -217,7 +217,7 @@ func TestHeaderFloods(t *testing.T) {
 	e := start(t, fmt.Sprintf("provider a {\nbase_url %s\napi_key k\n}", up.URL))
 	request := func(headers string) string {
 		b := body("m", false)
-		return fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s", len(b), headers, b)
+		return fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s", len(b), headers, b)
 	}
 	many := func(n, size int) string {
 		var sb strings.Builder
@@ -324,7 +324,7 @@ func TestManagementRefusesRemoteClientsWhateverThePath(t *testing.T) {
 	e.load(conf, trustProxy)
 	for _, tc := range managementTricks {
 		t.Run(tc.method+" "+tc.uri, func(t *testing.T) {
-			resp, out := rawRequest(t, e, tc.method+" "+tc.uri+" HTTP/1.1\r\nHost: x\r\n"+remote+"Content-Length: 0\r\n\r\n")
+			resp, out := rawRequest(t, e, tc.method+" "+tc.uri+" HTTP/1.1\r\nHost: localhost\r\n"+remote+"Content-Length: 0\r\n\r\n")
 			want := 404
 			if isManagement(tc.uri) {
 				want = 403
@@ -338,7 +338,7 @@ func TestManagementRefusesRemoteClientsWhateverThePath(t *testing.T) {
 		})
 	}
 	// The same paths from a loopback client do reach the endpoints.
-	resp, out := rawRequest(t, e, "GET /%70roviders HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, out := rawRequest(t, e, "GET /%70roviders HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	if resp.StatusCode != 200 || !leaksState(out) {
 		t.Fatalf("local /providers: %d %.200s", resp.StatusCode, out)
 	}
@@ -372,7 +372,7 @@ func TestAdminKeyRequiredWhateverThePath(t *testing.T) {
 				if from == "remote" {
 					hdr += remote
 				}
-				resp, out := rawRequest(t, e, tc.method+" "+uri+" HTTP/1.1\r\nHost: x\r\n"+hdr+"Content-Length: 0\r\n\r\n")
+				resp, out := rawRequest(t, e, tc.method+" "+uri+" HTTP/1.1\r\nHost: localhost\r\n"+hdr+"Content-Length: 0\r\n\r\n")
 				want := 404
 				if isManagement(uri) {
 					want = 401
@@ -383,7 +383,7 @@ func TestAdminKeyRequiredWhateverThePath(t *testing.T) {
 			}
 		}
 	}
-	resp, out := rawRequest(t, e, "GET /providers HTTP/1.1\r\nHost: x\r\n"+remote+"X-Admin-Key: "+key+"\r\n\r\n")
+	resp, out := rawRequest(t, e, "GET /providers HTTP/1.1\r\nHost: localhost\r\n"+remote+"X-Admin-Key: "+key+"\r\n\r\n")
 	if resp.StatusCode != 200 || !leaksState(out) {
 		t.Fatalf("remote with the key: %d %.200s", resp.StatusCode, out)
 	}
@@ -433,7 +433,7 @@ func TestClientKeyChecks(t *testing.T) {
 				}
 				b := body("m", false)
 				before := up.count()
-				resp, out := rawRequest(t, e, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s", uri, len(b), hdr, b))
+				resp, out := rawRequest(t, e, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s", uri, len(b), hdr, b))
 				if resp.StatusCode != tc.status {
 					t.Errorf("%s %s (remote %v): status %d, want %d: %.200s", tc.name, path, from != "", resp.StatusCode, tc.status, out)
 					continue
@@ -456,7 +456,7 @@ func TestClientKeyChecks(t *testing.T) {
 // keys of other lengths is in TestClientKeyChecks.
 func TestKeysAreComparedInConstantTime(t *testing.T) {
 	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "../module.go", nil, 0)
+	f, err := parser.ParseFile(fset, "../access.go", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -761,11 +761,12 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// Failures: credentials rejected upstream, every provider failing, a
 	// refused connection, a refresh, refused clients and admins, bad bodies.
 	resp, out = call("POST", "/v1/messages", body("m-key", false, `"fail401":1`), client...)
-	expect("upstream 401", resp, out, 401)
+	// The operator's credential: never the client's to fix.
+	expect("upstream 401", resp, out, 502)
 	resp, out = call("POST", "/v1/messages", body("m-fail", true, `"fail500":1`), client...)
 	expect("all failed", resp, out, 500)
 	resp, out = call("POST", "/v1/messages", body("m-max", false, `"fail401":1`), client...)
-	expect("OAuth 401", resp, out, 401)
+	expect("OAuth 401", resp, out, 502)
 	resp, out = call("POST", "/oauth/refresh/secrets-test@example.com", nil, admin...)
 	expect("refresh", resp, out, 200)
 	resp, out = call("POST", "/v1/messages", body("m-key", false), "X-Api-Key", secrets["CLIENT_KEY"]+"x")

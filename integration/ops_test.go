@@ -140,6 +140,7 @@ func TestHundredStreamsSurviveReloads(t *testing.T) {
 		go func(i int) {
 			req, _ := http.NewRequest(http.MethodPost, e.base+"/v1/messages",
 				bytes.NewReader(body("m", true, fmt.Sprintf(`"metadata":{"user_id":"u%d"}`, i))))
+			req.Header.Set("Content-Type", "application/json")
 			resp, err := client.Do(req)
 			if err != nil {
 				results <- err.Error()

@@ -98,7 +98,9 @@ func TestPassthroughSSEIsByteIdentical(t *testing.T) {
 
 func TestClaudeCodeHeadersForwardedAndOthersStripped(t *testing.T) {
 	up := newMock(t, okSSE("ok"))
+	// A forwarded request is not local: it needs a client key.
 	e := start(t, fmt.Sprintf(`
+		client_keys sk-client
 		provider a {
 			base_url %s/prefix
 			api_key sk-provider

@@ -63,6 +63,7 @@ func TestStreamInFlightSurvivesReload(t *testing.T) {
 	conf := fmt.Sprintf("provider a {\nbase_url %s\napi_key k\n}", up.URL)
 	e := start(t, conf)
 	req, _ := http.NewRequest(http.MethodPost, e.base+"/v1/messages", strings.NewReader(string(body("m", true))))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatal(err)

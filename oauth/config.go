@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/redact"
 )
 
 // Claude's OAuth endpoints and client, as used by Claude Code.
@@ -123,7 +125,12 @@ func proxyURL(s string) (*url.URL, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("oauth proxy: %w", err)
+		// url.Error repeats the URL, password included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("oauth proxy %q: %w", redact.URL(s), err)
 	}
 	switch u.Scheme {
 	case "http", "https", "socks5", "socks5h":

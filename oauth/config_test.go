@@ -26,6 +26,18 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+func TestInvalidProxyURLErrorHidesItsPassword(t *testing.T) {
+	for _, proxy := range []string{"http://user:s3cret@proxy:notaport", "http://user:s3cret@proxy\x7f:1", "gopher://user:s3cret@x"} {
+		err := Config{Proxy: proxy}.Validate()
+		if err == nil {
+			t.Fatalf("%q accepted", proxy)
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Fatalf("error shows the password: %v", err)
+		}
+	}
+}
+
 func TestConfigDefaults(t *testing.T) {
 	c := Config{}.withDefaults()
 	if c.TokenURL != DefaultTokenURL || c.ClientID != DefaultClientID || c.RedirectURI != DefaultRedirectURI ||

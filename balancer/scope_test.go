@@ -1,0 +1,84 @@
+package balancer
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestScopeTableDropsLeastRecentlyUsed(t *testing.T) {
+	var tab scopeTable
+	for i := range maxScopes {
+		tab.get(fmt.Sprint(i), true)
+	}
+	// Touch the oldest so that the second oldest goes first.
+	if tab.get("0", false) == nil {
+		t.Fatal("scope 0 missing")
+	}
+	tab.get("new", true)
+	if len(tab.m) != maxScopes {
+		t.Fatalf("%d scopes, want %d", len(tab.m), maxScopes)
+	}
+	if tab.get("0", false) == nil || tab.get("1", false) != nil || tab.get("new", false) == nil {
+		t.Fatal("the least recently used scope was not the one dropped")
+	}
+}
+
+func TestCredentialScopeQuotaCooldownIsItsOwn(t *testing.T) {
+	useFakeClock(t)
+	var tab scopeTable
+	a := tab.get(credentialFingerprint(http.Header{"X-Api-Key": {"key-a"}}), true)
+	a.health.RecordFailure(testPolicy, "HTTP 429", now().Add(10*time.Minute))
+	if ok, at := a.health.Available(testPolicy); ok || at.Sub(now()) != 10*time.Minute {
+		t.Fatalf("a: available %v until %v", ok, at)
+	}
+	b := credentialFingerprint(http.Header{"X-Api-Key": {"key-b"}})
+	if tab.get(b, false) != nil {
+		t.Fatal("another credential has a scope")
+	}
+	if st := tab.stats(testPolicy); st.Tracked != 1 || st.CoolingDown != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestCredentialFingerprintKeepsNoSecret(t *testing.T) {
+	fp := credentialFingerprint(http.Header{"X-Api-Key": {"sk-ant-secret"}, "Authorization": {"Bearer tok"}})
+	if strings.Contains(fp, "secret") || strings.Contains(fp, "tok") || len(fp) != 32 {
+		t.Fatalf("fingerprint %q", fp)
+	}
+	if fp == credentialFingerprint(http.Header{"X-Api-Key": {"sk-ant-secret"}}) {
+		t.Fatal("a different Authorization gives the same fingerprint")
+	}
+}
+
+func TestLongSessionIDsAreKeptAsDigests(t *testing.T) {
+	long := strings.Repeat("s", 1<<20)
+	k := stickyKey(long, "route")
+	if len(k) > maxSessionID+len("\x00route")+8 {
+		t.Fatalf("key of %d bytes", len(k))
+	}
+	if k == stickyKey(long[:len(long)-1]+"t", "route") {
+		t.Fatal("two long sessions share a key")
+	}
+	if stickyKey("short", "r") != "short\x00r" {
+		t.Fatal("short ids must be kept as they are")
+	}
+}
+
+func TestWeightIsBounded(t *testing.T) {
+	_, err := newProvider(ProviderConfig{Name: "a", BaseURL: "http://x", Weight: 1 << 62}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "weight") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestDNSErrorsDoNotNameTheResolver(t *testing.T) {
+	err := &net.DNSError{Err: "no such host", Name: "api.example.com", Server: "10.1.2.3:53", IsNotFound: true}
+	msg := describeNetError(fmt.Errorf("dial: %w", err))
+	if strings.Contains(msg, "10.1.2.3") || !strings.Contains(msg, "api.example.com") {
+		t.Fatalf("message %q", msg)
+	}
+}

@@ -1,0 +1,51 @@
+package claudebalancer
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/claude-balancer/caddy-claude-balancer/dedup"
+)
+
+var intakeCases = []string{
+	`{"model":"m","messages":[]}`,
+	`{"model":"m","mod\u0065l":"x","messages":[]}`,
+	`{"model":"m","stre\u0061m":true,"stream":false}`,
+	`{"model":"m","metad\u0061ta":{},"metadata":{}}`,
+	`{"model":"m","max_tokens":016}`,
+	`{"model":"m","x":-0.5e+10,"y":[1,2,{"z":null}]}`,
+	"{\"model\":\"m\",\"x\":\"a\tb\"}",
+	"{\"model\":\"m\",\"x\":\"\xff\"}",
+	`{"model":"m","x":"\ud800"}`,
+	`{"model":"m","x":"\q"}`,
+	`{"model":"m"} `,
+	`{"model":"m"}x`,
+	`{"model":"m","x":` + strings.Repeat("[", 511) + strings.Repeat("]", 511) + `}`,
+	`{"model":"m","x":` + strings.Repeat("[", 512) + strings.Repeat("]", 512) + `}`,
+	`{"model":"m","stream":"yes"}`,
+	`{"model":1}`,
+	`[]`,
+}
+
+// FuzzValidityNeverDependsOnDedup holds the two intake passes (the peek
+// alone, and the peek with the de-duplication signature) to one grammar: the
+// same bytes are accepted or refused by both, with the same findings.
+func FuzzValidityNeverDependsOnDedup(f *testing.F) {
+	for _, c := range intakeCases {
+		f.Add([]byte(c))
+	}
+	off := &Handler{dedupOff: true}
+	on := &Handler{dedupIgnore: dedup.DefaultIgnore}
+	r, _ := http.NewRequest(http.MethodPost, "/v1/messages", nil)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p1, _, err1 := off.peek(body, r)
+		p2, _, err2 := on.peek(body, r)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("%q: dedup off says %v, dedup on says %v", body, err1, err2)
+		}
+		if p1.Model != p2.Model || p1.Stream != p2.Stream || p1.Session != p2.Session {
+			t.Fatalf("%q: %+v vs %+v", body, p1, p2)
+		}
+	})
+}
