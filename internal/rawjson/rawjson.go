@@ -16,9 +16,9 @@
 package rawjson
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math/bits"
 )
 
 // MaxDepth is the deepest nesting of objects and arrays accepted: a hostile
@@ -192,58 +192,68 @@ const (
 	msb = 0x8080808080808080
 )
 
-// specialMask marks (with its top bit) the quotes, backslashes and control
-// characters among the eight bytes of x, the only bytes a string scan has to
-// look at. Borrows may mark bytes after a true one as well, but the lowest
-// mark is always right, and it is the only one used.
-func specialMask(x uint64) uint64 {
-	q := x ^ (lsb * '"')
-	s := x ^ (lsb * '\\')
-	return ((q-lsb)&^q | (s-lsb)&^s | (x-lsb*0x20)&^x) & msb
-}
-
 // CheckString validates the string starting at the quote b[i] and returns
 // the index just past its closing quote. Control characters must be escaped
 // and escapes must be JSON's; invalid UTF-8 and lone surrogate escapes pass.
+//
+// Strings are most of a request, so this is the grammar's hot loop. The
+// runtime's vectorised search finds the next quote and the next backslash;
+// the run up to the first of them only has to be free of control characters,
+// which eight bytes at a time cost three operations to check.
 func CheckString(b []byte, i int) (int, error) {
 	start := i
 	i++
 	for {
-		for i+8 <= len(b) {
-			if m := specialMask(binary.LittleEndian.Uint64(b[i:])); m != 0 {
-				i += bits.TrailingZeros64(m) >> 3
-				break
-			}
-			i += 8
-		}
-		for i < len(b) && b[i] >= 0x20 && b[i] != '"' && b[i] != '\\' {
-			i++
-		}
-		if i >= len(b) {
+		q := bytes.IndexByte(b[i:], '"')
+		if q < 0 {
 			return 0, syntaxErr(start, "unterminated string")
 		}
-		switch c := b[i]; {
-		case c == '"':
-			return i + 1, nil
-		case c == '\\':
-			if i+1 >= len(b) {
-				return 0, syntaxErr(start, "unterminated string")
+		run := b[i : i+q]
+		esc := bytes.IndexByte(run, '\\')
+		if esc >= 0 {
+			run = run[:esc]
+		}
+		if c := controlAt(run); c >= 0 {
+			return 0, syntaxErr(i+c, "control character in string")
+		}
+		if esc < 0 {
+			return i + q + 1, nil
+		}
+		i += esc
+		if i+1 >= len(b) {
+			return 0, syntaxErr(start, "unterminated string")
+		}
+		switch b[i+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			i += 2
+		case 'u':
+			if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
+				return 0, syntaxErr(i, "invalid \\u escape in string")
 			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
-					return 0, syntaxErr(i, "invalid \\u escape in string")
-				}
-				i += 6
-			default:
-				return 0, syntaxErr(i, "invalid escape in string")
-			}
+			i += 6
 		default:
-			return 0, syntaxErr(i, "control character in string")
+			return 0, syntaxErr(i, "invalid escape in string")
 		}
 	}
+}
+
+// controlAt returns the index of the first control character (below 0x20)
+// in b, or -1.
+func controlAt(b []byte) int {
+	j := 0
+	for ; j+16 <= len(b); j += 16 {
+		x := binary.LittleEndian.Uint64(b[j:])
+		y := binary.LittleEndian.Uint64(b[j+8:])
+		if ((x-lsb*0x20)&^x|(y-lsb*0x20)&^y)&msb != 0 {
+			break
+		}
+	}
+	for ; j < len(b); j++ {
+		if b[j] < 0x20 {
+			return j
+		}
+	}
+	return -1
 }
 
 func isHex4(b []byte) bool {
