@@ -242,32 +242,20 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 		out = append(out, signatureFromSum(sum[:])...)
 		out = append(out, `"}`...)
 	}
-	content := field(msg, "content")
-	if !nonEmptyString(content) && !isArray(content) {
-		content = field(msg, "refusal")
+	// One text block: the content (a string or text parts) and the refusal,
+	// in the order a stream delivers them.
+	mark, before := len(out), n
+	sep()
+	out = append(out, `{"type":"text","text":"`...)
+	start := len(out)
+	out = appendContentText(out, field(msg, "content"))
+	if r := field(msg, "refusal"); nonEmptyString(r) {
+		out = append(out, inner(r)...)
 	}
-	switch {
-	case nonEmptyString(content):
-		sep()
-		out = append(out, `{"type":"text","text":`...)
-		out = append(out, content...)
-		out = append(out, '}')
-	case isArray(content):
-		// Some providers answer with content parts.
-		mark := len(out)
-		sep()
-		out = append(out, `{"type":"text","text":"`...)
-		start := len(out)
-		a := newArray(content)
-		for p, ok := a.next(); ok; p, ok = a.next() {
-			out = append(out, inner(field(p, "text"))...)
-		}
-		if len(out) == start {
-			out = out[:mark]
-			n--
-		} else {
-			out = append(out, `"}`...)
-		}
+	if len(out) == start {
+		out, n = out[:mark], before
+	} else {
+		out = append(out, `"}`...)
 	}
 	var ids toolIDs
 	tools := false
@@ -301,6 +289,19 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 	out = u.appendUsage(out)
 	out = append(out, "}}"...)
 	return out, nil
+}
+
+// appendContentText appends the text of a message's content, escaped: a
+// string, or the text of its text (and refusal) parts, other parts left out.
+func appendContentText(dst, content []byte) []byte {
+	if isString(content) {
+		return append(dst, inner(content)...)
+	}
+	a := newArray(content)
+	for p, ok := a.next(); ok; p, ok = a.next() {
+		dst = append(dst, partText(p)...)
+	}
+	return dst
 }
 
 // appendToolInput appends the input object for tool call arguments: a JSON

@@ -177,13 +177,13 @@ func TestStreamSendsHeldArgumentsWithTheName(t *testing.T) {
 	}
 }
 
-func TestStreamRefusesArgumentsForAClosedToolCall(t *testing.T) {
+func TestStreamFailsOnArgumentsForACallClosedIncomplete(t *testing.T) {
 	s := NewStream("m", StreamOptions{})
 	feed(t, s,
-		delta(`{"tool_calls":[{"index":0,"id":"call_abcdefghijkl","function":{"name":"A","arguments":"{"}}]}`),
-		delta(`{"tool_calls":[{"index":1,"id":"call_mnopqrstuvwx","function":{"name":"B","arguments":"{"}}]}`),
-		delta(`{"tool_calls":[{"index":0,"function":{"arguments":""}}]}`)) // empty pieces are harmless
-	if _, err := s.Feed(nil, delta(`{"tool_calls":[{"index":0,"function":{"arguments":"}"}}]}`)); !errors.Is(err, ErrMalformed) {
+		delta(`{"tool_calls":[{"index":0,"id":"call_abcdefghijkl","function":{"name":"A","arguments":"{\"a\":"}}]}`),
+		finish("tool_calls"),
+		delta(`{"tool_calls":[{"index":0,"function":{"arguments":" "}}]}`)) // blank pieces are harmless
+	if _, err := s.Feed(nil, delta(`{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]}`)); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("err = %v, want ErrMalformed", err)
 	}
 }
