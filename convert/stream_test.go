@@ -602,7 +602,7 @@ func TestArgumentsCompleteOnlyAsAWholeObject(t *testing.T) {
 		{[]string{`{"a":"}`}, false},
 		{[]string{`{"a":"\\\"}`}, false}, // a quote inside the string
 		{[]string{`{"a":"\\\"}"}`}, true},
-		{[]string{`{"a":"\\\\"}`}, true}, // a backslash inside the string
+		{[]string{`{"a":"\\\\"}`}, true},  // a backslash inside the string
 		{[]string{`{"a":"\"}`}, true},     // the string ends
 		{[]string{`{"a":"\u0022}`}, true}, // so does this one
 		{[]string{`{"a":"\u007d"`}, false},
