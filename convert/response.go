@@ -252,7 +252,8 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 	if r := field(msg, "refusal"); nonEmptyString(r) {
 		out = append(out, inner(r)...)
 	}
-	if len(out) == start {
+	if isBlank(out[start:]) {
+		// Anthropic refuses whitespace-only text blocks in a conversation.
 		out, n = out[:mark], before
 	} else {
 		out = append(out, `"}`...)

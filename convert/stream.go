@@ -342,16 +342,18 @@ func (s *Stream) blocked() bool {
 	return s.open == openToolUse && !s.openTool.scan.complete()
 }
 
-// text handles content text (escaped). Once a tool call has started,
-// whitespace-only text is held until text with something else follows, and
-// dropped if none does: providers put "\n\n" between or inside calls.
+// text handles content text (escaped). Text that would open a block while
+// it is only whitespace is held until text with something else follows, and
+// dropped if none does: providers put "\n\n" before, between and inside
+// tool calls, and Anthropic refuses whitespace-only text blocks in a
+// conversation.
 func (s *Stream) text(in []byte) error {
 	if s.open == openText {
 		s.textDelta(in)
 		return nil
 	}
-	if s.anyTool {
-		if isBlank(in) && !s.heldTail(openText) {
+	if !s.heldTail(openText) {
+		if isBlank(in) {
 			return s.holdBlank(in)
 		}
 		if len(s.blank) > 0 {

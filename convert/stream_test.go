@@ -501,6 +501,19 @@ func TestStreamAssemblesEveryToolCallShape(t *testing.T) {
 			delta(`{"content":[{"type":"refusal","refusal":"No."}]}`),
 			finish("stop"),
 		}, `text:No. / end_turn`},
+		{"blank text before tool calls is dropped", []sse.Event{
+			delta(`{"content":"\n\n"}`),
+			calls(call(0, idA, "Bash", `{"command":"ls"}`)),
+			finish("tool_calls"),
+		}, `tool_use:Bash:{"command":"ls"} / tool_use`},
+		{"blank text alone is dropped", []sse.Event{
+			delta(`{"content":" "}`), delta(`{"content":"\n"}`),
+			finish("stop"),
+		}, ` / end_turn`},
+		{"blank text before text is kept", []sse.Event{
+			delta(`{"content":"\n\n"}`), delta(`{"content":"Hi"}`), delta(`{"content":"\n"}`),
+			finish("stop"),
+		}, "text:\n\nHi\n / end_turn"},
 		{"unknown parts only", []sse.Event{
 			delta(`{"content":[{"type":"audio","data":"AAAA"}]}`),
 			finish("stop"),
@@ -639,6 +652,8 @@ func TestStreamAndJSONGiveTheSameTextAndStopReason(t *testing.T) {
 		{"refusal part", `"content":[{"type":"refusal","refusal":"No."}]`, "stop", "No. / end_turn"},
 		{"filtered without text", `"content":""`, "content_filter", " / refusal"},
 		{"length", `"content":"Once"`, "length", "Once / max_tokens"},
+		{"whitespace only", `"content":"\n\n"`, "stop", " / end_turn"},
+		{"whitespace parts then text", `"content":[{"type":"text","text":"\n"},{"type":"text","text":"Hi"}]`, "stop", "\nHi / end_turn"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			body := `{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant",` + c.msg +
