@@ -415,6 +415,11 @@ func TestStreamAssemblesEveryToolCallShape(t *testing.T) {
 			calls(call(0, "", "", `{"file_path":`)), calls(call(0, "", "", `"/a"}`)),
 			finish("tool_calls"),
 		}, `tool_use:Bash:{"command":"ls"} | tool_use:Read:{"file_path":"/a"} / tool_use`},
+		{"short ids numbering calls that all have index 0", []sse.Event{
+			calls(call(0, "0", "Bash", `{"command":`)), calls(call(0, "0", "", `"ls"}`)),
+			calls(call(0, "1", "Bash", `{"command":`)), calls(call(0, "1", "", `"pwd"}`)),
+			finish("tool_calls"),
+		}, `tool_use:Bash:{"command":"ls"} | tool_use:Bash:{"command":"pwd"} / tool_use`},
 		{"a reused index and id with a new name is a new call", []sse.Event{
 			calls(call(0, idA, "Bash", `{"command":"ls"}`)),
 			calls(call(0, idA, "Read", `{"file_path":"/a"}`)),
