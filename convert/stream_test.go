@@ -557,6 +557,36 @@ func TestStreamSendsTheOpenCallLiveAndAnInterleavedOneOnceTheFirstCompletes(t *t
 	}
 }
 
+func TestStreamHoldsCopiesOfTheCallersBuffers(t *testing.T) {
+	chunks := []sse.Event{
+		calls(call(0, "call_aaaaaaaaaaaaaaaa", "A", `{"a":`)),
+		calls(call(1, "call_bbbbbbbbbbbbbbbb", "", `{"b":`)),
+		calls(call(1, "", "B", `2}`)),
+		delta(`{"content":"\n"}`), delta(`{"content":"held"}`), delta(`{"reasoning":"also held"}`),
+		calls(call(0, "", "", `1}`)),
+		finish("tool_calls"),
+	}
+	s := NewStream("m", StreamOptions{})
+	var evs []sse.Event
+	for _, ev := range chunks {
+		var err error
+		if evs, err = s.Feed(evs, ev); err != nil {
+			t.Fatal(err)
+		}
+		for i := range ev.Data {
+			ev.Data[i] = 'X'
+		}
+	}
+	evs, err := s.Close(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "tool_use:A:{\"a\":1} | tool_use:B:{\"b\":2} | text:\nheld | thinking:also held / tool_use"
+	if got := blockSummary(t, evs); got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
 func TestStreamBoundsWhatItHolds(t *testing.T) {
 	piece := func(index, n int) sse.Event { return calls(call(index, "", "", strings.Repeat("x", n))) }
 	open := calls(call(0, "call_aaaaaaaaaaaaaaaa", "A", `{"a":"`))
