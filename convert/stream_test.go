@@ -557,6 +557,23 @@ func TestStreamSendsTheOpenCallLiveAndAnInterleavedOneOnceTheFirstCompletes(t *t
 	}
 }
 
+func TestStreamKeepsAnIDThatComesAfterTheFirstPiece(t *testing.T) {
+	evs := translateAll(t, []sse.Event{
+		calls(call(0, "", "", `{"a":`)),
+		calls(call(0, "call_lateidlateidlate", "A", `1}`)),
+		finish("tool_calls"),
+	})
+	var msg struct {
+		Content []struct{ ID, Name string } `json:"content"`
+	}
+	if err := json.Unmarshal(sdkMessage(t, clientBytes(evs, nil)), &msg); err != nil {
+		t.Fatal(err)
+	}
+	if len(msg.Content) != 1 || msg.Content[0].ID != "call_lateidlateidlate" || msg.Content[0].Name != "A" {
+		t.Fatalf("content %+v", msg.Content)
+	}
+}
+
 func TestStreamHoldsCopiesOfTheCallersBuffers(t *testing.T) {
 	chunks := []sse.Event{
 		calls(call(0, "call_aaaaaaaaaaaaaaaa", "A", `{"a":`)),
