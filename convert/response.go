@@ -10,7 +10,8 @@ import (
 
 // ErrMalformed is wrapped by the errors for upstream replies that are not
 // Chat Completions: not JSON, no choices, a stream chunk that is not an
-// object, arguments for a tool call whose block was already closed.
+// object, arguments for a tool call after the finish closed its block, a
+// stream holding back more than its bounds allow.
 var ErrMalformed = errors.New("malformed upstream reply")
 
 // usage holds the token counts of a Chat Completions reply.

@@ -134,9 +134,9 @@ var doneData = []byte("[DONE]")
 
 // Feed translates one upstream event and appends the Anthropic events it
 // completes (each with Raw set) to dst. An error chunk from the provider
-// comes back as an *UpstreamError, a chunk that is not JSON as an error
-// wrapping ErrMalformed; after an error the stream is over and every call
-// returns it again.
+// comes back as an *UpstreamError; a chunk that is not JSON, or content held
+// back past the bounds, as an error wrapping ErrMalformed. After an error the
+// stream is over and every call returns it again.
 func (s *Stream) Feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error) {
 	if s.err != nil {
 		return dst, s.err
