@@ -101,7 +101,10 @@ func parseReply(v []byte) reply {
 	var rp reply
 	o := newObject(v)
 	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "choices":
 			rp.choices = val
 		case "usage":
@@ -139,7 +142,10 @@ func parseChoice(o *object) choice {
 	var c choice
 	var vllm, sglang []byte
 	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "index":
 			c.index = val
 		case "delta", "message":
@@ -301,7 +307,7 @@ func appendContentText(dst, content []byte) []byte {
 	}
 	a := newArray(content)
 	for p, ok := a.next(); ok; p, ok = a.next() {
-		dst = append(dst, partText(p)...)
+		dst = append(dst, inner(partText(p))...)
 	}
 	return dst
 }

@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -260,7 +261,10 @@ func (s *Stream) delta(d []byte) error {
 	var content, reasoning, reasoningAlt, refusal, calls []byte
 	o := newObject(d)
 	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "content":
 			content = v
 		case "reasoning_content":
@@ -277,19 +281,19 @@ func (s *Stream) delta(d []byte) error {
 		reasoning = reasoningAlt
 	}
 	if nonEmptyString(reasoning) {
-		if err := s.thinking(inner(reasoning)); err != nil {
+		if err := s.thinking(reasoning); err != nil {
 			return err
 		}
 	}
 	switch {
 	case nonEmptyString(content):
-		if err := s.text(inner(content)); err != nil {
+		if err := s.text(content); err != nil {
 			return err
 		}
 	case isArray(content):
 		a := newArray(content)
 		for p, ok := a.next(); ok; p, ok = a.next() {
-			if t := partText(p); len(t) > 0 {
+			if t := partText(p); nonEmptyString(t) {
 				if err := s.text(t); err != nil {
 					return err
 				}
@@ -297,7 +301,7 @@ func (s *Stream) delta(d []byte) error {
 		}
 	}
 	if nonEmptyString(refusal) {
-		if err := s.text(inner(refusal)); err != nil {
+		if err := s.text(refusal); err != nil {
 			return err
 		}
 	}
@@ -312,13 +316,16 @@ func (s *Stream) delta(d []byte) error {
 	return nil
 }
 
-// partText returns the text of a content part, still escaped: a text part's
-// text or a refusal part's refusal; nil for other parts.
+// partText returns the text of a content part as a raw JSON string: a text
+// part's text or a refusal part's refusal; nil for other parts.
 func partText(p []byte) []byte {
 	var typ, text, refusal []byte
 	o := newObject(p)
 	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "type":
 			typ = v
 		case "text":
@@ -329,9 +336,9 @@ func partText(p []byte) []byte {
 	}
 	switch {
 	case typ == nil || strIs(typ, "text"):
-		return inner(text)
+		return text
 	case strIs(typ, "refusal"):
-		return inner(refusal)
+		return refusal
 	}
 	return nil
 }
@@ -342,16 +349,17 @@ func (s *Stream) blocked() bool {
 	return s.open == openToolUse && !s.openTool.scan.complete()
 }
 
-// text handles content text (escaped). Text that would open a block while
-// it is only whitespace is held until text with something else follows, and
-// dropped if none does: providers put "\n\n" before, between and inside
-// tool calls, and Anthropic refuses whitespace-only text blocks in a
-// conversation.
-func (s *Stream) text(in []byte) error {
+// text handles content text, a raw JSON string. Text that would open a
+// block while it is only whitespace is held until text with something else
+// follows, and dropped if none does: providers put "\n\n" before, between
+// and inside tool calls, and Anthropic refuses whitespace-only text blocks in
+// a conversation.
+func (s *Stream) text(v []byte) error {
 	if s.open == openText {
-		s.textDelta(in)
+		s.textDelta(v)
 		return nil
 	}
+	in := inner(v)
 	if !s.heldTail(openText) {
 		if isBlank(in) {
 			return s.holdBlank(in)
@@ -360,6 +368,7 @@ func (s *Stream) text(in []byte) error {
 			in = append(s.blank, in...)
 			s.heldBytes -= len(s.blank)
 			s.blank = nil
+			v = nil
 		}
 	}
 	if s.blocked() {
@@ -367,28 +376,35 @@ func (s *Stream) text(in []byte) error {
 	}
 	s.closeOpen()
 	s.startBlock(openText, `{"type":"text","text":""}`, nil)
-	s.textDelta(in)
+	if v == nil {
+		s.outBytes += int64(len(in))
+		s.deltaEvent(`{"type":"text_delta","text":`, in)
+	} else {
+		s.textDelta(v)
+	}
 	return nil
 }
 
-func (s *Stream) textDelta(in []byte) {
-	s.outBytes += int64(len(in))
-	s.deltaEvent(`{"type":"text_delta","text":`, in)
+// textDelta sends text, a raw JSON string.
+func (s *Stream) textDelta(v []byte) {
+	s.outBytes += int64(len(v) - 2)
+	s.rawDeltaEvent(`{"type":"text_delta","text":`, v)
 }
 
-// thinking handles reasoning text (escaped).
-func (s *Stream) thinking(in []byte) error {
+// thinking handles reasoning text, a raw JSON string.
+func (s *Stream) thinking(v []byte) error {
 	s.dropBlank()
-	if s.open == openThinking {
-		s.thinkingDelta(in)
-		return nil
+	if s.open != openThinking {
+		if s.blocked() {
+			return s.hold(openThinking, inner(v))
+		}
+		s.closeOpen()
+		s.startThinking()
 	}
-	if s.blocked() {
-		return s.hold(openThinking, in)
-	}
-	s.closeOpen()
-	s.startThinking()
-	s.thinkingDelta(in)
+	in := inner(v)
+	s.hashThinking(in)
+	s.outBytes += int64(len(in))
+	s.rawDeltaEvent(`{"type":"thinking_delta","thinking":`, v)
 	return nil
 }
 
@@ -401,15 +417,14 @@ func (s *Stream) startThinking() {
 	}
 }
 
-func (s *Stream) thinkingDelta(in []byte) {
+// hashThinking adds escaped thinking text to the signature's hash.
+func (s *Stream) hashThinking(in []byte) {
 	if hasBackslash(in) {
 		s.unesc = appendUnescaped(s.unesc[:0], in)
 		s.thinkHash.Write(s.unesc)
 	} else {
 		s.thinkHash.Write(in)
 	}
-	s.outBytes += int64(len(in))
-	s.deltaEvent(`{"type":"thinking_delta","thinking":`, in)
 }
 
 // heldTail reports whether the last held block is of kind k.
@@ -464,7 +479,10 @@ func (s *Stream) toolDelta(c []byte, pos int) error {
 	index, hasIndex := int64(0), false
 	o := newObject(c)
 	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "index":
 			index, hasIndex = intValue(v)
 		case "id":
@@ -476,7 +494,10 @@ func (s *Stream) toolDelta(c []byte, pos int) error {
 	var name, args []byte
 	o = newObject(fn)
 	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "name":
 			name = v
 		case "arguments":
@@ -659,11 +680,14 @@ func (s *Stream) release() {
 		case openText:
 			s.heldBytes -= len(h.text)
 			s.startBlock(openText, `{"type":"text","text":""}`, nil)
-			s.textDelta(h.text)
+			s.outBytes += int64(len(h.text))
+			s.deltaEvent(`{"type":"text_delta","text":`, h.text)
 		case openThinking:
 			s.heldBytes -= len(h.text)
 			s.startThinking()
-			s.thinkingDelta(h.text)
+			s.hashThinking(h.text)
+			s.outBytes += int64(len(h.text))
+			s.deltaEvent(`{"type":"thinking_delta","thinking":`, h.text)
 		case openToolUse:
 			s.startTool(h.tool)
 		}
@@ -728,25 +752,29 @@ func (s *Stream) startBlock(kind openKind, cb string, write func([]byte) []byte)
 	}
 }
 
+// rawDeltaEvent sends a content_block_delta for the open block: prefix, the
+// raw JSON string v, and the closing braces.
+func (s *Stream) rawDeltaEvent(prefix string, v []byte) {
+	start := s.eventHead("content_block_delta")
+	s.buf = append(s.buf, `{"type":"content_block_delta","index":`...)
+	s.buf = strconv.AppendInt(s.buf, int64(s.openIndex), 10)
+	s.buf = append(s.buf, `,"delta":`...)
+	s.buf = append(s.buf, prefix...)
+	s.buf = append(s.buf, v...)
+	s.buf = append(s.buf, "}}"...)
+	s.eventTail("content_block_delta", start)
+}
+
 // deltaEvent sends a content_block_delta for the open block: prefix, the
 // escaped string content in between quotes, and the closing braces.
 func (s *Stream) deltaEvent(prefix string, in []byte) {
-	start := s.deltaHead(prefix)
-	s.buf = append(s.buf, in...)
-	s.deltaTail(start)
-}
-
-func (s *Stream) deltaHead(prefix string) int {
 	start := s.eventHead("content_block_delta")
 	s.buf = append(s.buf, `{"type":"content_block_delta","index":`...)
 	s.buf = strconv.AppendInt(s.buf, int64(s.openIndex), 10)
 	s.buf = append(s.buf, `,"delta":`...)
 	s.buf = append(s.buf, prefix...)
 	s.buf = append(s.buf, '"')
-	return start
-}
-
-func (s *Stream) deltaTail(start int) {
+	s.buf = append(s.buf, in...)
 	s.buf = append(s.buf, `"}}`...)
 	s.eventTail("content_block_delta", start)
 }
@@ -758,9 +786,7 @@ func (s *Stream) closeOpen() {
 	}
 	if s.open == openThinking {
 		var sum [sha256.Size]byte
-		start := s.deltaHead(`{"type":"signature_delta","signature":`)
-		s.buf = append(s.buf, signatureFromSum(s.thinkHash.Sum(sum[:0]))...)
-		s.deltaTail(start)
+		s.deltaEvent(`{"type":"signature_delta","signature":`, []byte(signatureFromSum(s.thinkHash.Sum(sum[:0]))))
 	}
 	if s.open == openToolUse && s.openTool != nil {
 		s.openTool.closed = true
@@ -865,61 +891,67 @@ const (
 
 func (a *argScan) complete() bool { return a.state == scanDone }
 
-// feed reads a piece of argument text, escaped as in a JSON string.
+// feed reads a piece of argument text, escaped as in a JSON string. Inside
+// strings only quotes and backslashes matter, and most of the text of
+// arguments is inside strings.
 func (a *argScan) feed(in []byte) {
 	for i := 0; i < len(in) && a.state < scanDone; i++ {
+		if a.state == scanString {
+			// Only an escape can end the string here: its quote is \".
+			k := bytes.IndexByte(in[i:], '\\')
+			if k < 0 {
+				return
+			}
+			i += k
+		}
 		c := in[i]
 		if c == '\\' && i+1 < len(in) {
 			// An escape of the JSON string carrying the arguments.
-			switch in[i+1] {
+			i++
+			switch in[i] {
 			case 'n', 't', 'r':
 				c = ' '
 			case 'u':
 				c = 0x80 // a character no structure depends on
-				if r, ok := hex4(in[i:]); ok && r < 0x80 {
+				if r, ok := hex4(in[i-1:]); ok && r < 0x80 {
 					c = byte(r)
 				}
 				i += 4
 			case '"', '\\', '/':
-				c = in[i+1]
+				c = in[i]
 			default: // \b, \f
 				c = 0x80
 			}
-			i++
 		}
-		a.step(c)
-	}
-}
-
-func (a *argScan) step(c byte) {
-	switch a.state {
-	case scanStart:
-		switch {
-		case c == '{':
-			a.state, a.depth = scanValue, 1
-		case !isSpace(c):
-			a.state = scanOther
-		}
-	case scanValue:
-		switch c {
-		case '"':
-			a.state = scanString
-		case '{', '[':
-			a.depth++
-		case '}', ']':
-			a.depth--
-			if a.depth == 0 {
-				a.state = scanDone
+		switch a.state {
+		case scanStart:
+			switch {
+			case c == '{':
+				a.state, a.depth = scanValue, 1
+			case !isSpace(c):
+				a.state = scanOther
 			}
+		case scanValue:
+			switch c {
+			case '"':
+				a.state = scanString
+			case '{', '[':
+				a.depth++
+			case '}', ']':
+				a.depth--
+				if a.depth == 0 {
+					a.state = scanDone
+				}
+			}
+		case scanString:
+			switch c {
+			case '\\':
+				a.state = scanEscape
+			case '"':
+				a.state = scanValue
+			}
+		case scanEscape:
+			a.state = scanString
 		}
-	case scanString:
-		switch c {
-		case '\\':
-			a.state = scanEscape
-		case '"':
-			a.state = scanValue
-		}
-	case scanEscape:
-		a.state = scanString
 	}
 }

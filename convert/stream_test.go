@@ -656,30 +656,31 @@ func TestStreamBoundsWhatItHolds(t *testing.T) {
 }
 
 func TestArgumentsCompleteOnlyAsAWholeObject(t *testing.T) {
+	esc := func(args string) string { return string(appendEscaped(nil, args)) }
 	for _, c := range []struct {
-		pieces []string // escaped, as in the JSON string
+		pieces []string // as in the JSON string that carries the arguments
 		want   bool
 	}{
-		{[]string{`{}`}, true},
-		{[]string{` \n{`, `"a":1`, `}`}, true},
-		{[]string{`{"a":{"b":[1,{"c":2}]}}`}, true},
-		{[]string{`{"a":{"b":[1,{"c":2}]}`}, false},
-		{[]string{`{"a":"}`}, false},
-		{[]string{`{"a":"\\\"}`}, false}, // a quote inside the string
-		{[]string{`{"a":"\\\"}"}`}, true},
-		{[]string{`{"a":"\\\\"}`}, true},  // a backslash inside the string
-		{[]string{`{"a":"\"}`}, true},     // the string ends
-		{[]string{`{"a":"\u0022}`}, true}, // so does this one
-		{[]string{`{"a":"\u007d"`}, false},
-		{[]string{`{"a":"x"\u007d`}, true},
-		{[]string{`{"a":"\\u0022}`}, false},
-		{[]string{`{"a":"caf\u00e9"}`}, true},
-		{[]string{`{"a":"{\n}"`}, false},
-		{[]string{`{"a":`, `"}`, `"`, `}`}, true},
+		{[]string{esc(`{}`)}, true},
+		{[]string{esc(" \n{"), esc(`"a":1`), esc(`}`)}, true},
+		{[]string{esc(`{"a":{"b":[1,{"c":2}]}}`)}, true},
+		{[]string{esc(`{"a":{"b":[1,{"c":2}]}`)}, false},
+		{[]string{esc(`{"a":"}`)}, false},
+		{[]string{esc(`{"a":"\"}`)}, false}, // a quote inside the string
+		{[]string{esc(`{"a":"\"}"}`)}, true},
+		{[]string{esc(`{"a":"\\"}`)}, true}, // a backslash inside the string
+		{[]string{esc(`{"a":"\`), esc(`"}"}`)}, true},
+		{[]string{esc(`{"a":"\`), esc(`"}`)}, false},
+		{[]string{`{\u0022a\u0022:1\u007d`}, true}, // escapes of the carrying string
+		{[]string{`{\"a\":\"\u0022}`}, true},
+		{[]string{`{\"a\":\"\\u0022}`}, false},
+		{[]string{esc(`{"a":"café"}`)}, true},
+		{[]string{`{\"a\":\"caf\u00e9\"}`}, true},
+		{[]string{esc(`{"a":"{\n}"`)}, false},
 		{[]string{``}, false},
 		{[]string{`  `}, false},
-		{[]string{`[1]`}, false},
-		{[]string{`\"{}\"`}, false},
+		{[]string{esc(`[1]`)}, false},
+		{[]string{esc(`"{}"`)}, false},
 		{[]string{`null`}, false},
 	} {
 		var a argScan
