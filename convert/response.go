@@ -190,17 +190,39 @@ func firstChoice(choices []byte, strict bool) (choice, bool) {
 	return first, found
 }
 
-// reasoningText returns the reasoning of a message or delta:
-// reasoning_content (DeepSeek, vLLM, Qwen, Kimi) or reasoning (OpenRouter,
-// Ollama).
-func reasoningText(msg []byte) []byte {
-	if r := field(msg, "reasoning_content"); nonEmptyString(r) {
-		return r
+// replyMessage holds the members of a reply's message that matter, read in one
+// pass.
+type replyMessage struct {
+	// reasoning is reasoning_content (DeepSeek, vLLM, Qwen, Kimi) or
+	// reasoning (OpenRouter, Ollama).
+	reasoning, content, refusal, toolCalls []byte
+}
+
+func parseMessage(msg []byte) replyMessage {
+	var m replyMessage
+	var alt []byte
+	o := newObject(msg)
+	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
+		case "reasoning_content":
+			m.reasoning = v
+		case "reasoning":
+			alt = v
+		case "content":
+			m.content = v
+		case "refusal":
+			m.refusal = v
+		case "tool_calls":
+			m.toolCalls = v
+		}
 	}
-	if r := field(msg, "reasoning"); nonEmptyString(r) {
-		return r
+	if !nonEmptyString(m.reasoning) {
+		m.reasoning = alt
 	}
-	return nil
+	return m
 }
 
 // Response converts a Chat Completions reply body into an Anthropic Message
@@ -223,7 +245,7 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("convert: %w: reply has no choices", ErrMalformed)
 	}
-	msg := ch.msg
+	msg := parseMessage(ch.msg)
 	u, _ := parseUsage(rp.usage)
 
 	out := make([]byte, 0, len(body)+256)
@@ -239,7 +261,7 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 		}
 		n++
 	}
-	if r := reasoningText(msg); r != nil {
+	if r := msg.reasoning; nonEmptyString(r) {
 		sep()
 		text := appendUnescaped(nil, inner(r))
 		sum := sha256.Sum256(text)
@@ -255,9 +277,9 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 	sep()
 	out = append(out, `{"type":"text","text":"`...)
 	start := len(out)
-	out = appendContentText(out, field(msg, "content"))
-	if r := field(msg, "refusal"); nonEmptyString(r) {
-		out = append(out, inner(r)...)
+	out = appendContentText(out, msg.content)
+	if nonEmptyString(msg.refusal) {
+		out = append(out, inner(msg.refusal)...)
 	}
 	if isBlank(out[start:]) {
 		// Anthropic refuses whitespace-only text blocks in a conversation.
@@ -267,7 +289,7 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 	}
 	var ids toolIDs
 	tools := false
-	a := newArray(field(msg, "tool_calls"))
+	a := newArray(msg.toolCalls)
 	for tc, ok := a.next(); ok; tc, ok = a.next() {
 		fn := field(tc, "function")
 		name := field(fn, "name")
