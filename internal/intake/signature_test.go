@@ -367,3 +367,26 @@ func TestSignatureKeepsTheOrderOfDuplicateKeys(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRead is the whole intake of a request: validation, peek and, for
+// de-duplication, the signature.
+func BenchmarkRead(b *testing.B) {
+	body := compactBody(b, claudeCodeBody(b))
+	for _, tt := range []struct {
+		name string
+		opt  Options
+	}{
+		{"sign", Options{Sign: true, Ignore: defaultIgnore, Identity: "client", Beta: "claude-code-20250219"}},
+		{"peek", Options{}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := Read(body, tt.opt); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -192,17 +192,48 @@ const (
 	msb = 0x8080808080808080
 )
 
+// stringStop marks the bytes a string scan stops at: the quote, the
+// backslash and the control characters.
+var stringStop = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
 // CheckString validates the string starting at the quote b[i] and returns
 // the index just past its closing quote. Control characters must be escaped
 // and escapes must be JSON's; invalid UTF-8 and lone surrogate escapes pass.
 //
-// Strings are most of a request, so this is the grammar's hot loop. The
-// runtime's vectorised search finds the next quote and the next backslash;
-// the run up to the first of them only has to be free of control characters,
-// which eight bytes at a time cost three operations to check.
+// Strings are most of a request, so this is the grammar's hot loop. Short
+// strings (keys, types, ids) are read byte by byte with a table; past a few
+// bytes the runtime's vectorised search finds the next quote and the next
+// backslash, and the run up to the first of them only has to be free of
+// control characters, which eight bytes at a time cost three operations to
+// check.
 func CheckString(b []byte, i int) (int, error) {
 	start := i
 	i++
+	for short := min(i+24, len(b)); i < short; {
+		c := b[i]
+		if !stringStop[c] {
+			i++
+			continue
+		}
+		switch {
+		case c == '"':
+			return i + 1, nil
+		case c == '\\':
+			n, err := checkEscape(b, i, start)
+			if err != nil {
+				return 0, err
+			}
+			i += n
+		default:
+			return 0, syntaxErr(i, "control character in string")
+		}
+	}
 	for {
 		q := bytes.IndexByte(b[i:], '"')
 		if q < 0 {
@@ -220,21 +251,30 @@ func CheckString(b []byte, i int) (int, error) {
 			return i + q + 1, nil
 		}
 		i += esc
-		if i+1 >= len(b) {
-			return 0, syntaxErr(start, "unterminated string")
+		n, err := checkEscape(b, i, start)
+		if err != nil {
+			return 0, err
 		}
-		switch b[i+1] {
-		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			i += 2
-		case 'u':
-			if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
-				return 0, syntaxErr(i, "invalid \\u escape in string")
-			}
-			i += 6
-		default:
-			return 0, syntaxErr(i, "invalid escape in string")
-		}
+		i += n
 	}
+}
+
+// checkEscape validates the escape at the backslash b[i] of the string that
+// starts at start, and returns its length.
+func checkEscape(b []byte, i, start int) (int, error) {
+	if i+1 >= len(b) {
+		return 0, syntaxErr(start, "unterminated string")
+	}
+	switch b[i+1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 2, nil
+	case 'u':
+		if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
+			return 0, syntaxErr(i, "invalid \\u escape in string")
+		}
+		return 6, nil
+	}
+	return 0, syntaxErr(i, "invalid escape in string")
 }
 
 // controlAt returns the index of the first control character (below 0x20)
