@@ -108,6 +108,40 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 	return res
 }
 
+// Probe sends req to one provider, whatever the routes and its health say,
+// and writes its answer to out: the conformance check's way of asking each
+// provider what Claude Code would get from it, through the same conversion
+// and relay. model, when set, replaces the request's model. A probe's outcome
+// is not recorded in the provider's health.
+func (b *Balancer) Probe(ctx context.Context, provider, model string, req *Request, out relay.Output) *Result {
+	res := &Result{Stream: req.Peek.Stream, ClientModel: req.Peek.Model, Route: "probe"}
+	p := b.byName[provider]
+	if p == nil {
+		res.Failure = relay.NewFailure(http.StatusNotFound, apierr.NotFound, fmt.Sprintf("no provider named %q", provider))
+		res.Status = res.Failure.Status
+		return res
+	}
+	c := &call{b: b, ctx: ctx, cand: candidate{Target: Target{Provider: p, Model: model}}, p: p, cd: p.codec(),
+		req: req, out: out, res: res, start: now(), sent: now()}
+	o := c.attempt()
+	res.Attempts = append(res.Attempts, Attempt{Provider: p.Name, Model: model, Outcome: o.outcomeName(),
+		Status: o.status, Error: o.message, Duration: now().Sub(c.sent)})
+	if o.scope != ScopeNone && !o.committed && o.scope != ScopeClient {
+		if o.scope == ScopeRequest || o.scope == ScopeCredential && p.auth == authPassthrough {
+			res.Failure = requestFailure(o)
+		} else {
+			var f failures
+			f.add(o, p)
+			res.Failure = f.answer(req.Peek.Model, []string{p.Name + ": " + o.message})
+		}
+		res.Status = res.Failure.Status
+	}
+	if o.committed && o.scope != ScopeNone && o.scope != ScopeClient {
+		res.StreamError = o.message
+	}
+	return res
+}
+
 // recordSuccess heals a provider after an accepted answer: its health, its
 // own credential's standing and the scope of the client's credential.
 func (b *Balancer) recordSuccess(p *Provider, class string, req *Request) {
