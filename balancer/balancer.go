@@ -1,7 +1,16 @@
 // Package balancer picks providers for Anthropic Messages requests and runs
 // the attempt loop: routes and strategies, passive health per provider and
-// endpoint class, session stickiness, failover before the commit point, and
-// the upstream transport.
+// endpoint class and per client credential, session stickiness, failover
+// before the commit point, and the upstream transport.
+//
+// A newcomer finds a behaviour by its file: request.go (what the loop is
+// given), result.go (what it reports, and an attempt's outcome), serve.go
+// (the loop over candidates, and what the client gets when all fail),
+// attempt.go (one call to one provider), classify.go (whose fault a failure
+// is), relay.go (committing an answer and relaying a stream, each event read
+// once), upstream.go (headers, credentials, the watchdog), codec.go and
+// openai.go (wire formats), health.go, scope.go, select.go, sticky.go,
+// route.go, provider.go and count.go.
 package balancer
 
 import (

@@ -4,7 +4,11 @@
 // group. Every client with that key, the leader's own included, is a member
 // that reads the group and writes to its own connection in its own mode
 // (event stream or JSON), so a slow or departed client never holds up the
-// others or the upstream read. See README.md for the policy.
+// others or the upstream read. Events arrive with what the relay learned of
+// them (internal/relay), so a group never parses one; members are woken once
+// per burst. With Options.Off every request runs its own loop straight into
+// its client: the handler always goes through a Registry, which knows "off".
+// See README.md for the policy.
 package dedup
 
 import (
