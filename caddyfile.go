@@ -34,7 +34,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	claude_balancer {
 //		name <id>
-//		strategy priority|round_robin|random|weighted|least_latency
+//		strategy priority|round_robin|random|weighted|least_latency|headroom
 //		sticky <ttl>
 //		max_request_body <size>
 //		client_keys <key...>
@@ -45,6 +45,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			reset_after <duration>
 //			status <code|from-to...>
 //			body_pattern <regexp...>
+//			near_limit <share>
 //		}
 //		provider <name> {
 //			type anthropic|openai
@@ -130,9 +131,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			switch h.Strategy {
 			case balancer.StrategyPriority, balancer.StrategyRoundRobin, balancer.StrategyRandom,
-				balancer.StrategyWeighted, balancer.StrategyLeastLatency:
+				balancer.StrategyWeighted, balancer.StrategyLeastLatency, balancer.StrategyHeadroom:
 			default:
-				return d.Errf("unknown strategy %q (want priority, round_robin, random, weighted or least_latency)", h.Strategy)
+				return d.Errf("unknown strategy %q (want priority, round_robin, random, weighted, least_latency or headroom)", h.Strategy)
 			}
 		case "sticky":
 			dur, err := durationArg(d)
@@ -312,6 +313,16 @@ func parseHealth(d *caddyfile.Dispenser, hc *balancer.HealthConfig) error {
 				}
 			}
 			hc.BodyPattern = append(hc.BodyPattern, args...)
+		case "near_limit":
+			var v string
+			if err = oneArg(d, &v); err != nil {
+				return err
+			}
+			f, perr := strconv.ParseFloat(v, 64)
+			if perr != nil || f <= 0 || f > 1 {
+				return d.Errf("invalid near_limit %q (want a share above 0 and at most 1, such as 0.9)", v)
+			}
+			hc.NearLimit = f
 		default:
 			return d.Errf("unrecognized health option %q", d.Val())
 		}

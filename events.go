@@ -1,11 +1,14 @@
 package claudebalancer
 
 import (
+	"time"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
 )
 
 // Event names the module emits through Caddy's events app, on transitions
@@ -16,6 +19,9 @@ const (
 	EventFailover           = "failover"
 	EventOAuthRefreshFailed = "oauth_refresh_failed"
 	EventCredentialRejected = "credential_rejected"
+	EventQuotaNearLimit     = "claude_balancer." + quota.EventNearLimit
+	EventQuotaRejected      = "claude_balancer." + quota.EventRejected
+	EventQuotaReset         = "claude_balancer." + quota.EventReset
 )
 
 // observer turns balancer transitions into events.
@@ -50,6 +56,18 @@ func (o *observer) Failover(from, to *balancer.Provider, reason string) {
 // CredentialRejected implements balancer.Observer.
 func (o *observer) CredentialRejected(p *balancer.Provider, status int, reason string) {
 	o.emit(EventCredentialRejected, map[string]any{"provider": p.Name, "auth": p.AuthMode(), "status": status, "reason": reason})
+}
+
+// Quota implements balancer.Observer.
+func (o *observer) Quota(p *balancer.Provider, client bool, ev quota.Event) {
+	data := map[string]any{"provider": p.Name, "window": ev.Window, "client_credential": client}
+	if ev.Utilization > 0 {
+		data["utilization"] = ev.Utilization
+	}
+	if !ev.Until.IsZero() {
+		data["until"] = ev.Until.UTC().Format(time.RFC3339)
+	}
+	o.emit("claude_balancer."+ev.Kind, data)
 }
 
 // oauthRefreshed records an OAuth refresh in metrics and, when it failed,

@@ -51,20 +51,30 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		done.Store(res)
 		return res.Failure
 	})
-	provider, route, attempts := "", "", 0
+	rec := requestRecord{status: dres.Status, role: dres.Role.String()}
 	if res := done.Load(); res != nil {
-		provider, route, attempts = providerOf(res), res.Route, len(res.Attempts)
+		rec.provider, rec.route, rec.attempts, rec.quotaWindow = providerOf(res), res.Route, len(res.Attempts), res.QuotaWindow
 	} else if dres.Header != nil {
-		provider = dres.Header.Get("X-Claude-Balancer-Provider")
+		rec.provider = dres.Header.Get("X-Claude-Balancer-Provider")
 	}
-	role := dres.Role.String()
 	switch dres.Role {
 	case dedup.Direct:
-		role = ""
+		rec.role = ""
 	case dedup.Joined, dedup.Replayed:
-		h.logShared(req, dres, provider, time.Since(start))
+		h.logShared(req, dres, rec.provider, time.Since(start))
 	}
-	h.finishClient(r, req, route, provider, dres.Status, attempts, role)
+	h.finishClient(r, req, rec)
+}
+
+// requestRecord is what one client's request is recorded with.
+type requestRecord struct {
+	route, provider string
+	status          int
+	attempts        int
+	// role is the request's part in de-duplication ("" when off).
+	role string
+	// quotaWindow is the subscription quota window that bound the answer.
+	quotaWindow string
 }
 
 func providerOf(res *balancer.Result) string {
@@ -76,27 +86,31 @@ func providerOf(res *balancer.Result) string {
 
 // finishClient records one client's request: the request counter, the
 // access log fields and the placeholders other directives may use.
-func (h *Handler) finishClient(r *http.Request, req *balancer.Request, route, provider string, status, attempts int, role string) {
-	if route == "" {
+func (h *Handler) finishClient(r *http.Request, req *balancer.Request, rec requestRecord) {
+	if rec.route == "" {
 		if rt := h.bal.MatchRoute(req.Peek.Model); rt != nil {
-			route = rt.ID
+			rec.route = rt.ID
 		}
 	}
-	model := metricModel(h.bal, route, "", req.Peek.Model)
-	h.observeRequest(provider, route, model, status, req.Peek.Stream)
+	model := metricModel(h.bal, rec.route, "", req.Peek.Model)
+	h.observeRequest(rec.provider, rec.route, model, rec.status, req.Peek.Stream)
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.String("claude_balancer_provider", provider))
-		extra.Add(zap.Int("claude_balancer_attempts", attempts))
-		if role != "" {
-			extra.Add(zap.String("claude_balancer_dedup", role))
+		extra.Add(zap.String("claude_balancer_provider", rec.provider))
+		extra.Add(zap.Int("claude_balancer_attempts", rec.attempts))
+		if rec.role != "" {
+			extra.Add(zap.String("claude_balancer_dedup", rec.role))
+		}
+		if rec.quotaWindow != "" {
+			extra.Add(zap.String("quota_window", rec.quotaWindow))
 		}
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.claude_balancer.provider", provider)
-		repl.Set("http.claude_balancer.route", route)
+		repl.Set("http.claude_balancer.provider", rec.provider)
+		repl.Set("http.claude_balancer.route", rec.route)
 		repl.Set("http.claude_balancer.model", req.Peek.Model)
-		repl.Set("http.claude_balancer.attempts", attempts)
-		repl.Set("http.claude_balancer.dedup", role)
+		repl.Set("http.claude_balancer.attempts", rec.attempts)
+		repl.Set("http.claude_balancer.dedup", rec.role)
+		repl.Set("http.claude_balancer.quota_window", rec.quotaWindow)
 	}
 }
 
@@ -165,6 +179,9 @@ func (h *Handler) finishRun(req *balancer.Request, res *balancer.Result, role st
 	}
 	if res.ClientGone {
 		fields = append(fields, zap.Bool("client_gone", true))
+	}
+	if res.QuotaWindow != "" {
+		fields = append(fields, zap.String("quota_window", res.QuotaWindow))
 	}
 	if role != "" {
 		fields = append(fields, zap.String("dedup", role))

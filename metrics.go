@@ -162,6 +162,9 @@ var (
 		"The provider's current count of errors against the threshold.", []string{"balancer", "provider", "endpoint"}, nil)
 	descCredRejected = prometheus.NewDesc(ns+"_provider_credential_rejected",
 		"Whether the provider refuses the credential configured for it (1) since its last accepted answer.", []string{"balancer", "provider"}, nil)
+	descQuota = prometheus.NewDesc(ns+"_quota_utilization",
+		"The latest utilization (a fraction, which may exceed 1) of a subscription account's quota window, as its answers report it; for a passthrough provider, of the credential heard from last.",
+		[]string{"balancer", "provider", "window"}, nil)
 	descDedupJoins = prometheus.NewDesc(ns+"_dedup_joins_total",
 		"Requests that joined an identical one in flight instead of calling upstream.", []string{"balancer"}, nil)
 	descDedupFanOut = prometheus.NewDesc(ns+"_dedup_fanout_total",
@@ -175,7 +178,7 @@ var (
 )
 
 func (*stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHealthy, descCooldown, descErrors, descCredRejected, descDedupJoins, descDedupFanOut,
+	for _, d := range []*prometheus.Desc{descHealthy, descCooldown, descErrors, descCredRejected, descQuota, descDedupJoins, descDedupFanOut,
 		descDedupReplay, descDedupSlow, descDedupRuns} {
 		ch <- d
 	}
@@ -188,6 +191,9 @@ func (*stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, p := range b.Providers() {
 			for _, class := range []string{balancer.ClassMessages, balancer.ClassCountTokens} {
 				s := p.Health(class).Snapshot(b.PolicyFor(class))
+				if until := p.QuotaCooldown(); class == balancer.ClassMessages && until.After(s.CooldownUntil) {
+					s.Healthy, s.CooldownUntil = false, until
+				}
 				healthy := 0.0
 				if s.Healthy && p.Enabled() {
 					healthy = 1
@@ -205,6 +211,11 @@ func (*stateCollector) Collect(ch chan<- prometheus.Metric) {
 				rejected = 1
 			}
 			ch <- prometheus.MustNewConstMetric(descCredRejected, prometheus.GaugeValue, rejected, b.Name, p.Name)
+			for _, w := range p.Quota().Windows {
+				if w.HasUtilization {
+					ch <- prometheus.MustNewConstMetric(descQuota, prometheus.GaugeValue, w.Utilization, b.Name, p.Name, w.Name)
+				}
+			}
 		}
 		ds := h.dedup.Stats()
 		ch <- prometheus.MustNewConstMetric(descDedupJoins, prometheus.CounterValue, float64(ds.Joins), b.Name)

@@ -50,7 +50,8 @@ type Handler struct {
 
 	// Strategy orders the healthy candidates of a route: "priority" (the
 	// default: as listed), "round_robin", "random", "weighted" (by provider
-	// weight) or "least_latency" (lowest smoothed time to first token).
+	// weight), "least_latency" (lowest smoothed time to first token) or
+	// "headroom" (most remaining share of the fullest quota window).
 	// The first is tried first; the rest are the failover order.
 	Strategy string `json:"strategy,omitempty"`
 

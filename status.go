@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/redact"
 )
 
@@ -31,7 +32,7 @@ func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	avail, total := 0, 0
 	for _, p := range h.bal.Providers() {
 		total++
-		if ok, _ := p.Health(balancer.ClassMessages).Available(h.bal.Policy()); ok && p.Enabled() {
+		if ok, _ := p.Health(balancer.ClassMessages).Available(h.bal.Policy()); ok && p.Enabled() && p.QuotaCooldown().IsZero() {
 			avail++
 		}
 	}
@@ -80,7 +81,10 @@ type ProviderStatus struct {
 	CredentialRejected *time.Time `json:"credential_rejected,omitempty"`
 	// Credentials describes the client credentials of a passthrough provider.
 	Credentials *CredentialStatus `json:"credentials,omitempty"`
-	Recent      RecentStatus      `json:"recent"`
+	// Quota is what the provider's answers said about its account's quota
+	// windows (for a passthrough provider, the credential heard from last).
+	Quota  *QuotaStatus `json:"quota,omitempty"`
+	Recent RecentStatus `json:"recent"`
 }
 
 // RecentStatus is a provider's activity over the last minutes.
@@ -94,6 +98,46 @@ type RecentStatus struct {
 	TTFTP50MS    float64 `json:"ttft_p50_ms"`
 	TTFTP90MS    float64 `json:"ttft_p90_ms"`
 	TTFTP99MS    float64 `json:"ttft_p99_ms"`
+}
+
+// QuotaStatus is the state of an account's quota windows.
+type QuotaStatus struct {
+	Windows        []WindowStatus `json:"windows"`
+	Status         string         `json:"status,omitempty"`
+	Representative string         `json:"representative,omitempty"`
+	Observed       *time.Time     `json:"observed,omitempty"`
+	// CooldownUntil is the end of an account-wide cooldown after a 429.
+	CooldownUntil  *time.Time `json:"cooldown_until,omitempty"`
+	CooldownWindow string     `json:"cooldown_window,omitempty"`
+}
+
+// WindowStatus is one quota window.
+type WindowStatus struct {
+	Name        string     `json:"name"`
+	Utilization *float64   `json:"utilization,omitempty"`
+	Status      string     `json:"status,omitempty"`
+	Reset       *time.Time `json:"reset,omitempty"`
+	// Models are the models a model window was seen on.
+	Models []string `json:"models,omitempty"`
+	// CooldownUntil is the end of a rejected model window's cooldown.
+	CooldownUntil *time.Time `json:"cooldown_until,omitempty"`
+}
+
+func quotaStatus(s quota.Snapshot) *QuotaStatus {
+	if s.Observed.IsZero() && s.Until.IsZero() && len(s.Windows) == 0 {
+		return nil
+	}
+	qs := &QuotaStatus{Windows: []WindowStatus{}, Status: s.Status, Representative: s.Representative,
+		Observed: timePtr(s.Observed), CooldownUntil: timePtr(s.Until), CooldownWindow: s.Why}
+	for _, w := range s.Windows {
+		ws := WindowStatus{Name: w.Name, Status: w.Status, Reset: timePtr(w.Reset.UTC()), Models: w.Models, CooldownUntil: timePtr(w.Until.UTC())}
+		if w.HasUtilization {
+			u := w.Utilization
+			ws.Utilization = &u
+		}
+		qs.Windows = append(qs.Windows, ws)
+	}
+	return qs
 }
 
 // CredentialStatus is what a passthrough provider's answers said about the
@@ -200,6 +244,11 @@ func (h *Handler) Status() BalancerStatus {
 	for _, p := range b.Providers() {
 		s := p.Health(balancer.ClassMessages).Snapshot(pol)
 		c := p.Health(balancer.ClassCountTokens).Snapshot(pol)
+		quotaUntil := p.QuotaCooldown()
+		if !quotaUntil.IsZero() && quotaUntil.After(s.CooldownUntil) {
+			// The account said when to come back: that is the cooldown.
+			s.Healthy, s.State, s.CooldownUntil = false, "cooldown", quotaUntil
+		}
 		reqs, fails := p.Stats()
 		ps := ProviderStatus{
 			Name:              p.Name,
@@ -216,7 +265,7 @@ func (h *Handler) Status() BalancerStatus {
 			Threshold:         pol.Threshold,
 			CooldownRemaining: remaining(s.CooldownUntil),
 			CooldownUntil:     timePtr(s.CooldownUntil),
-			QuotaCooldown:     s.Quota,
+			QuotaCooldown:     !quotaUntil.IsZero(),
 			LastError:         s.LastMessage,
 			LastErrorTime:     timePtr(s.LastError),
 			LastSuccessTime:   timePtr(s.LastSuccess),
@@ -235,6 +284,7 @@ func (h *Handler) Status() BalancerStatus {
 			cs := p.Credentials(pol)
 			ps.Credentials = &CredentialStatus{Tracked: cs.Tracked, CoolingDown: cs.CoolingDown, Rejected: cs.Rejected}
 		}
+		ps.Quota = quotaStatus(p.Quota())
 		rs := p.Recent(15)
 		ps.Recent = RecentStatus{Minutes: rs.Minutes, Requests: rs.Requests, Failures: rs.Failures,
 			InputTokens: rs.InputTokens, OutputTokens: rs.OutputTokens, TTFTSamples: rs.TTFTSamples,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 )
 
@@ -27,6 +28,10 @@ type call struct {
 	wd          *watchdog
 	// onCommit lets go of the request body once an answer is committed.
 	onCommit func()
+	// reading is what the answer's headers said about its account's quota
+	// windows, when hasReading.
+	reading    quota.Reading
+	hasReading bool
 }
 
 // attempt sends the request to the candidate and, if the answer is good,
@@ -81,6 +86,7 @@ func (c *call) attempt() *outcome {
 		break
 	}
 	defer resp.Body.Close()
+	c.reading, c.hasReading = quota.Parse(resp.Header, now())
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return c.upstreamError(resp)
 	}

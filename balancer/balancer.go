@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
 	"go.uber.org/zap"
 )
 
@@ -31,6 +32,7 @@ const (
 	DefaultCooldown   = 5 * time.Minute
 	DefaultResetAfter = 5 * time.Minute
 	DefaultSticky     = 5 * time.Minute
+	DefaultNearLimit  = 0.9
 )
 
 // pool keeps provider health, stickiness and cursors across config reloads,
@@ -61,6 +63,10 @@ type Observer interface {
 	// configured for it (api_key, auth_token, oauth), after accepting it or
 	// at the first request: the operator must act.
 	CredentialRejected(p *Provider, status int, reason string)
+	// Quota reports a change of a provider's quota window: near its limit,
+	// rejected, reset. client is set for the credential a client passes
+	// through.
+	Quota(p *Provider, client bool, ev quota.Event)
 }
 
 // Options carry what a Balancer needs from its host.
@@ -86,6 +92,7 @@ type Balancer struct {
 	count     CountConfig
 	counted   map[int]bool
 	patterns  []*regexp.Regexp
+	nearLimit float64
 
 	logger   *zap.Logger
 	tokens   TokenSource
@@ -126,9 +133,9 @@ func New(cfg Config, opt Options) (b *Balancer, err error) {
 	switch b.strategy {
 	case "":
 		b.strategy = StrategyPriority
-	case StrategyPriority, StrategyRoundRobin, StrategyRandom, StrategyWeighted, StrategyLeastLatency:
+	case StrategyPriority, StrategyRoundRobin, StrategyRandom, StrategyWeighted, StrategyLeastLatency, StrategyHeadroom:
 	default:
-		return nil, fmt.Errorf("unknown strategy %q (want priority, round_robin, random, weighted or least_latency)", b.strategy)
+		return nil, fmt.Errorf("unknown strategy %q (want priority, round_robin, random, weighted, least_latency or headroom)", b.strategy)
 	}
 	if b.stickyTTL < 0 {
 		return nil, fmt.Errorf("sticky must not be negative")
@@ -243,6 +250,13 @@ func (b *Balancer) setHealth(hc HealthConfig) error {
 	if b.policy.ResetAfter == 0 {
 		b.policy.ResetAfter = DefaultResetAfter
 	}
+	b.nearLimit = hc.NearLimit
+	if b.nearLimit < 0 || b.nearLimit > 1 {
+		return fmt.Errorf("health: near_limit must be between 0 and 1")
+	}
+	if b.nearLimit == 0 {
+		b.nearLimit = DefaultNearLimit
+	}
 	b.counted = make(map[int]bool)
 	if len(hc.Status) == 0 {
 		for _, s := range []int{401, 402, 403, 404, 408, 429} {
@@ -301,9 +315,13 @@ func (b *Balancer) Strategy() string { return b.strategy }
 // StickyBindings returns the number of live session bindings.
 func (b *Balancer) StickyBindings() int { return b.state.sticky.len() }
 
+// NearLimit returns the quota share at which accounts are steered away from.
+func (b *Balancer) NearLimit() float64 { return b.nearLimit }
+
 // ResetProvider clears a provider's errors and cooldowns for every endpoint
-// class.
+// class, its quota cooldowns included.
 func (b *Balancer) ResetProvider(p *Provider) {
+	p.state.quota.ClearCooldowns()
 	for _, class := range []string{ClassMessages, ClassCountTokens} {
 		if p.Health(class).Reset() == BecameHealthy {
 			b.transition(p, class, BecameHealthy, 0, "reset by an operator")

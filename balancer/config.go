@@ -19,6 +19,7 @@ const (
 	StrategyRandom       = "random"
 	StrategyWeighted     = "weighted"
 	StrategyLeastLatency = "least_latency"
+	StrategyHeadroom     = "headroom"
 )
 
 // ProviderConfig declares one upstream provider.
@@ -141,4 +142,12 @@ type HealthConfig struct {
 	// in-band stream errors; a match counts as a provider error and fails
 	// over even when the status alone would not.
 	BodyPattern []string `json:"body_pattern,omitempty"`
+
+	// NearLimit is the share of a quota window (anthropic-ratelimit-unified-*
+	// utilization) at or above which a subscription account goes to the end
+	// of the candidate order for requests without a sticky binding: new
+	// sessions are steered to accounts with headroom before any 429. A sticky
+	// session stays on its account until the window is rejected or full.
+	// Between 0 and 1; default 0.9.
+	NearLimit float64 `json:"near_limit,omitempty"`
 }

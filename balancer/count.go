@@ -93,7 +93,7 @@ func (b *Balancer) CountTokens(ctx context.Context, req *Request) CountResult {
 			// provider, and the count is made locally.
 			h.Release()
 		default:
-			n, t := h.RecordFailure(pol, o.message, time.Time{})
+			n, t := h.RecordFailure(pol, o.message)
 			b.logger.Info("count_tokens error", zap.String("provider", p.Name),
 				zap.String("count", countString(n, pol.Threshold)), zap.String("reason", o.message))
 			b.transition(p, ClassCountTokens, t, n, o.message)

@@ -3,9 +3,10 @@ package balancer
 import (
 	"fmt"
 
-	"github.com/claude-balancer/caddy-claude-balancer/internal/clock"
 	"sync"
 	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/clock"
 )
 
 // clk is the package's clock: health, stickiness and cooldowns read it, and
@@ -32,8 +33,9 @@ const (
 	ScopeRequest
 	// ScopeCredential failures (401, 403) fail over and are counted.
 	ScopeCredential
-	// ScopeQuota failures (402, 429, 529, insufficient credits) fail over and
-	// cool the provider down until the time the provider gave, if any.
+	// ScopeQuota failures (402, 429, insufficient credits) fail over and cool
+	// the account down until the time the provider gave (in the scope of the
+	// rejected window), else count.
 	ScopeQuota
 	// ScopeProvider failures (connection errors, timeouts, 5xx, in-band
 	// errors, truncated streams) fail over and are counted.
@@ -78,7 +80,6 @@ type Health struct {
 	lastSuccess time.Time
 	until       time.Time // end of the cooldown; zero when not marked
 	marked      bool      // out of rotation (cooling down or half-open)
-	quota       bool      // the cooldown comes from a quota answer
 	trial       bool      // the half-open trial request is in flight
 }
 
@@ -97,7 +98,6 @@ type HealthSnapshot struct {
 	Healthy       bool
 	State         string // "healthy", "cooldown", "half_open"
 	Errors        int
-	Quota         bool
 	CooldownUntil time.Time
 	LastError     time.Time
 	LastMessage   string
@@ -166,7 +166,7 @@ func (h *Health) RecordSuccess() Transition {
 	defer h.mu.Unlock()
 	was := h.marked
 	h.errors = 0
-	h.marked, h.quota, h.trial = false, false, false
+	h.marked, h.trial = false, false
 	h.until = time.Time{}
 	h.lastSuccess = t
 	if was {
@@ -176,10 +176,10 @@ func (h *Health) RecordSuccess() Transition {
 }
 
 // RecordFailure counts an error. A failed half-open trial restarts the
-// cooldown; reaching the threshold starts one. retryAt, when not zero, is the
-// time a quota answer said to come back: the provider cools down until then
-// whatever its count. It returns the new count and the transition.
-func (h *Health) RecordFailure(p HealthPolicy, message string, retryAt time.Time) (int, Transition) {
+// cooldown; reaching the threshold starts one. (A quota answer that says when
+// to come back cools down the account instead: see internal/quota.) It
+// returns the new count and the transition.
+func (h *Health) RecordFailure(p HealthPolicy, message string) (int, Transition) {
 	t := now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -188,16 +188,8 @@ func (h *Health) RecordFailure(p HealthPolicy, message string, retryAt time.Time
 	h.errors++
 	h.lastError = t
 	h.lastMessage = message
-	switch {
-	case !retryAt.IsZero() && retryAt.After(t):
+	if h.trial || h.errors >= p.Threshold {
 		h.marked = true
-		h.quota = true
-		if retryAt.After(h.until) {
-			h.until = retryAt
-		}
-	case h.trial || h.errors >= p.Threshold:
-		h.marked = true
-		h.quota = false
 		if until := t.Add(p.Cooldown); until.After(h.until) || h.trial {
 			h.until = until
 		}
@@ -223,7 +215,7 @@ func (h *Health) Reset() Transition {
 	defer h.mu.Unlock()
 	was := h.marked
 	h.errors = 0
-	h.marked, h.quota, h.trial = false, false, false
+	h.marked, h.trial = false, false
 	h.until = time.Time{}
 	if was {
 		return BecameHealthy
@@ -241,7 +233,6 @@ func (h *Health) Snapshot(p HealthPolicy) HealthSnapshot {
 		Healthy:     !h.marked || !t.Before(h.until),
 		State:       "healthy",
 		Errors:      h.errors,
-		Quota:       h.quota,
 		LastError:   h.lastError,
 		LastMessage: h.lastMessage,
 		LastSuccess: h.lastSuccess,

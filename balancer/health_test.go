@@ -10,13 +10,13 @@ var testPolicy = HealthPolicy{Threshold: 2, Cooldown: time.Minute, ResetAfter: 5
 func TestHealthThresholdMarksUnhealthy(t *testing.T) {
 	useFakeClock(t)
 	var h Health
-	if n, tr := h.RecordFailure(testPolicy, "boom", time.Time{}); n != 1 || tr != NoTransition {
+	if n, tr := h.RecordFailure(testPolicy, "boom"); n != 1 || tr != NoTransition {
 		t.Fatalf("first error: %d %v", n, tr)
 	}
 	if ok, _ := h.Available(testPolicy); !ok {
 		t.Fatal("one error below the threshold must leave the provider available")
 	}
-	if n, tr := h.RecordFailure(testPolicy, "boom", time.Time{}); n != 2 || tr != BecameUnhealthy {
+	if n, tr := h.RecordFailure(testPolicy, "boom"); n != 2 || tr != BecameUnhealthy {
 		t.Fatalf("second error: %d %v", n, tr)
 	}
 	if ok, at := h.Available(testPolicy); ok || at.Sub(now()) != time.Minute {
@@ -30,8 +30,8 @@ func TestHealthThresholdMarksUnhealthy(t *testing.T) {
 func TestHealthHalfOpenAllowsOneTrial(t *testing.T) {
 	c := useFakeClock(t)
 	var h Health
-	h.RecordFailure(testPolicy, "x", time.Time{})
-	h.RecordFailure(testPolicy, "x", time.Time{})
+	h.RecordFailure(testPolicy, "x")
+	h.RecordFailure(testPolicy, "x")
 	if h.Acquire(testPolicy) {
 		t.Fatal("acquired during cooldown")
 	}
@@ -47,7 +47,7 @@ func TestHealthHalfOpenAllowsOneTrial(t *testing.T) {
 	}
 	// A failed trial restarts the full cooldown.
 	c.advance(10 * time.Second)
-	if _, tr := h.RecordFailure(testPolicy, "x", time.Time{}); tr != NoTransition {
+	if _, tr := h.RecordFailure(testPolicy, "x"); tr != NoTransition {
 		t.Fatalf("transition %v", tr)
 	}
 	if ok, at := h.Available(testPolicy); ok || at.Sub(now()) != time.Minute {
@@ -69,8 +69,8 @@ func TestHealthHalfOpenAllowsOneTrial(t *testing.T) {
 func TestHealthReleaseFreesTheTrial(t *testing.T) {
 	c := useFakeClock(t)
 	var h Health
-	h.RecordFailure(testPolicy, "x", time.Time{})
-	h.RecordFailure(testPolicy, "x", time.Time{})
+	h.RecordFailure(testPolicy, "x")
+	h.RecordFailure(testPolicy, "x")
 	c.advance(time.Minute)
 	if !h.Acquire(testPolicy) {
 		t.Fatal("trial refused")
@@ -84,9 +84,9 @@ func TestHealthReleaseFreesTheTrial(t *testing.T) {
 func TestHealthSuccessResetsAndCountDecays(t *testing.T) {
 	c := useFakeClock(t)
 	var h Health
-	h.RecordFailure(testPolicy, "x", time.Time{})
+	h.RecordFailure(testPolicy, "x")
 	h.RecordSuccess()
-	if n, _ := h.RecordFailure(testPolicy, "x", time.Time{}); n != 1 {
+	if n, _ := h.RecordFailure(testPolicy, "x"); n != 1 {
 		t.Fatalf("count after success %d", n)
 	}
 	c.advance(5*time.Minute - time.Second)
@@ -97,37 +97,16 @@ func TestHealthSuccessResetsAndCountDecays(t *testing.T) {
 	if s := h.Snapshot(testPolicy); s.Errors != 0 {
 		t.Fatalf("did not decay: %d", s.Errors)
 	}
-	if n, tr := h.RecordFailure(testPolicy, "x", time.Time{}); n != 1 || tr != NoTransition {
+	if n, tr := h.RecordFailure(testPolicy, "x"); n != 1 || tr != NoTransition {
 		t.Fatalf("after decay: %d %v", n, tr)
-	}
-}
-
-func TestHealthQuotaCoolsDownUntilRetryAt(t *testing.T) {
-	c := useFakeClock(t)
-	var h Health
-	at := now().Add(90 * time.Second)
-	if _, tr := h.RecordFailure(testPolicy, "429", at); tr != BecameUnhealthy {
-		t.Fatalf("transition %v", tr)
-	}
-	s := h.Snapshot(testPolicy)
-	if !s.Quota || !s.CooldownUntil.Equal(at) {
-		t.Fatalf("snapshot %+v", s)
-	}
-	c.advance(89 * time.Second)
-	if ok, _ := h.Available(testPolicy); ok {
-		t.Fatal("available before retry-after")
-	}
-	c.advance(time.Second)
-	if ok, _ := h.Available(testPolicy); !ok {
-		t.Fatal("not available at retry-after")
 	}
 }
 
 func TestHealthResetByOperator(t *testing.T) {
 	useFakeClock(t)
 	var h Health
-	h.RecordFailure(testPolicy, "x", time.Time{})
-	h.RecordFailure(testPolicy, "x", time.Time{})
+	h.RecordFailure(testPolicy, "x")
+	h.RecordFailure(testPolicy, "x")
 	if tr := h.Reset(); tr != BecameHealthy {
 		t.Fatalf("transition %v", tr)
 	}

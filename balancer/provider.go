@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/claude-balancer/caddy-claude-balancer/convert"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/redact"
 )
 
@@ -428,8 +429,13 @@ type providerState struct {
 	requests atomic.Int64
 	failures atomic.Int64
 	stats    rollingStats
-	// scopes are the client credentials of a passthrough provider.
-	scopes scopeTable
+	// scopes are the client credentials of a passthrough provider;
+	// lastScope the one whose answer came last.
+	scopes    scopeTable
+	lastScope atomic.Pointer[credScope]
+	// quota is what the provider's answers say about its own account's
+	// quota windows.
+	quota quota.Account
 	// credRejected is when the provider's own credential was last rejected
 	// (unix nanoseconds); 0 once an answer was accepted after it.
 	credRejected atomic.Int64

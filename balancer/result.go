@@ -52,6 +52,9 @@ type Result struct {
 	Usage                Usage
 	// StopReason is the answer's stop reason, when it gave one.
 	StopReason string
+	// QuotaWindow is the quota window that bound the answer: the one its
+	// account named as binding, or the one a 429 rejected.
+	QuotaWindow string
 	// Failure is the error response when the loop ended before commit; the
 	// caller sends it.
 	Failure *relay.Failure
@@ -77,6 +80,9 @@ type outcome struct {
 	// clientCred marks a credential or quota failure that belongs to the
 	// credential the client passed through, not to the provider.
 	clientCred bool
+	// cooled marks a quota answer that cooled its account (or window) down
+	// until a time it gave: it is not counted against health.
+	cooled bool
 }
 
 // success is the outcome of an answer that reached the output.

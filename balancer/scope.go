@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"sync"
 	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
 )
 
 // maxScopes bounds the credential scopes a passthrough provider keeps; past
@@ -21,10 +23,14 @@ const maxScopes = 10_000
 // credScope is what a provider's answers said about one client credential.
 type credScope struct {
 	fingerprint string
-	// health holds the credential's quota cooldowns. Rejections (401, 403)
-	// are noted but never cool it down: the upstream judges each new request,
-	// and the client's next try may carry a refreshed token.
+	// health counts the credential's quota answers that gave no time to
+	// come back. Rejections (401, 403) are noted but never cool it down: the
+	// upstream judges each new request, and the client's next try may carry
+	// a refreshed token.
 	health Health
+	// quota is what the answers said about the credential's quota windows,
+	// and its cooldowns.
+	quota quota.Account
 	// rejected is when the credential was last refused, for the status page.
 	rejected time.Time
 	elem     *list.Element
@@ -82,8 +88,10 @@ func (t *scopeTable) stats(pol HealthPolicy) ScopeStats {
 	t.mu.Unlock()
 	st := ScopeStats{Tracked: len(scopes)}
 	since := now().Add(-statsMinutes * time.Minute)
+	at := now()
 	for _, s := range scopes {
-		if ok, _ := s.health.Available(pol); !ok {
+		ok, _ := s.health.Available(pol)
+		if qok, _, _ := s.quota.Available("", at); !ok || !qok {
 			st.CoolingDown++
 		}
 		s.health.mu.Lock()

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
 )
 
 func TestScopeTableDropsLeastRecentlyUsed(t *testing.T) {
@@ -31,8 +33,8 @@ func TestCredentialScopeQuotaCooldownIsItsOwn(t *testing.T) {
 	useFakeClock(t)
 	var tab scopeTable
 	a := tab.get(credentialFingerprint(http.Header{"X-Api-Key": {"key-a"}}), true)
-	a.health.RecordFailure(testPolicy, "HTTP 429", now().Add(10*time.Minute))
-	if ok, at := a.health.Available(testPolicy); ok || at.Sub(now()) != 10*time.Minute {
+	a.quota.Reject(quota.Reading{}, false, "m", now().Add(10*time.Minute), now())
+	if ok, at, _ := a.quota.Available("m", now()); ok || at.Sub(now()) != 10*time.Minute {
 		t.Fatalf("a: available %v until %v", ok, at)
 	}
 	b := credentialFingerprint(http.Header{"X-Api-Key": {"key-b"}})

@@ -44,32 +44,39 @@ type unavailability struct {
 }
 
 // candidates returns the route's targets that may be tried now, in the order
-// to try them: the strategy's order, with the session's bound target first.
-// A passthrough provider whose answers put the request's credential in a
-// quota cooldown is left out for that credential only.
+// to try them: the strategy's order, then the session's bound target first,
+// or without one, the accounts near a quota window's limit last. A target
+// whose account cools down for the request's model (the provider's own, or
+// under passthrough_auth the client credential's) is left out for it.
 func (b *Balancer) candidates(route *Route, session, class string, req *Request) ([]candidate, unavailability) {
 	var (
 		list []candidate
 		why  = unavailability{allQuota: true}
+		t    = now()
+		pol  = b.policyFor(class)
 	)
-	for i, t := range route.Targets {
-		if !t.Provider.Enabled() {
+	for i, tg := range route.Targets {
+		p := tg.Provider
+		if !p.Enabled() {
 			why.disabled++
 			continue
 		}
-		h := t.Provider.Health(class)
-		pol := b.policyFor(class)
-		ok, at := h.Available(pol)
-		quota := ok
-		if !ok {
-			quota = h.Snapshot(pol).Quota
-			if !quota && !t.Provider.CredentialRejected().IsZero() {
-				why.credential = append(why.credential, t.Provider.Name)
+		ok, at := p.Health(class).Available(pol)
+		quota := false
+		if !ok && !p.CredentialRejected().IsZero() {
+			why.credential = append(why.credential, p.Name)
+		}
+		if ok && class == ClassMessages {
+			if acct := p.account(req, false); acct != nil {
+				ok, at, quota = acct.Available(upstreamModel(tg, req), t)
 			}
-		} else if t.Provider.auth == authPassthrough {
-			if sc := t.Provider.state.scopes.get(req.Credential(), false); sc != nil {
+		}
+		if ok && p.auth == authPassthrough {
+			// Quota answers of this credential that gave no time to come
+			// back are counted in its own scope.
+			if sc := p.state.scopes.get(req.Credential(), false); sc != nil {
 				ok, at = sc.health.Available(b.policy)
-				quota = true
+				quota = !ok
 			}
 		}
 		if !ok {
@@ -81,7 +88,7 @@ func (b *Balancer) candidates(route *Route, session, class string, req *Request)
 			}
 			continue
 		}
-		list = append(list, candidate{Target: t, index: i})
+		list = append(list, candidate{Target: tg, index: i})
 	}
 	if len(list) == 0 {
 		if why.retryAt.IsZero() {
@@ -90,28 +97,37 @@ func (b *Balancer) candidates(route *Route, session, class string, req *Request)
 		return nil, why
 	}
 	if len(list) > 1 {
-		b.order(route, list)
+		b.order(route, list, req)
 	}
+	bound := false
 	if b.stickyTTL > 0 && (session != "" || b.strategy == StrategyPriority) {
 		if bd, ok := b.state.sticky.get(stickyKey(session, route.ID), b.stickyTTL); ok {
 			for i, c := range list {
-				if c.index == bd.target && c.Provider.Name == bd.provider {
-					if i > 0 {
-						copy(list[1:i+1], list[:i])
-						list[0] = c
-					}
-					break
+				if c.index != bd.target || c.Provider.Name != bd.provider {
+					continue
 				}
+				// A session stays where its prompt cache is warm until the
+				// account's window is full.
+				if class != ClassMessages || c.headroom(req) > 0 {
+					moveToFront(list, i)
+					bound = true
+				}
+				break
 			}
 		}
+	}
+	if !bound && class == ClassMessages && len(list) > 1 {
+		demoteNearLimit(list, req, b.nearLimit)
 	}
 	return list, why
 }
 
 // order arranges candidates per the strategy. The order after the first is
 // the failover order.
-func (b *Balancer) order(route *Route, list []candidate) {
+func (b *Balancer) order(route *Route, list []candidate, req *Request) {
 	switch b.strategy {
+	case StrategyHeadroom:
+		byHeadroom(list, req)
 	case StrategyRoundRobin:
 		n := uint64(len(list))
 		k := int((b.state.cursor(route.ID).Add(1) - 1) % n)

@@ -57,6 +57,7 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 		if p.auth == authPassthrough && (o.scope == ScopeCredential || o.scope == ScopeQuota) {
 			o.clientCred = true
 		}
+		c.recordQuota(o)
 		at := Attempt{Provider: p.Name, Model: cand.Model, Outcome: o.outcomeName(), Status: o.status, Duration: now().Sub(c.sent)}
 		if o.scope != ScopeNone {
 			at.Error = o.message
@@ -164,8 +165,8 @@ func (b *Balancer) recordFailure(p *Provider, class string, o *outcome, req *Req
 		// No verdict on the provider: release a half-open trial.
 		h.Release()
 		sc := p.state.scopes.get(req.Credential(), true)
-		if o.scope == ScopeQuota && o.counted {
-			sc.health.RecordFailure(b.policy, o.message, o.retryAt)
+		if o.scope == ScopeQuota && o.counted && !o.cooled {
+			sc.health.RecordFailure(b.policy, o.message)
 		} else {
 			sc.health.NoteFailure(o.message)
 		}
@@ -186,17 +187,13 @@ func (b *Balancer) recordFailure(p *Provider, class string, o *outcome, req *Req
 		b.logger.Warn("provider rejected its configured credential", zap.String("provider", p.Name),
 			zap.String("auth", p.AuthMode()), zap.Int("status", o.status), zap.String("reason", o.message))
 	}
-	if !o.counted {
+	if !o.counted || o.cooled {
 		h.NoteFailure(o.message)
 		b.logger.Info("provider error not counted", zap.String("provider", p.Name), zap.String("endpoint", class),
 			zap.String("scope", o.scope.String()), zap.String("reason", o.message))
 		return
 	}
-	var at time.Time
-	if o.scope == ScopeQuota {
-		at = o.retryAt
-	}
-	n, t := h.RecordFailure(b.policy, o.message, at)
+	n, t := h.RecordFailure(b.policy, o.message)
 	b.logger.Info("provider error", zap.String("provider", p.Name), zap.String("endpoint", class),
 		zap.String("scope", o.scope.String()), zap.String("count", countString(n, b.policy.Threshold)),
 		zap.String("reason", o.message))

@@ -290,8 +290,9 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 
 // retryAt reads when a rate-limited provider said to come back: Retry-After
 // (seconds or an HTTP date) or, failing that, the latest
-// anthropic-ratelimit-*-reset of a limit whose remaining count is zero. It
-// returns the zero time when the answer gives no such hint.
+// anthropic-ratelimit-*-reset of an API limit whose remaining count is zero.
+// It returns the zero time when the answer gives no such hint. A
+// subscription's unified windows are read by internal/quota.
 func retryAt(h http.Header, t time.Time) time.Time {
 	if v := h.Get("Retry-After"); v != "" {
 		if secs, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && secs >= 0 {
@@ -305,6 +306,11 @@ func retryAt(h http.Header, t time.Time) time.Time {
 	for k, vs := range h {
 		lk := strings.ToLower(k)
 		if !strings.HasPrefix(lk, "anthropic-ratelimit-") || !strings.HasSuffix(lk, "-reset") || len(vs) == 0 {
+			continue
+		}
+		if strings.HasPrefix(lk, "anthropic-ratelimit-unified-") {
+			// A subscription's windows: internal/quota reads them, and
+			// cools down the rejected window's scope.
 			continue
 		}
 		limit := strings.TrimSuffix(lk, "-reset")

@@ -173,7 +173,9 @@ func TestFaultMatrix(t *testing.T) {
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, `{"type":"error","error":{"type":"api_error","message":"hidden"}}`)
 		}, want: failover, aErrors: 1, reason: "error body"},
-		{name: "429 with retry-after", a: errorStatus(429, "rate_limit_error", "slow down", "Retry-After", "60"), want: failover, aErrors: 1, quota: true},
+		// The account said when to come back: it cools down until then, and
+		// the answer is not counted as an error.
+		{name: "429 with retry-after", a: errorStatus(429, "rate_limit_error", "slow down", "Retry-After", "60"), want: failover, aErrors: 0, quota: true},
 		{name: "529 overloaded", stream: true, a: errorStatus(529, "overloaded_error", "Overloaded"), want: failover, aErrors: 1},
 
 		// Upstreams that keep the connection open after a complete answer.
