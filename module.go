@@ -20,6 +20,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
 	"github.com/claude-balancer/caddy-claude-balancer/dedup"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/shared"
 	"github.com/claude-balancer/caddy-claude-balancer/oauth"
 	"github.com/claude-balancer/caddy-claude-balancer/tokens"
 )
@@ -109,6 +110,9 @@ type Handler struct {
 	// claimed is the name this handler claimed in its config load.
 	claimed string
 	load    any
+	// board shares quota facts with other instances; it starts with the
+	// first request, so that validating a config touches no storage.
+	board *shared.Board
 }
 
 // CaddyModule returns the Caddy module information.
@@ -189,16 +193,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	obs := &observer{ctx: ctx, events: evApp.(*caddyevents.App), name: name}
 	m.SetObserver(obs.oauthRefreshed(h.logger))
+	// Facts about accounts are shared with the instances on the same
+	// storage (Caddy's, as the global storage option sets it).
+	board := shared.New(ctx.Storage(), "quota", name, shared.Options{}, h.logger.Named("shared"))
 	b, err := balancer.New(cfg, balancer.Options{
 		Logger:   h.logger,
 		Replacer: repl,
 		Tokens:   m,
 		Observer: obs,
+		Shared:   board,
 	})
 	if err != nil {
 		return err
 	}
-	h.bal = b
+	h.bal, h.board = b, board
 	if err := getMetrics().register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -217,6 +225,9 @@ func (h *Handler) Cleanup() error {
 		unregister(h)
 		h.bal.Close()
 	}
+	if h.board != nil {
+		h.board.Stop()
+	}
 	if h.oauthKey != "" {
 		_, _ = oauthManagers.Delete(h.oauthKey)
 	}
@@ -231,6 +242,7 @@ func (h *Handler) Cleanup() error {
 
 // ServeHTTP dispatches by path.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	h.board.Start()
 	switch path := r.URL.Path; path {
 	case "/v1/messages":
 		if r.Method != http.MethodPost {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/shared"
 	"go.uber.org/zap"
 )
 
@@ -77,6 +78,9 @@ type Options struct {
 	Observer Observer
 	// DialContext replaces the network dialer of every provider (tests).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Shared, when set, shares what the balancer learns about accounts with
+	// the other instances on the same storage.
+	Shared *shared.Board
 }
 
 // Balancer is one provisioned balancer. It is immutable once built; what
@@ -97,6 +101,7 @@ type Balancer struct {
 	logger   *zap.Logger
 	tokens   TokenSource
 	observer Observer
+	board    *shared.Board
 
 	state    *balancerState
 	poolKeys []string
@@ -119,6 +124,7 @@ func New(cfg Config, opt Options) (b *Balancer, err error) {
 		logger:    opt.Logger,
 		tokens:    opt.Tokens,
 		observer:  opt.Observer,
+		board:     opt.Shared,
 	}
 	// The returns below set b to nil: the deferred release gets the
 	// balancer it must close as an argument.
@@ -233,6 +239,10 @@ func New(cfg Config, opt Options) (b *Balancer, err error) {
 		}
 		b.routes.routes = append(b.routes.routes, r)
 	}
+	if b.board != nil {
+		b.board.SetSource(b.exportQuota)
+		b.board.OnUpdate(b.importQuota)
+	}
 	return b, nil
 }
 
@@ -321,7 +331,8 @@ func (b *Balancer) NearLimit() float64 { return b.nearLimit }
 // ResetProvider clears a provider's errors and cooldowns for every endpoint
 // class, its quota cooldowns included.
 func (b *Balancer) ResetProvider(p *Provider) {
-	p.state.quota.ClearCooldowns()
+	p.state.quota.ClearCooldowns(now())
+	b.shareQuota(&p.state.quota)
 	for _, class := range []string{ClassMessages, ClassCountTokens} {
 		if p.Health(class).Reset() == BecameHealthy {
 			b.transition(p, class, BecameHealthy, 0, "reset by an operator")

@@ -72,16 +72,19 @@ type Provider struct {
 	weight    int
 	disabled  bool
 
-	connect      time.Duration
-	firstByte    time.Duration // 0: per-mode default
-	idle         time.Duration
-	transport    *http.Transport
-	shared       *sharedTransport
-	openai       convert.Options
-	identity     string
-	state        *providerState
-	dialContext  func(ctx context.Context, network, addr string) (net.Conn, error)
-	firstByteSet bool
+	connect   time.Duration
+	firstByte time.Duration // 0: per-mode default
+	idle      time.Duration
+	transport *http.Transport
+	shared    *sharedTransport
+	openai    convert.Options
+	identity  string
+	// accountKey names the provider's own account among instances sharing
+	// a storage; scopePrefix starts the keys of its client credentials'.
+	accountKey, scopePrefix string
+	state                   *providerState
+	dialContext             func(ctx context.Context, network, addr string) (net.Conn, error)
+	firstByteSet            bool
 }
 
 // newProvider validates a provider config and builds its runtime form.
@@ -225,6 +228,7 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 		h.Write([]byte{0})
 	}
 	p.identity = hex.EncodeToString(h.Sum(nil)[:12])
+	p.accountKey, p.scopePrefix = accountKeys(p)
 
 	return p, nil
 }

@@ -69,6 +69,7 @@ func (c *call) recordQuota(o *outcome) {
 	model := upstreamModel(c.cand.Target, c.req)
 	t := now()
 	client := p.auth == authPassthrough
+	defer b.shareQuota(acct)
 	if c.hasReading {
 		for _, ev := range acct.Observe(c.reading, model, t, b.nearLimit) {
 			b.quotaEvent(p, client, ev)

@@ -69,6 +69,17 @@ func (t *scopeTable) get(fp string, create bool) *credScope {
 	return s
 }
 
+// all returns every scope.
+func (t *scopeTable) all() []*credScope {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*credScope, 0, len(t.m))
+	for _, s := range t.m {
+		out = append(out, s)
+	}
+	return out
+}
+
 // ScopeStats summarises a provider's credential scopes.
 type ScopeStats struct {
 	// Tracked is the number of client credentials with a scope.

@@ -28,9 +28,13 @@ type Account struct {
 	status         string
 	representative string
 	windows        map[string]*windowState
-	// until is the account-wide cooldown's end; why says what caused it.
-	until time.Time
-	why   string
+	// until is the account-wide cooldown's end, since when it began, and
+	// why says what caused it.
+	until, since time.Time
+	why          string
+	// cleared is when an operator last cleared the cooldowns: cooldowns
+	// other instances learned before it are not taken back.
+	cleared time.Time
 	// changed counts changes worth sharing; shared is the count last
 	// shared (see Changed).
 	changed, shared uint64
@@ -42,8 +46,9 @@ type windowState struct {
 	Window
 	// models are the models whose answers carried a model window.
 	models []string
-	// until is the end of a model window's cooldown after it rejected.
-	until time.Time
+	// until is the end of a model window's cooldown after it rejected, since
+	// when it began.
+	until, since time.Time
 	// near is set once the window reached the near-limit share.
 	near bool
 }
@@ -198,7 +203,7 @@ func (a *Account) Reject(r Reading, hasRead bool, model string, retryAt, now tim
 			rej.Window = r.Representative
 		}
 		if until.After(a.until) {
-			a.until, a.why = until, rej.Window
+			a.until, a.since, a.why = until, now, rej.Window
 		}
 		return rej
 	}
@@ -216,7 +221,7 @@ func (a *Account) Reject(r Reading, hasRead bool, model string, retryAt, now tim
 			ws.models = append(ws.models, model)
 		}
 		if until.After(ws.until) {
-			ws.until = until
+			ws.until, ws.since = until, now
 		}
 	}
 	return rej
@@ -263,6 +268,7 @@ type Snapshot struct {
 	Status         string           `json:"status,omitempty"`
 	Representative string           `json:"representative,omitempty"`
 	Until          time.Time        `json:"until"`
+	Since          time.Time        `json:"since"`
 	Why            string           `json:"why,omitempty"`
 	Windows        []WindowSnapshot `json:"windows"`
 }
@@ -273,6 +279,7 @@ type WindowSnapshot struct {
 	HasUtilization bool      `json:"has_utilization,omitempty"`
 	Models         []string  `json:"models,omitempty"`
 	Until          time.Time `json:"until"`
+	Since          time.Time `json:"since"`
 }
 
 // Snapshot returns the account's live state at now.
@@ -281,7 +288,7 @@ func (a *Account) Snapshot(now time.Time) Snapshot {
 	defer a.mu.Unlock()
 	s := Snapshot{Observed: a.observed, Status: a.status, Representative: a.representative}
 	if a.until.After(now) {
-		s.Until, s.Why = a.until, a.why
+		s.Until, s.Since, s.Why = a.until, a.since, a.why
 	}
 	for _, w := range a.windows {
 		if !w.Reset.IsZero() && !w.Reset.After(now) && !w.until.After(now) {
@@ -289,7 +296,7 @@ func (a *Account) Snapshot(now time.Time) Snapshot {
 		}
 		ws := WindowSnapshot{Window: w.Window, HasUtilization: w.HasUtil, Models: slices.Clone(w.models)}
 		if w.until.After(now) {
-			ws.Until = w.until
+			ws.Until, ws.Since = w.until, w.since
 		}
 		s.Windows = append(s.Windows, ws)
 	}
@@ -329,8 +336,8 @@ func (a *Account) Changed() (changed, transition bool) {
 func (a *Account) Merge(s Snapshot, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if s.Until.After(a.until) && s.Until.After(now) {
-		a.until, a.why = s.Until, s.Why
+	if s.Until.After(a.until) && s.Until.After(now) && s.Since.After(a.cleared) {
+		a.until, a.since, a.why = s.Until, s.Since, s.Why
 		if a.until.After(now.Add(MaxCooldown)) {
 			a.until = now.Add(MaxCooldown)
 		}
@@ -358,8 +365,8 @@ func (a *Account) Merge(s Snapshot, now time.Time) {
 			ws.Window = w.Window
 			ws.HasUtil = w.HasUtilization
 		}
-		if w.Until.After(ws.until) {
-			ws.until = w.Until
+		if w.Until.After(ws.until) && w.Since.After(a.cleared) {
+			ws.until, ws.since = w.Until, w.Since
 			if ws.until.After(now.Add(MaxCooldown)) {
 				ws.until = now.Add(MaxCooldown)
 			}
@@ -372,10 +379,12 @@ func (a *Account) Merge(s Snapshot, now time.Time) {
 	}
 }
 
-// ClearCooldowns ends every cooldown (an operator's reset); readings stay.
-func (a *Account) ClearCooldowns() {
+// ClearCooldowns ends every cooldown (an operator's reset) that began
+// before now, here and as other instances report it; readings stay.
+func (a *Account) ClearCooldowns(now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.cleared = now
 	a.until, a.why = time.Time{}, ""
 	for _, w := range a.windows {
 		w.until = time.Time{}
