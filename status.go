@@ -85,6 +85,9 @@ type ProviderStatus struct {
 	// windows (for a passthrough provider, the credential heard from last).
 	Quota  *QuotaStatus `json:"quota,omitempty"`
 	Recent RecentStatus `json:"recent"`
+	// Series is the provider's activity over the last 15 minutes, one point
+	// a minute, oldest first.
+	Series []MinutePoint `json:"series"`
 }
 
 // RecentStatus is a provider's activity over the last minutes.
@@ -98,6 +101,15 @@ type RecentStatus struct {
 	TTFTP50MS    float64 `json:"ttft_p50_ms"`
 	TTFTP90MS    float64 `json:"ttft_p90_ms"`
 	TTFTP99MS    float64 `json:"ttft_p99_ms"`
+}
+
+// MinutePoint is a provider's activity in one minute.
+type MinutePoint struct {
+	Start    time.Time `json:"start"`
+	Requests int64     `json:"requests"`
+	Failures int64     `json:"failures"`
+	// TTFTMS is the mean time to first token of the minute's streams.
+	TTFTMS float64 `json:"ttft_ms"`
 }
 
 // QuotaStatus is the state of an account's quota windows.
@@ -285,6 +297,9 @@ func (h *Handler) Status() BalancerStatus {
 			ps.Credentials = &CredentialStatus{Tracked: cs.Tracked, CoolingDown: cs.CoolingDown, Rejected: cs.Rejected}
 		}
 		ps.Quota = quotaStatus(p.Quota())
+		for _, m := range p.Series() {
+			ps.Series = append(ps.Series, MinutePoint{Start: m.Start.UTC(), Requests: m.Requests, Failures: m.Failures, TTFTMS: ms(m.TTFT)})
+		}
 		rs := p.Recent(15)
 		ps.Recent = RecentStatus{Minutes: rs.Minutes, Requests: rs.Requests, Failures: rs.Failures,
 			InputTokens: rs.InputTokens, OutputTokens: rs.OutputTokens, TTFTSamples: rs.TTFTSamples,

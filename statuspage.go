@@ -48,6 +48,8 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		}
 		return "in " + d.String()
 	},
+	"quota":  quotaBars,
+	"charts": charts,
 	"pct": func(fail, total int64) string {
 		if total == 0 {
 			return "—"

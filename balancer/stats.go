@@ -26,6 +26,8 @@ type statBucket struct {
 	minute                    int64
 	requests, failures        int64
 	inputTokens, outputTokens int64
+	ttftSum                   time.Duration
+	ttftCount                 int64
 }
 
 func (s *rollingStats) bucket(t time.Time) *statBucket {
@@ -52,10 +54,48 @@ func (s *rollingStats) record(failed bool, u Usage) {
 }
 
 func (s *rollingStats) recordTTFT(d time.Duration) {
+	t := now()
 	s.mu.Lock()
 	s.ttft[s.ttftN%ttftSamples] = d
 	s.ttftN++
+	b := s.bucket(t)
+	b.ttftSum += d
+	b.ttftCount++
 	s.mu.Unlock()
+}
+
+// MinuteStats is a provider's activity in one minute.
+type MinuteStats struct {
+	// Start is the minute's start.
+	Start    time.Time
+	Requests int64
+	Failures int64
+	// TTFT is the mean time to first token of the minute's streams (zero
+	// without any).
+	TTFT time.Duration
+}
+
+// Series returns the provider's activity minute by minute over the last
+// statsMinutes minutes, oldest first, the current minute last.
+func (p *Provider) Series() []MinuteStats {
+	s := &p.state.stats
+	cur := now().Unix() / 60
+	out := make([]MinuteStats, statsMinutes)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range out {
+		m := cur - int64(statsMinutes-1-i)
+		out[i].Start = time.Unix(m*60, 0)
+		b := s.buckets[m%statsMinutes]
+		if b.minute != m {
+			continue
+		}
+		out[i].Requests, out[i].Failures = b.requests, b.failures
+		if b.ttftCount > 0 {
+			out[i].TTFT = b.ttftSum / time.Duration(b.ttftCount)
+		}
+	}
+	return out
 }
 
 // RecentStats summarises a provider's activity over the last minutes.

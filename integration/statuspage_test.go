@@ -49,45 +49,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	e := start(t, twoProviders(a.URL, b.URL, "sticky 0\nhealth {\nthreshold 2\ncooldown 10m\n}"))
 	e.messages(body("m", true))
 
-	alloc, cancel := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(bin), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(alloc)
-	defer cancel()
-	var mu sync.Mutex
-	var problems []string
-	listen := func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeWarning {
-				problems = append(problems, "console "+string(ev.Type))
-			}
-		case *runtime.EventExceptionThrown:
-			problems = append(problems, "exception: "+ev.ExceptionDetails.Text)
-		case *log.EventEntryAdded:
-			if ev.Entry.Level == log.EntryLevelError || ev.Entry.Level == log.EntryLevelWarning {
-				problems = append(problems, "log: "+ev.Entry.Text)
-			}
-		}
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	if err := chromedp.Listen(ctx, listen); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chromedp.Call(ctx, log.Enable, cdp.Empty{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chromedp.Call(ctx, runtime.Enable, cdp.Empty{}); err != nil {
-		t.Fatal(err)
-	}
-	tctx, tcancel := context.WithTimeout(ctx, 60*time.Second)
-	defer tcancel()
+	tctx, problems := browser(t, bin)
 	stateOf := func(provider string) string {
 		sel := fmt.Sprintf(`#providers tr[data-provider="%s"] td.state`, provider)
 		s, err := chromedp.Run(tctx, chromedp.Text(chromedp.CSS(sel)))
@@ -141,9 +103,112 @@ func TestStatusPageInChromium(t *testing.T) {
 	if strings.Contains(html, "ka") && strings.Contains(html, "api_key ka") {
 		t.Fatal("secret on the page")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(problems) > 0 {
-		t.Fatalf("browser reported problems: %v", problems)
+	if p := problems(); len(p) > 0 {
+		t.Fatalf("browser reported problems: %v", p)
+	}
+}
+
+// browser starts a headless Chromium for one test: a context bounded to a
+// minute, and what the page reported as errors or warnings so far.
+func browser(t *testing.T, bin string) (context.Context, func() []string) {
+	alloc, cancel := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(bin), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
+	t.Cleanup(cancel)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(cancel)
+	var mu sync.Mutex
+	var problems []string
+	listen := func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeWarning {
+				problems = append(problems, "console "+string(ev.Type))
+			}
+		case *runtime.EventExceptionThrown:
+			problems = append(problems, "exception: "+ev.ExceptionDetails.Text)
+		case *log.EventEntryAdded:
+			if ev.Entry.Level == log.EntryLevelError || ev.Entry.Level == log.EntryLevelWarning {
+				problems = append(problems, "log: "+ev.Entry.Text)
+			}
+		}
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	if err := chromedp.Listen(ctx, listen); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, log.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, runtime.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	tctx, tcancel := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(tcancel)
+	return tctx, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), problems...)
+	}
+}
+
+func TestStatusPageDrawsQuotaWindowsAndRecentMinutes(t *testing.T) {
+	bin := chromiumBin(t)
+	acct := newAccount(0.31)
+	warn := newAccount(0)
+	warn.window, warn.util = "7d", 0.95
+	a, b := newMock(t, acct.behave), newMock(t, warn.behave)
+	e := start(t, fmt.Sprintf("sticky 0\nprovider a {\nbase_url %s\nauth_token ta\n}\nprovider b {\nbase_url %s\nauth_token tb\n}\nroute warm-b {\nto b\n}\nroute * {\nto a\n}", a.URL, b.URL))
+	for range 3 {
+		e.messages(body("m", true))
+	}
+	e.messages(body("warm-b", true))
+	ctx, problems := browser(t, bin)
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.base+"/providers/"), chromedp.WaitVisible(chromedp.CSS("#providers"))); err != nil {
+		t.Fatal(err)
+	}
+	read := func(js string) string {
+		t.Helper()
+		out, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("%s: %v", js, err)
+		}
+		return out
+	}
+	// a's 5h window at 93%: a bar filled that far, in the warning colour.
+	bar := read(`(() => { const f = document.querySelector('tr[data-provider="a"] .window[data-window="5h"] .fill');
+		return f ? f.className + " " + f.style.width : "none" })()`)
+	if !strings.HasPrefix(bar, "fill allowed_warning 93") {
+		t.Fatalf("a's 5h bar: %q", bar)
+	}
+	win := read(`(() => { const w = document.querySelector('tr[data-provider="b"] .window[data-window="7d"]'); return w ? w.textContent : "none" })()`)
+	if !strings.Contains(win, "95%") || !strings.Contains(win, "resets in") {
+		t.Fatalf("b's 7d window: %q", win)
+	}
+	// Three requests this minute: the requests chart has a bar, the time to
+	// first token a line, the failures chart nothing.
+	got := read(`(() => { const r = document.querySelector('tr[data-provider="a"] svg[data-chart="requests"]');
+		const l = document.querySelector('tr[data-provider="a"] svg[data-chart="ttft"] circle');
+		const f = document.querySelectorAll('tr[data-provider="a"] svg[data-chart="failures"] rect');
+		return [r ? r.querySelectorAll('rect').length : -1, r ? r.getBoundingClientRect().width : 0, l ? 1 : 0, f.length].join(",") })()`)
+	if got != "1,120,1,0" {
+		t.Fatalf("a's charts (bars, width, line, failure bars): %q", got)
+	}
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(artifactDir(t), "status-page-quota.png")
+	if err := os.WriteFile(path, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+	if p := problems(); len(p) > 0 {
+		t.Fatalf("browser reported problems: %v", p)
 	}
 }
