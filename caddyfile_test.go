@@ -106,6 +106,13 @@ func TestUnmarshalCaddyfileBalancerOptions(t *testing.T) {
 			want: Handler{Strategy: balancer.StrategyWeighted},
 		},
 		{
+			name: "strategy headroom",
+			input: `claude_balancer {
+				strategy headroom
+			}`,
+			want: Handler{Strategy: balancer.StrategyHeadroom},
+		},
+		{
 			name: "strategy least_latency",
 			input: `claude_balancer {
 				strategy least_latency
@@ -372,6 +379,15 @@ func TestUnmarshalCaddyfileHealth(t *testing.T) {
 				}
 			}`,
 			want: &balancer.HealthConfig{Status: []int{100, 599}},
+		},
+		{
+			name: "near_limit",
+			input: `claude_balancer {
+				health {
+					near_limit 0.75
+				}
+			}`,
+			want: &balancer.HealthConfig{NearLimit: 0.75},
 		},
 		{
 			name: "body_pattern several, quoted, lines accumulate",
@@ -931,6 +947,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"threshold without value", "claude_balancer {\n\thealth {\n\t\tthreshold\n\t}\n}", 3, "wrong argument count"},
 		{"threshold with two values", "claude_balancer {\n\thealth {\n\t\tthreshold 1 2\n\t}\n}", 3, "wrong argument count"},
 		{"threshold zero", "claude_balancer {\n\thealth {\n\t\tthreshold 0\n\t}\n}", 3, `invalid number "0"`},
+		{"near_limit above one", "claude_balancer {\n\thealth {\n\t\tnear_limit 1.5\n\t}\n}", 3, `invalid near_limit "1.5"`},
+		{"near_limit zero", "claude_balancer {\n\thealth {\n\t\tnear_limit 0\n\t}\n}", 3, `invalid near_limit "0"`},
+		{"near_limit a percentage", "claude_balancer {\n\thealth {\n\t\tnear_limit 90%\n\t}\n}", 3, `invalid near_limit "90%"`},
 		{"threshold negative", "claude_balancer {\n\thealth {\n\t\tthreshold -2\n\t}\n}", 3, `invalid number "-2"`},
 		{"threshold not a number", "claude_balancer {\n\thealth {\n\t\tthreshold two\n\t}\n}", 3, `invalid number "two"`},
 		{"threshold fractional", "claude_balancer {\n\thealth {\n\t\tthreshold 1.5\n\t}\n}", 3, `invalid number "1.5"`},
@@ -1038,7 +1057,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 func checkParsed(h *Handler) error {
 	switch h.Strategy {
 	case "", balancer.StrategyPriority, balancer.StrategyRoundRobin, balancer.StrategyRandom,
-		balancer.StrategyWeighted, balancer.StrategyLeastLatency:
+		balancer.StrategyWeighted, balancer.StrategyLeastLatency, balancer.StrategyHeadroom:
 	default:
 		return fmt.Errorf("strategy %q accepted", h.Strategy)
 	}

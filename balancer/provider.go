@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -75,7 +76,7 @@ type Provider struct {
 	connect   time.Duration
 	firstByte time.Duration // 0: per-mode default
 	idle      time.Duration
-	transport *http.Transport
+	transport http.RoundTripper
 	shared    *sharedTransport
 	openai    convert.Options
 	identity  string
@@ -162,7 +163,7 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 	if len(cfg.Headers) > 0 {
 		p.headers = make(http.Header, len(cfg.Headers))
 		for k, vs := range cfg.Headers {
-			if isHopHeader(k) || strings.EqualFold(k, "Host") || strings.EqualFold(k, "Content-Length") {
+			if isHopHeader(textproto.CanonicalMIMEHeaderKey(k)) || strings.EqualFold(k, "Host") || strings.EqualFold(k, "Content-Length") {
 				return nil, fmt.Errorf("provider %q: header %q cannot be set", p.Name, k)
 			}
 			for _, v := range vs {

@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"sort"
 	"time"
 
 	"go.uber.org/zap"
@@ -102,14 +101,14 @@ func (b *Balancer) quotaEvent(p *Provider, client bool, ev quota.Event) {
 	}
 }
 
-// headroom is a candidate's remaining share of its fullest window that
-// applies to the request's model: 1 with no reading.
-func (c candidate) headroom(req *Request) float64 {
-	acct := c.Provider.account(req, false)
+// headroom is a target's remaining share of its fullest window that applies
+// to the request's model: 1 with no reading.
+func headroom(p *Provider, t Target, req *Request, at time.Time) float64 {
+	acct := p.account(req, false)
 	if acct == nil {
 		return 1
 	}
-	util, _, known := acct.Fullest(upstreamModel(c.Target, req), now())
+	util, _, known := acct.Fullest(upstreamModel(t, req), at)
 	if !known {
 		return 1
 	}
@@ -118,30 +117,36 @@ func (c candidate) headroom(req *Request) float64 {
 
 // byHeadroom orders candidates by remaining share, highest first; ties keep
 // the route's order.
-func byHeadroom(list []candidate, req *Request) {
-	room := make(map[*Provider]float64, len(list))
-	for _, c := range list {
-		room[c.Provider] = c.headroom(req)
+func byHeadroom(list []candidate) {
+	// An insertion sort: routes have a few candidates, and it is stable.
+	for i := 1; i < len(list); i++ {
+		for j := i; j > 0 && list[j].room > list[j-1].room; j-- {
+			list[j], list[j-1] = list[j-1], list[j]
+		}
 	}
-	sort.SliceStable(list, func(i, j int) bool { return room[list[i].Provider] > room[list[j].Provider] })
 }
 
 // demoteNearLimit moves the candidates at or above near in a window that
 // applies to the request to the end, keeping the order within each part.
-func demoteNearLimit(list []candidate, req *Request, near float64) {
-	var room, full []candidate
+func demoteNearLimit(list []candidate, near float64) {
+	n := 0
 	for _, c := range list {
-		if 1-c.headroom(req) >= near {
-			full = append(full, c)
-		} else {
-			room = append(room, c)
+		if 1-c.room < near {
+			n++
 		}
 	}
-	if len(full) == 0 || len(room) == 0 {
+	if n == 0 || n == len(list) {
 		return
 	}
-	copy(list, room)
-	copy(list[len(room):], full)
+	// A stable partition, in place: few candidates, so a rotation each.
+	for i, kept := 0, 0; kept < n; i++ {
+		if 1-list[i].room < near {
+			c := list[i]
+			copy(list[kept+1:i+1], list[kept:i])
+			list[kept] = c
+			kept++
+		}
+	}
 }
 
 // QuotaCooldown returns when the provider's own account comes out of an

@@ -84,3 +84,30 @@ func TestDNSErrorsDoNotNameTheResolver(t *testing.T) {
 		t.Fatalf("message %q", msg)
 	}
 }
+
+func TestOrderingByHeadroomAndNearLimitIsStable(t *testing.T) {
+	mk := func(rooms ...float64) []candidate {
+		var out []candidate
+		for i, r := range rooms {
+			out = append(out, candidate{index: i, room: r})
+		}
+		return out
+	}
+	order := func(list []candidate) (idx []int) {
+		for _, c := range list {
+			idx = append(idx, c.index)
+		}
+		return idx
+	}
+	list := mk(0.5, 1, 0.2, 1, 0.5)
+	byHeadroom(list)
+	if got := fmt.Sprint(order(list)); got != "[1 3 0 4 2]" {
+		t.Fatalf("by headroom: %s", got)
+	}
+	// At or above 0.9 used (0.1 or less left) goes last, in its order.
+	list = mk(0.05, 0.5, 0.1, 0.3, 0)
+	demoteNearLimit(list, 0.9)
+	if got := fmt.Sprint(order(list)); got != "[1 3 0 2 4]" {
+		t.Fatalf("near limit: %s", got)
+	}
+}

@@ -12,6 +12,9 @@ import (
 type candidate struct {
 	Target
 	index int // position in the route
+	// room is the remaining share of the fullest quota window that applies
+	// to the request's model (1 without a reading), read once per request.
+	room float64
 }
 
 // balancerState is what a balancer keeps across config reloads.
@@ -88,7 +91,10 @@ func (b *Balancer) candidates(route *Route, session, class string, req *Request)
 			}
 			continue
 		}
-		list = append(list, candidate{Target: tg, index: i})
+		list = append(list, candidate{Target: tg, index: i, room: 1})
+		if class == ClassMessages {
+			list[len(list)-1].room = headroom(p, tg, req, t)
+		}
 	}
 	if len(list) == 0 {
 		if why.retryAt.IsZero() {
@@ -97,7 +103,7 @@ func (b *Balancer) candidates(route *Route, session, class string, req *Request)
 		return nil, why
 	}
 	if len(list) > 1 {
-		b.order(route, list, req)
+		b.order(route, list)
 	}
 	bound := false
 	if b.stickyTTL > 0 && (session != "" || b.strategy == StrategyPriority) {
@@ -108,7 +114,7 @@ func (b *Balancer) candidates(route *Route, session, class string, req *Request)
 				}
 				// A session stays where its prompt cache is warm until the
 				// account's window is full.
-				if class != ClassMessages || c.headroom(req) > 0 {
+				if c.room > 0 {
 					moveToFront(list, i)
 					bound = true
 				}
@@ -117,17 +123,17 @@ func (b *Balancer) candidates(route *Route, session, class string, req *Request)
 		}
 	}
 	if !bound && class == ClassMessages && len(list) > 1 {
-		demoteNearLimit(list, req, b.nearLimit)
+		demoteNearLimit(list, b.nearLimit)
 	}
 	return list, why
 }
 
 // order arranges candidates per the strategy. The order after the first is
 // the failover order.
-func (b *Balancer) order(route *Route, list []candidate, req *Request) {
+func (b *Balancer) order(route *Route, list []candidate) {
 	switch b.strategy {
 	case StrategyHeadroom:
-		byHeadroom(list, req)
+		byHeadroom(list)
 	case StrategyRoundRobin:
 		n := uint64(len(list))
 		k := int((b.state.cursor(route.ID).Add(1) - 1) % n)

@@ -13,19 +13,14 @@ import (
 	"time"
 )
 
-// hopHeaders are meaningful for one connection only and never forwarded
-// (RFC 9110 §7.6.1).
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
+// isHopHeader reports whether a header, named in canonical form (as
+// http.Header keys are), is meaningful for one connection only and never
+// forwarded (RFC 9110 §7.6.1).
 func isHopHeader(name string) bool {
-	name = textproto.CanonicalMIMEHeaderKey(name)
-	for _, h := range hopHeaders {
-		if h == name {
-			return true
-		}
+	switch name {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
 	}
 	return false
 }

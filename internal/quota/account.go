@@ -27,7 +27,9 @@ type Account struct {
 	observed       time.Time
 	status         string
 	representative string
-	windows        map[string]*windowState
+	// windows are few (two account-wide, a model window or two): a slice
+	// is read faster than a map.
+	windows []*windowState
 	// until is the account-wide cooldown's end, since when it began, and
 	// why says what caused it.
 	until, since time.Time
@@ -69,6 +71,17 @@ const (
 	EventReset     = "quota_reset"
 )
 
+// window returns the state of the window named name, or nil. The caller
+// holds a.mu.
+func (a *Account) window(name string) *windowState {
+	for _, w := range a.windows {
+		if w.Name == name {
+			return w
+		}
+	}
+	return nil
+}
+
 // applies reports whether a window holds for a model.
 func (w *windowState) applies(model string) bool {
 	return AccountWide(w.Name) || slices.Contains(w.models, model)
@@ -76,16 +89,20 @@ func (w *windowState) applies(model string) bool {
 
 // expireLocked drops windows whose reset has passed, reporting them.
 func (a *Account) expireLocked(now time.Time, events []Event) []Event {
-	for name, w := range a.windows {
+	kept := a.windows[:0]
+	for _, w := range a.windows {
 		if !w.Reset.IsZero() && !w.Reset.After(now) && !w.until.After(now) {
-			delete(a.windows, name)
 			if w.near || w.Status == Rejected || w.Status == AllowedWarning || !w.until.IsZero() {
-				events = append(events, Event{Kind: EventReset, Window: name})
+				events = append(events, Event{Kind: EventReset, Window: w.Name})
 			}
 			a.changed++
 			a.transition = true
+			continue
 		}
+		kept = append(kept, w)
 	}
+	clear(a.windows[len(kept):])
+	a.windows = kept
 	if !a.until.IsZero() && !a.until.After(now) {
 		a.until, a.why = time.Time{}, ""
 		events = append(events, Event{Kind: EventReset, Window: "account"})
@@ -105,16 +122,13 @@ func (a *Account) Observe(r Reading, model string, now time.Time, near float64) 
 	a.observed = now
 	a.status, a.representative = r.Status, r.Representative
 	for _, w := range r.Windows {
-		ws := a.windows[w.Name]
+		ws := a.window(w.Name)
 		if ws == nil {
 			if len(a.windows) >= maxWindows {
 				continue
 			}
-			if a.windows == nil {
-				a.windows = make(map[string]*windowState)
-			}
 			ws = &windowState{}
-			a.windows[w.Name] = ws
+			a.windows = append(a.windows, ws)
 			a.transition = true
 		}
 		before := ws.Window
@@ -208,14 +222,14 @@ func (a *Account) Reject(r Reading, hasRead bool, model string, retryAt, now tim
 		return rej
 	}
 	rej.Window = modelWindows[0]
-	if a.windows == nil {
-		a.windows = make(map[string]*windowState)
-	}
 	for _, name := range modelWindows {
-		ws := a.windows[name]
+		ws := a.window(name)
 		if ws == nil {
+			if len(a.windows) >= maxWindows {
+				continue
+			}
 			ws = &windowState{Window: Window{Name: name, Status: Rejected}}
-			a.windows[name] = ws
+			a.windows = append(a.windows, ws)
 		}
 		if model != "" && !slices.Contains(ws.models, model) && len(ws.models) < maxModels {
 			ws.models = append(ws.models, model)
@@ -350,16 +364,13 @@ func (a *Account) Merge(s Snapshot, now time.Time) {
 		if !w.Reset.IsZero() && !w.Reset.After(now) && !w.Until.After(now) {
 			continue
 		}
-		ws := a.windows[w.Name]
+		ws := a.window(w.Name)
 		if ws == nil {
 			if len(a.windows) >= maxWindows {
 				continue
 			}
-			if a.windows == nil {
-				a.windows = make(map[string]*windowState)
-			}
 			ws = &windowState{}
-			a.windows[w.Name] = ws
+			a.windows = append(a.windows, ws)
 		}
 		if newer || ws.Name == "" {
 			ws.Window = w.Window

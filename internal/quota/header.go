@@ -8,7 +8,7 @@ package quota
 import (
 	"math"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,7 +69,8 @@ func (r Reading) Rejected() []string {
 // headerPrefix is the canonical form of the unified headers' prefix.
 const headerPrefix = "Anthropic-Ratelimit-Unified-"
 
-// Parse reads the unified quota headers of an answer, field by field: a
+// Parse reads the unified quota headers of an answer (keys in canonical form,
+// as http.Header holds them), field by field: a
 // value that does not parse is left out and never discards its neighbours;
 // unknown windows are kept; a window whose reset has passed is dropped. ok is
 // false when the answer carries none.
@@ -85,7 +86,7 @@ func Parse(h http.Header, now time.Time) (r Reading, ok bool) {
 		if len(windows) >= maxWindows {
 			return nil
 		}
-		windows = append(windows, Window{Name: strings.Clone(name)})
+		windows = append(windows, Window{Name: name})
 		return &windows[len(windows)-1]
 	}
 	for k, vs := range h {
@@ -93,21 +94,22 @@ func Parse(h http.Header, now time.Time) (r Reading, ok bool) {
 			continue
 		}
 		ok = true
+		// Header keys arrive in canonical form: Status, 5h-Utilization.
 		rest, v := k[len(headerPrefix):], strings.TrimSpace(vs[0])
-		switch {
-		case strings.EqualFold(rest, "status"):
+		switch rest {
+		case "Status":
 			r.Status = status(v)
 			continue
-		case strings.EqualFold(rest, "reset"):
+		case "Reset":
 			r.Reset = epoch(v)
 			continue
-		case strings.EqualFold(rest, "representative-claim"):
+		case "Representative-Claim":
 			r.Representative = claimWindow(v)
 			continue
-		case strings.EqualFold(rest, "overage-status"):
+		case "Overage-Status":
 			r.Overage = strings.ToLower(v)
 			continue
-		case strings.EqualFold(rest, "overage-disabled-reason"):
+		case "Overage-Disabled-Reason":
 			r.OverageDisabled = v
 			continue
 		}
@@ -119,20 +121,20 @@ func Parse(h http.Header, now time.Time) (r Reading, ok bool) {
 		if !validWindow(name) {
 			continue
 		}
-		switch {
-		case strings.EqualFold(field, "utilization"):
+		switch field {
+		case "Utilization":
 			if u, err := strconv.ParseFloat(v, 64); err == nil && u >= 0 && !math.IsInf(u, 0) && !math.IsNaN(u) {
 				if w := win(name); w != nil {
 					w.Utilization, w.HasUtil = u, true
 				}
 			}
-		case strings.EqualFold(field, "reset"):
+		case "Reset":
 			if t := epoch(v); !t.IsZero() {
 				if w := win(name); w != nil {
 					w.Reset = t
 				}
 			}
-		case strings.EqualFold(field, "status"):
+		case "Status":
 			if st := status(v); st != "" {
 				if w := win(name); w != nil {
 					w.Status = st
@@ -147,9 +149,12 @@ func Parse(h http.Header, now time.Time) (r Reading, ok bool) {
 		if !w.HasUtil && w.Status == "" {
 			continue
 		}
+		if r.Windows == nil {
+			r.Windows = make([]Window, 0, len(windows))
+		}
 		r.Windows = append(r.Windows, w)
 	}
-	sort.Slice(r.Windows, func(i, j int) bool { return r.Windows[i].Name < r.Windows[j].Name })
+	slices.SortFunc(r.Windows, func(a, b Window) int { return strings.Compare(a.Name, b.Name) })
 	return r, ok
 }
 
@@ -179,6 +184,10 @@ func validWindow(name string) bool {
 }
 
 func status(v string) string {
+	switch v {
+	case Allowed, AllowedWarning, Rejected:
+		return v
+	}
 	for _, s := range [...]string{Allowed, AllowedWarning, Rejected} {
 		if strings.EqualFold(v, s) {
 			return s
