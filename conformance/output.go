@@ -46,7 +46,7 @@ func WriteText(w io.Writer, reports []Report) error {
 			if p.Status != 0 {
 				status = strconv.Itoa(p.Status)
 			}
-			if p.Verdict != Skipped {
+			if p.Duration > 0 {
 				took = duration(p.Duration)
 			}
 			row(p.Probe, verdict, status, took, describe(p))

@@ -51,11 +51,7 @@ func check(ctx context.Context, p *Provider, timeout time.Duration) Report {
 		if p.Skip != "" {
 			r.skip(p.Skip)
 		} else {
-			start := time.Now()
 			pr.run(ctx, &r)
-			if r.Duration == 0 {
-				r.Duration = time.Since(start)
-			}
 		}
 		r.DurationMS = r.Duration.Milliseconds()
 		rep.Probes = append(rep.Probes, r)
