@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -89,7 +90,12 @@ func (s *session) send(ctx context.Context, r *Result, body []byte) (*answer, *f
 	if rep.Header != nil {
 		s.headers = append(s.headers, rep.Header)
 	}
-	return read(rep)
+	a, f := read(rep)
+	if f != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The balancer sees a timeout as its client leaving: say what it was.
+		f.detail = fmt.Sprintf("no complete answer within %s", s.timeout)
+	}
+	return a, f
 }
 
 func (s *session) anthropicType() bool { return s.p.Type != TypeOpenAI }
@@ -285,6 +291,9 @@ func (s *session) probeCount(ctx context.Context, r *Result) {
 	if !c.Upstream {
 		r.fail("local fallback")
 		r.Error = c.Reason
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			r.Error = fmt.Sprintf("no answer within %s", s.timeout)
+		}
 		return
 	}
 	var v struct {
