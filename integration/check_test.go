@@ -27,10 +27,12 @@ const checkSignature = "EqQBCkYIBxgCKkCheckSignature"
 
 // anthropicProvider is a mock Anthropic provider for the check: it streams
 // text, a tool call with input_json_delta pieces, thinking with a signature
-// (and checks it when it comes back), answers count_tokens and sends the
-// subscription quota headers, unless told otherwise.
+// (and checks it when it comes back), accepts images and answers
+// count_tokens, unless told otherwise; it sends the quota headers of a
+// subscription ("unified"), of an API key ("api") or none.
 type anthropicProvider struct {
-	noCount, noImages, noQuota bool
+	noCount, noImages bool
+	quota             string
 }
 
 func (a anthropicProvider) serve(w http.ResponseWriter, r *http.Request, n int) {
@@ -58,10 +60,15 @@ func (a anthropicProvider) serve(w http.ResponseWriter, r *http.Request, n int) 
 		errorStatus(400, "invalid_request_error", "messages.1.content.0: Invalid `signature` in `thinking` block")(w, r, n)
 		return
 	}
-	if !a.noQuota {
+	switch a.quota {
+	case "unified":
 		w.Header().Set("Anthropic-Ratelimit-Unified-Status", "allowed")
 		w.Header().Set("Anthropic-Ratelimit-Unified-5h-Utilization", "0.12")
 		w.Header().Set("Anthropic-Ratelimit-Unified-Reset", "1767225600")
+	case "api":
+		w.Header().Set("Anthropic-Ratelimit-Requests-Remaining", "49")
+		w.Header().Set("Anthropic-Ratelimit-Input-Tokens-Remaining", "39000")
+		w.Header().Set("Anthropic-Ratelimit-Output-Tokens-Remaining", "8000")
 	}
 	var events []any
 	start := map[string]any{"type": "message_start", "message": map[string]any{"id": "msg_check", "type": "message", "role": "assistant",
@@ -143,21 +150,23 @@ func openAIEmptyArguments(w http.ResponseWriter, r *http.Request, n int) {
 	openAIText(text)(w, r, n)
 }
 
-// checkConfig writes a Caddyfile whose balancer holds the given block.
+// checkConfig writes a Caddyfile whose balancer holds the given block. The
+// balancer is named after the test unless the block names it.
 func checkConfig(t *testing.T, block string) string {
 	t.Helper()
-	name := "check_" + nameSanitizer.ReplaceAllString(t.Name(), "_")
+	if !strings.Contains(block, "name ") {
+		block = "name check_" + nameSanitizer.ReplaceAllString(t.Name(), "_") + "\n" + block
+	}
 	cfg := fmt.Sprintf(`{
 	storage file_system %s
 }
 
 http://localhost:9 {
 	claude_balancer {
-		name %s
 %s
 	}
 }
-`, dataDir, name, indent(block, "\t\t"))
+`, dataDir, indent(block, "\t\t"))
 	file := filepath.Join(t.TempDir(), "Caddyfile")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -210,27 +219,28 @@ func wantVerdict(t *testing.T, r conformance.Report, probe string, want conforma
 }
 
 func TestCheckProviders(t *testing.T) {
-	full := newMock(t, anthropicProvider{}.serve)
-	nocount := newMock(t, anthropicProvider{noCount: true, noQuota: true}.serve)
+	full := newMock(t, anthropicProvider{quota: "api"}.serve)
+	nocount := newMock(t, anthropicProvider{noCount: true}.serve)
 	oai := newMock(t, openAIEmptyArguments)
 	file := checkConfig(t, fmt.Sprintf(`
-		provider full {
+		name default
+		provider anthropic {
 			base_url %s
 			api_key sk-full
 		}
-		provider nocount {
+		provider relay {
 			base_url %s
-			auth_token tok-nocount
+			auth_token tok-relay
 		}
-		provider compat {
+		provider openrouter {
 			type openai
 			base_url %s
 			api_key sk-compat
 		}
 		route * {
-			to full
-			to nocount
-			to compat vendor/model-x
+			to anthropic
+			to relay
+			to openrouter anthropic/claude-haiku-4.5
 		}`, full.URL, nocount.URL, oai.URL))
 
 	status, reports := checkJSON(t, "--config", file)
@@ -238,9 +248,9 @@ func TestCheckProviders(t *testing.T) {
 		t.Fatalf("status %d, %d reports: %+v", status, len(reports), reports)
 	}
 
-	r := reports["full"]
+	r := reports["anthropic"]
 	if !r.Passed || r.Type != "anthropic" || r.Auth != "api_key" || r.Model != "claude-haiku-4-5" {
-		t.Errorf("full: %+v", r)
+		t.Errorf("anthropic: %+v", r)
 	}
 	for probe, detail := range map[string]string{
 		conformance.ProbeText:         `"ready" (end_turn)`,
@@ -251,7 +261,7 @@ func TestCheckProviders(t *testing.T) {
 		conformance.ProbeImage:        `"Red"`,
 		conformance.ProbeCountTokens:  "42 input tokens",
 		conformance.ProbePromptCache:  "cache_creation_input_tokens=0 cache_read_input_tokens=0",
-		conformance.ProbeQuotaHeaders: "status=allowed",
+		conformance.ProbeQuotaHeaders: "API limits: input-tokens-remaining=39000 output-tokens-remaining=8000 requests-remaining=49",
 	} {
 		wantVerdict(t, r, probe, conformance.Pass, detail)
 	}
@@ -264,24 +274,24 @@ func TestCheckProviders(t *testing.T) {
 			sentBack = true
 		}
 		if rec.Header.Get("X-Api-Key") != "sk-full" || rec.Header.Get("Anthropic-Version") != "2023-06-01" {
-			t.Errorf("full got headers %v", rec.Header)
+			t.Errorf("anthropic got headers %v", rec.Header)
 		}
 	}
 	if !sentBack {
-		t.Error("the thinking block was never sent back to full")
+		t.Error("the thinking block was never sent back to anthropic")
 	}
 
-	r = reports["nocount"]
+	r = reports["relay"]
 	if !r.Passed {
-		t.Errorf("nocount did not pass: %v", r.Failed())
+		t.Errorf("relay did not pass: %v", r.Failed())
 	}
 	wantVerdict(t, r, conformance.ProbeCountTokens, conformance.OptionalFail, "HTTP 404")
 	wantVerdict(t, r, conformance.ProbeQuotaHeaders, conformance.OptionalFail, "no anthropic-ratelimit-* headers")
 	wantVerdict(t, r, conformance.ProbeThinking, conformance.Pass, "signed")
 
-	r = reports["compat"]
-	if !r.Passed || r.Type != "openai" || r.Model != "vendor/model-x" {
-		t.Errorf("compat: %+v", r)
+	r = reports["openrouter"]
+	if !r.Passed || r.Type != "openai" || r.Model != "anthropic/claude-haiku-4.5" {
+		t.Errorf("openrouter: %+v", r)
 	}
 	wantVerdict(t, r, conformance.ProbeText, conformance.Pass, `"ready"`)
 	wantVerdict(t, r, conformance.ProbeToolCall, conformance.Pass, "get_weather {}: the provider sent empty arguments")
@@ -293,8 +303,8 @@ func TestCheckProviders(t *testing.T) {
 	wantVerdict(t, r, conformance.ProbeQuotaHeaders, conformance.Skipped, "OpenAI-compatible")
 	for _, rec := range oai.requests() {
 		if rec.Path != "/chat/completions" || rec.Header.Get("Authorization") != "Bearer sk-compat" ||
-			!strings.Contains(string(rec.Body), `"model":"vendor/model-x"`) {
-			t.Errorf("compat got %s %v %s", rec.Path, rec.Header, rec.Body)
+			!strings.Contains(string(rec.Body), `"model":"anthropic/claude-haiku-4.5"`) {
+			t.Errorf("openrouter got %s %v %s", rec.Path, rec.Header, rec.Body)
 		}
 	}
 
@@ -304,7 +314,7 @@ func TestCheckProviders(t *testing.T) {
 		t.Fatalf("text run: status %d\n%s", status, out)
 	}
 	for _, want := range []string{
-		"provider full (balancer check_TestCheckProviders, type anthropic, auth api_key, model claude-haiku-4-5)",
+		"provider anthropic (balancer default, type anthropic, auth api_key, model claude-haiku-4-5)",
 		"  PROBE                RESULT         STATUS     TIME  DETAIL",
 		"  count_tokens         optional-fail  404",
 		"  quota_headers        skipped        -             -  OpenAI-compatible providers send no Anthropic quota headers",
@@ -320,7 +330,7 @@ func TestCheckProviders(t *testing.T) {
 
 func TestCheckFailsOnARequiredProbe(t *testing.T) {
 	up := newMock(t, anthropicProvider{noImages: true}.serve)
-	fine := newMock(t, anthropicProvider{}.serve)
+	fine := newMock(t, anthropicProvider{quota: "unified"}.serve)
 	file := checkConfig(t, fmt.Sprintf(`
 		provider noimages {
 			base_url %s
@@ -345,6 +355,7 @@ func TestCheckFailsOnARequiredProbe(t *testing.T) {
 	if !reports["fine"].Passed {
 		t.Errorf("fine: %v", reports["fine"].Failed())
 	}
+	wantVerdict(t, reports["fine"], conformance.ProbeQuotaHeaders, conformance.Pass, "unified: 5h-utilization=0.12 reset=1767225600 status=allowed")
 
 	// --provider checks the named providers only.
 	status, reports = checkJSON(t, "--config", file, "--provider", "fine")
@@ -352,6 +363,7 @@ func TestCheckFailsOnARequiredProbe(t *testing.T) {
 		t.Fatalf("--provider fine: status %d, %+v", status, reports)
 	}
 	status, out, errOut := runCheck(t, "--config", file)
+	t.Logf("\n%s", out)
 	if status != 1 || !strings.Contains(out, "  image                FAIL           400") ||
 		!strings.Contains(out, "=> FAIL: image") || !strings.Contains(errOut, "required probes failed: noimages (image)") {
 		t.Errorf("status %d\n%s\n%s", status, out, errOut)
