@@ -94,7 +94,7 @@ func newCheckCommand(run func(*cobra.Command, checkOptions) error) *cobra.Comman
 	f.StringP("adapter", "a", "", "Name of config adapter to apply")
 	f.StringSlice("provider", nil, "Provider to check; repeatable or comma-separated (default: every provider)")
 	f.String("balancer", "", "Balancer whose providers to check, by its name option (default: every balancer)")
-	f.String("model", "", "Model to ask every provider for (default: the model its routes name, else "+defaultCheckModel+")")
+	f.String("model", "", "Model to ask every provider for (default: the model its routes name, else a Claude model they route to it)")
 	f.Bool("json", false, "Write the report as JSON")
 	f.Duration("timeout", conformance.DefaultTimeout, "Bound on each probe request")
 	cmd.Args = func(c *cobra.Command, args []string) error {
@@ -152,8 +152,9 @@ func Check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return status
 }
 
-// defaultCheckModel is asked of providers whose routes name no model.
-const defaultCheckModel = "claude-haiku-4-5"
+// claudeModels are the models asked of a provider whose routes name none,
+// smallest first.
+var claudeModels = []string{"claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5"}
 
 // runCheck loads the config, probes the providers and writes the report. It
 // returns the exit status and, for a status other than 0, why.
@@ -347,10 +348,14 @@ func (h *Handler) checkTarget(p *balancer.Provider, model string, named bool) co
 }
 
 // probeModel is the model a provider is asked for: the first model a route
-// names for it, else the first exact route pattern it serves, else a Claude
-// model.
+// names for it, else the first exact pattern of a route serving it, else the
+// first Claude model (smallest first) whose route has it as a candidate,
+// else the smallest Claude model.
 func (h *Handler) probeModel(p *balancer.Provider) string {
 	routes := h.bal.Routes()
+	serves := func(r *balancer.Route) bool {
+		return r != nil && slices.ContainsFunc(r.Targets, func(t balancer.Target) bool { return t.Provider == p })
+	}
 	for _, r := range routes {
 		for _, t := range r.Targets {
 			if t.Provider == p && t.Model != "" {
@@ -359,7 +364,7 @@ func (h *Handler) probeModel(p *balancer.Provider) string {
 		}
 	}
 	for _, r := range routes {
-		if !slices.ContainsFunc(r.Targets, func(t balancer.Target) bool { return t.Provider == p }) {
+		if !serves(r) {
 			continue
 		}
 		for _, pat := range strings.Fields(r.ID) {
@@ -368,7 +373,12 @@ func (h *Handler) probeModel(p *balancer.Provider) string {
 			}
 		}
 	}
-	return defaultCheckModel
+	for _, m := range claudeModels {
+		if serves(h.bal.MatchRoute(m)) {
+			return m
+		}
+	}
+	return claudeModels[0]
 }
 
 // probe sends one probe request to a provider through the balancer and

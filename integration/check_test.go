@@ -405,6 +405,63 @@ func TestCheckPassthroughUsesTheUsersKey(t *testing.T) {
 	}
 }
 
+func TestCheckSelectsBalancersAndModels(t *testing.T) {
+	a := newMock(t, anthropicProvider{}.serve)
+	b := newMock(t, anthropicProvider{}.serve)
+	cfg := fmt.Sprintf(`{
+	storage file_system %s
+}
+
+http://localhost:9 {
+	claude_balancer {
+		name check_one
+		provider a {
+			base_url %s
+			api_key k
+		}
+		route *sonnet* {
+			to a
+		}
+	}
+}
+
+http://localhost:10 {
+	reverse_proxy 127.0.0.1:1
+}
+
+http://localhost:11 {
+	route {
+		claude_balancer {
+			name check_two
+			provider b {
+				base_url %s
+				api_key k
+			}
+		}
+	}
+}
+`, dataDir, a.URL, b.URL)
+	file := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	status, reports := checkJSON(t, "--config", file, "--provider", "a,b")
+	if status != 0 || len(reports) != 2 || reports["a"].Balancer != "check_one" || reports["b"].Balancer != "check_two" {
+		t.Fatalf("status %d: %+v", status, reports)
+	}
+	// a serves the sonnet models only; b serves every model.
+	if reports["a"].Model != "claude-sonnet-4-5" || reports["b"].Model != "claude-haiku-4-5" {
+		t.Errorf("models: a %s, b %s", reports["a"].Model, reports["b"].Model)
+	}
+	status, reports = checkJSON(t, "--config", file, "--balancer", "check_two", "--model", "claude-opus-4-5")
+	if status != 0 || len(reports) != 1 || reports["b"].Model != "claude-opus-4-5" {
+		t.Fatalf("--balancer check_two: status %d, %+v", status, reports)
+	}
+	if !strings.Contains(string(b.last().Body), `"model":"claude-opus-4-5"`) {
+		t.Errorf("b was asked %s", b.last().Body)
+	}
+}
+
 func TestCheckUsageErrors(t *testing.T) {
 	up := newMock(t, anthropicProvider{}.serve)
 	file := checkConfig(t, fmt.Sprintf("provider a {\nbase_url %s\napi_key k\n}", up.URL))
