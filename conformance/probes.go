@@ -73,10 +73,24 @@ func (r *Result) fail(detail string) {
 	}
 }
 
-// failed records a reply that was not a usable answer.
+// failed records a reply that was not a usable answer. A detail the error
+// already says ("HTTP 400" before "HTTP 400: invalid_request_error: ...") is
+// left out.
 func (r *Result) failed(f *failure) {
 	r.fail(f.detail)
 	r.Status, r.Error = f.status, f.err
+	if f.err != "" && strings.HasPrefix(f.err, f.detail) {
+		r.Detail = ""
+	}
+}
+
+// note adds a remark to the detail.
+func (r *Result) note(s string) {
+	if r.Detail == "" {
+		r.Detail = s
+	} else {
+		r.Detail += " (" + s + ")"
+	}
 }
 
 // send sends one probe request within the probe timeout.
@@ -160,20 +174,25 @@ func (s *session) probeToolCall(ctx context.Context, r *Result) {
 func (s *session) probeToolResult(ctx context.Context, r *Result) {
 	turn, note := s.toolTurn, ""
 	if turn == nil {
-		turn, note = []json.RawMessage{syntheticToolUse}, " (after a stand-in tool call)"
+		turn, note = []json.RawMessage{syntheticToolUse}, "after a stand-in tool call"
 	}
 	a, f := s.send(ctx, r, toolResultBody(s.p.Model, turn, nil))
 	if f != nil {
 		r.failed(f)
-		r.Detail += note
+		if note != "" {
+			r.note(note)
+		}
 		return
 	}
 	text := strings.TrimSpace(a.msg.text())
 	if text == "" {
-		r.fail(fmt.Sprintf("no text after the tool result (stop_reason %s)%s", orNone(a.msg.StopReason), note))
-		return
+		r.fail(fmt.Sprintf("no text after the tool result (stop_reason %s)", orNone(a.msg.StopReason)))
+	} else {
+		r.pass(fmt.Sprintf("%q", shorten(text, 40)))
 	}
-	r.pass(fmt.Sprintf("%q%s", shorten(text, 40), note))
+	if note != "" {
+		r.note(note)
+	}
 }
 
 func (s *session) probeThinking(ctx context.Context, r *Result) {
@@ -242,19 +261,29 @@ func (s *session) probeSignature(ctx context.Context, r *Result) {
 	if !slices.ContainsFunc(turn, func(b json.RawMessage) bool { return blockType(b) == "tool_use" }) {
 		// Anthropic checks the signature of the thinking block before a tool
 		// call in the last assistant turn: make it one.
-		turn, note = append(slices.Clone(turn), syntheticToolUse), " (with a stand-in tool call)"
+		turn, note = append(slices.Clone(turn), syntheticToolUse), "with a stand-in tool call"
 	}
 	a, f := s.send(ctx, r, toolResultBody(s.p.Model, turn, map[string]any{"thinking": thinking}))
 	if f != nil {
 		r.failed(f)
-		r.Detail = "sending the thinking block back: " + r.Detail + note
+		if r.Detail == "" {
+			r.Detail = "sending the thinking block back"
+		} else {
+			r.Detail = "sending the thinking block back: " + r.Detail
+		}
+		if note != "" {
+			r.note(note)
+		}
 		return
 	}
 	what := "signature accepted"
 	if !s.anthropicType() {
 		what = "thinking block sent back and accepted"
 	}
-	r.pass(fmt.Sprintf("%s, stop_reason %s%s", what, orNone(a.msg.StopReason), note))
+	r.pass(fmt.Sprintf("%s, stop_reason %s", what, orNone(a.msg.StopReason)))
+	if note != "" {
+		r.note(note)
+	}
 }
 
 func blockType(b json.RawMessage) string {
