@@ -328,6 +328,51 @@ func TestCheckProviders(t *testing.T) {
 	t.Logf("\n%s", out)
 }
 
+func TestCheckOpenAIReasoning(t *testing.T) {
+	// A provider that reasons when asked to, and wants its reasoning back.
+	up := newMock(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		body := string(b)
+		switch {
+		case strings.Contains(body, `"role":"tool"`) && strings.Contains(body, `"reasoning_effort"`) &&
+			!strings.Contains(body, `"reasoning_content":"Call the tool."`):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(400)
+			io.WriteString(w, `{"error":{"message":"reasoning_content of the last assistant turn is missing","type":"invalid_request_error"}}`)
+		case strings.Contains(body, `"reasoning_effort"`) && !strings.Contains(body, `"role":"tool"`):
+			openAIChunks(w,
+				chunk(`{"role":"assistant","reasoning_content":"Call the tool."}`, ""),
+				chunk(`{"tool_calls":[{"index":0,"id":"call_9","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]}`, ""),
+				chunk(`{}`, "tool_calls"), usageChunk)
+		default:
+			openAIEmptyArguments(w, r, n)
+		}
+	})
+	block := fmt.Sprintf(`
+		provider deep {
+			type openai
+			base_url %s
+			api_key k
+			reasoning effort
+			thinking_history reasoning_content
+		}`, up.URL)
+	status, reports := checkJSON(t, "--config", checkConfig(t, block))
+	if status != 0 {
+		t.Fatalf("status %d: %+v", status, reports)
+	}
+	wantVerdict(t, reports["deep"], conformance.ProbeThinking, conformance.Pass, "signed by the balancer")
+	wantVerdict(t, reports["deep"], conformance.ProbeSignature, conformance.Pass, "thinking block sent back and accepted")
+
+	// Dropping the reasoning from the history fails where Claude Code's
+	// next turn would.
+	status, reports = checkJSON(t, "--config", checkConfig(t, strings.Replace(block, "thinking_history reasoning_content", "thinking_history drop", 1)))
+	if status != 1 {
+		t.Fatalf("status %d: %+v", status, reports)
+	}
+	wantVerdict(t, reports["deep"], conformance.ProbeSignature, conformance.Fail, "reasoning_content of the last assistant turn is missing")
+}
+
 func TestCheckFailsOnARequiredProbe(t *testing.T) {
 	up := newMock(t, anthropicProvider{noImages: true}.serve)
 	fine := newMock(t, anthropicProvider{quota: "unified"}.serve)
