@@ -56,9 +56,9 @@ func BenchmarkQuotaOverhead(b *testing.B) {
 		"anthropic-ratelimit-unified-status": "allowed", "anthropic-ratelimit-unified-reset": "1999999999",
 		"anthropic-ratelimit-unified-representative-claim": "five_hour",
 		"anthropic-ratelimit-unified-5h-utilization":       "0.42", "anthropic-ratelimit-unified-5h-reset": "1999999999",
-		"anthropic-ratelimit-unified-5h-status":            "allowed",
-		"anthropic-ratelimit-unified-7d-utilization":       "0.12", "anthropic-ratelimit-unified-7d-reset": "1999999999",
-		"anthropic-ratelimit-unified-7d-status":            "allowed",
+		"anthropic-ratelimit-unified-5h-status":      "allowed",
+		"anthropic-ratelimit-unified-7d-utilization": "0.12", "anthropic-ratelimit-unified-7d-reset": "1999999999",
+		"anthropic-ratelimit-unified-7d-status": "allowed",
 	} {
 		withQuota.Set(k, v)
 	}
