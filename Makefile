@@ -47,11 +47,11 @@ test: lint build claude-code examples
 
 # Every example validates and is caddy fmt clean.
 examples: build
-	@for f in examples/*Caddyfile* examples/*.json; do \
+	@for f in examples/*Caddyfile* examples/*.json examples/cluster/*Caddyfile*; do \
 		env $(EXAMPLE_ENV) $(BIN) validate --config $$f >/dev/null 2>&1 || { env $(EXAMPLE_ENV) $(BIN) validate --config $$f; exit 1; }; \
 		echo "valid: $$f"; \
 	done
-	@for f in examples/*Caddyfile*; do $(BIN) fmt $$f | diff -q - $$f >/dev/null || { echo "$$f is not caddy fmt clean"; exit 1; }; done
+	@for f in examples/*Caddyfile* examples/cluster/*Caddyfile*; do $(BIN) fmt $$f | diff -q - $$f >/dev/null || { echo "$$f is not caddy fmt clean"; exit 1; }; done
 
 # Benchmarks of every package, then the side-by-side comparison with Caddy's
 # reverse_proxy (a table with ratios).

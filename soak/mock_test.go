@@ -47,6 +47,11 @@ type providerSpec struct {
 	faultRate float64
 	// firstByte delays the response headers.
 	firstByte time.Duration
+	// quotaStep, when set, makes the provider a subscription account whose
+	// 5h window fills by this share with each answer and resets every
+	// quotaWindow; full, it answers 429 with the window rejected.
+	quotaStep   float64
+	quotaWindow time.Duration
 }
 
 // mockProvider is an Anthropic Messages API on loopback. Its answer is
@@ -65,6 +70,41 @@ type mockProvider struct {
 	// rejected counts requests without the provider's key or with a body
 	// the mock cannot read: the balancer should send none.
 	rejected atomic.Int64
+
+	// The quota window of a subscription account: its use and reset.
+	util    float64
+	resetAt time.Time
+	// limited counts the 429s the window's limit caused.
+	limited atomic.Int64
+}
+
+// quota fills the account's window with one answer and sets its headers; it
+// reports false when the window is full: the answer is a 429.
+func (m *mockProvider) quota(h http.Header) bool {
+	if m.quotaStep == 0 {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if !now.Before(m.resetAt) {
+		m.util, m.resetAt = 0, now.Add(m.quotaWindow)
+	}
+	status, ok := "allowed", m.util < 1
+	if ok {
+		m.util += m.quotaStep
+		if m.util >= 0.8 {
+			status = "allowed_warning"
+		}
+	} else {
+		status = "rejected"
+	}
+	h.Set("Anthropic-Ratelimit-Unified-Status", status)
+	h.Set("Anthropic-Ratelimit-Unified-Representative-Claim", "five_hour")
+	h.Set("Anthropic-Ratelimit-Unified-5h-Utilization", strconv.FormatFloat(m.util, 'f', 3, 64))
+	h.Set("Anthropic-Ratelimit-Unified-5h-Reset", strconv.FormatInt(m.resetAt.Unix()+1, 10))
+	h.Set("Anthropic-Ratelimit-Unified-5h-Status", status)
+	return ok
 }
 
 // Timing of a healthy answer: deltas events, gap apart. A JSON answer takes
@@ -120,13 +160,18 @@ func (m *mockProvider) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "not a soak request")
 		return
 	}
+	h := w.Header()
+	h.Set("Request-Id", "req_soak_"+m.name)
+	if !m.quota(h) {
+		m.limited.Add(1)
+		writeError(w, http.StatusTooManyRequests, "rate_limit_error", "This request would exceed your account's rate limit.")
+		return
+	}
 	f, retryAfter := m.pick()
 	if f == faultOverloadedInBand && !req.Stream {
 		f = fault529
 	}
 	m.served[f].Add(1)
-	h := w.Header()
-	h.Set("Request-Id", "req_soak_"+m.name)
 	ctx := r.Context()
 	ttf, between := m.firstByte, gap
 	if f == faultSlow {

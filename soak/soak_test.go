@@ -141,6 +141,9 @@ func TestSoak(t *testing.T) {
 				parts = append(parts, fmt.Sprintf("%s %d", f, n))
 			}
 		}
+		if n := p.limited.Load(); n > 0 {
+			parts = append(parts, fmt.Sprintf("429 for a full window %d", n))
+		}
 		t.Logf("provider %-7s answered: %s", p.name, strings.Join(parts, ", "))
 	}
 	failovers := after.diff(before, "claude_balancer_failovers_total")
@@ -217,8 +220,11 @@ func newSoak(t *testing.T, faults float64, seed uint64) *soak {
 	s := &soak{t: t}
 	for i, spec := range []providerSpec{
 		{name: "flaky", faultRate: faults},
-		{name: "steady"},
-		{name: "backup", firstByte: 20 * time.Millisecond},
+		// Two subscription accounts whose windows fill and reset: each
+		// approaches its limit, is steered away from, hits it now and then,
+		// cools down until the reset and comes back.
+		{name: "steady", quotaStep: 0.01, quotaWindow: 2 * time.Second},
+		{name: "backup", firstByte: 20 * time.Millisecond, quotaStep: 0.02, quotaWindow: 3 * time.Second},
 	} {
 		p := newMockProvider(spec, seed+uint64(i))
 		t.Cleanup(p.srv.Close)
@@ -243,7 +249,7 @@ func newSoak(t *testing.T, faults float64, seed uint64) *soak {
 	return s
 }
 
-var strategies = []string{"priority", "round_robin", "least_latency", "random"}
+var strategies = []string{"priority", "round_robin", "least_latency", "random", "headroom"}
 
 // caddyfile returns config variant n: the strategy turns at every reload and
 // replay of finished answers is on in every other round of strategies.
