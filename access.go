@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/team"
 )
 
 // Who sent a request decides what it may do (DESIGN §13). A request with a
@@ -114,16 +115,32 @@ func admitLocal(w http.ResponseWriter, r *http.Request, why string) bool {
 	return true
 }
 
-// authorizeClient checks the client's key. It returns the name of the header
-// that carried the key (so it is not forwarded upstream), whether the request
-// was admitted for being local (without a key), and false after answering the
-// client itself.
-func (h *Handler) authorizeClient(w http.ResponseWriter, r *http.Request) (keyHeader string, local, ok bool) {
-	if len(h.clientKeys) == 0 {
+// who is who sent an API request.
+type who struct {
+	// client is the named client whose key was presented, or nil.
+	client *team.Client
+	// label names the sender in logs and metrics: a client's name,
+	// "anonymous" for a client_keys key, "local" for a keyless local request.
+	label string
+	// keyHeader is the header that carried the key, never forwarded.
+	keyHeader string
+	// local is set for a request admitted without a key, for being local.
+	local bool
+}
+
+// keyed reports whether clients must present a key: client_keys or named
+// clients are configured.
+func (h *Handler) keyed() bool { return len(h.clientKeys) > 0 || h.team.Len() > 0 }
+
+// authorizeClient checks who sent an API request: the client whose key it
+// presents, or without keys configured, a local request no web page sent. It
+// answers the client itself when it returns false.
+func (h *Handler) authorizeClient(w http.ResponseWriter, r *http.Request) (who, bool) {
+	if !h.keyed() {
 		if !admitLocal(w, r, "this balancer serves only local clients; set client_keys in its configuration to serve others") {
-			return "", false, false
+			return who{}, false
 		}
-		return "", true, true
+		return who{label: team.Local, local: true}, true
 	}
 	candidates := [][2]string{
 		{"X-Claude-Balancer-Key", r.Header.Get("X-Claude-Balancer-Key")},
@@ -134,6 +151,9 @@ func (h *Handler) authorizeClient(w http.ResponseWriter, r *http.Request) (keyHe
 		if c[1] == "" {
 			continue
 		}
+		if cl := h.team.Match(c[1]); cl != nil {
+			return who{client: cl, label: cl.Name, keyHeader: c[0]}, true
+		}
 		matched := false
 		for _, d := range h.clientKeys {
 			// Compare against every key so timing does not tell which matched.
@@ -142,11 +162,11 @@ func (h *Handler) authorizeClient(w http.ResponseWriter, r *http.Request) (keyHe
 			}
 		}
 		if matched {
-			return c[0], false, true
+			return who{label: team.Anonymous, keyHeader: c[0]}, true
 		}
 	}
 	apierr.Write(w, http.StatusUnauthorized, apierr.Authentication, "missing or invalid client key")
-	return "", false, false
+	return who{}, false
 }
 
 // requireJSON refuses a messages request whose body a browser could send

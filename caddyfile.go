@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
 	"github.com/claude-balancer/caddy-claude-balancer/convert"
+	"github.com/claude-balancer/caddy-claude-balancer/team"
 )
 
 func init() {
@@ -38,6 +40,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		sticky <ttl>
 //		max_request_body <size>
 //		client_keys <key...>
+//		client <name> {
+//			key <key...>
+//			rate <count>/<window>
+//			tokens <count>/<window>
+//			models <pattern...>
+//			pricing <pattern> <input> <output> <cache-read> <cache-write>
+//		}
 //		admin_key <key>
 //		health {
 //			threshold <n>
@@ -157,6 +166,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.ClientKeys = append(h.ClientKeys, keys...)
+		case "client":
+			c, err := parseClient(d)
+			if err != nil {
+				return err
+			}
+			for _, prev := range h.Clients {
+				if prev.Name == c.Name {
+					return d.Errf("client %q is declared twice", c.Name)
+				}
+			}
+			h.Clients = append(h.Clients, c)
 		case "admin_key":
 			if err := oneArg(d, &h.AdminKey); err != nil {
 				return err
@@ -244,6 +264,97 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 		return d.ArgErr()
 	}
 	return nil
+}
+
+// parseClient reads a client block:
+//
+//	client <name> {
+//		key <key...>
+//		rate <count>/<window>
+//		tokens <count>/<window>
+//		models <pattern...>
+//		pricing <pattern> <input> <output> <cache-read> <cache-write>
+//	}
+func parseClient(d *caddyfile.Dispenser) (team.ClientConfig, error) {
+	var c team.ClientConfig
+	if !d.NextArg() {
+		return c, d.ArgErr()
+	}
+	c.Name = d.Val()
+	if d.NextArg() {
+		return c, d.ArgErr()
+	}
+	if c.Name == team.Anonymous || c.Name == team.Local {
+		return c, d.Errf("client name %q is reserved for requests of no named client", c.Name)
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "key":
+			keys := d.RemainingArgs()
+			if len(keys) == 0 {
+				return c, d.ArgErr()
+			}
+			c.Keys = append(c.Keys, keys...)
+		case "rate", "tokens":
+			which := d.Val()
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return c, err
+			}
+			l, err := parseLimit(v)
+			if err != nil {
+				return c, d.Errf("%s %q: %v", which, v, err)
+			}
+			if which == "rate" {
+				c.Rate = l
+			} else {
+				c.Tokens = l
+			}
+		case "models":
+			ms := d.RemainingArgs()
+			if len(ms) == 0 {
+				return c, d.ArgErr()
+			}
+			c.Models = append(c.Models, ms...)
+		case "pricing":
+			args := d.RemainingArgs()
+			if len(args) != 5 {
+				return c, d.Errf("pricing takes a model pattern and four prices (USD per million input, output, cache-read and cache-write tokens)")
+			}
+			p := team.Price{Model: args[0]}
+			for i, dst := range []*float64{&p.Input, &p.Output, &p.CacheRead, &p.CacheWrite} {
+				f, err := strconv.ParseFloat(args[i+1], 64)
+				if err != nil || f < 0 || math.IsInf(f, 0) {
+					return c, d.Errf("invalid price %q", args[i+1])
+				}
+				*dst = f
+			}
+			c.Pricing = append(c.Pricing, p)
+		default:
+			return c, d.Errf("unrecognized client option %q", d.Val())
+		}
+	}
+	if len(c.Keys) == 0 {
+		return c, d.Errf("client %q has no key", c.Name)
+	}
+	return c, nil
+}
+
+// parseLimit reads "<count>/<window>", such as 60/1m or 5000000/5h.
+func parseLimit(v string) (*team.Limit, error) {
+	n, w, ok := strings.Cut(v, "/")
+	if !ok {
+		return nil, fmt.Errorf("want <count>/<window>, such as 60/1m")
+	}
+	count, err := strconv.ParseInt(n, 10, 64)
+	if err != nil || count <= 0 {
+		return nil, fmt.Errorf("the count must be a positive integer")
+	}
+	dur, err := caddy.ParseDuration(w)
+	if err != nil || dur < time.Second {
+		return nil, fmt.Errorf("the window must be a duration of at least 1s")
+	}
+	return &team.Limit{Count: count, Window: caddy.Duration(dur)}, nil
 }
 
 func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {

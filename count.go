@@ -14,7 +14,7 @@ import (
 // serveCount answers count_tokens: the provider's exact count when the
 // model's route has a healthy Anthropic provider, else a local count.
 func (h *Handler) serveCount(w http.ResponseWriter, r *http.Request) {
-	keyHeader, body, ok := h.admit(w, r)
+	sender, body, ok := h.admit(w, r)
 	if !ok {
 		return
 	}
@@ -23,7 +23,10 @@ func (h *Handler) serveCount(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
 		return
 	}
-	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, keyHeader, false), RawQuery: r.URL.RawQuery}
+	if !h.admitClient(w, sender, peek.Model, false) {
+		return
+	}
+	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, sender.keyHeader, false), RawQuery: r.URL.RawQuery}
 	res := h.bal.CountTokens(r.Context(), req)
 	if res.Upstream {
 		getMetrics().countSource.WithLabelValues(h.bal.Name, "upstream").Inc()

@@ -1,6 +1,7 @@
 package claudebalancer
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -52,18 +53,18 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 
 // admit checks who sent the request and reads the body. It answers the client
 // itself when it returns false.
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (keyHeader string, body []byte, ok bool) {
-	keyHeader, local, ok := h.authorizeClient(w, r)
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (who, []byte, bool) {
+	sender, ok := h.authorizeClient(w, r)
 	if !ok {
-		return "", nil, false
+		return sender, nil, false
 	}
 	// What is open to local users without a key is closed to web pages: a
 	// page can send text/plain anywhere without asking the browser first.
-	if local && !requireJSON(w, r) {
-		return "", nil, false
+	if sender.local && !requireJSON(w, r) {
+		return sender, nil, false
 	}
-	body, ok = h.readBody(w, r)
-	return keyHeader, body, ok
+	body, ok := h.readBody(w, r)
+	return sender, body, ok
 }
 
 // upstreamHeader returns the client's headers for the providers: without
@@ -82,10 +83,31 @@ func upstreamHeader(r *http.Request, keyHeader string, clone bool) http.Header {
 // de-duplication on, signs it, in one walk (internal/intake). Whether a body is
 // accepted never depends on de-duplication: both follow the module's one
 // grammar.
-func (h *Handler) peek(body []byte, r *http.Request) (balancer.Peek, dedup.Key, error) {
+func (h *Handler) peek(body []byte, r *http.Request, sender who) (balancer.Peek, dedup.Key, error) {
 	opt := intake.Options{Sign: !h.dedupOff}
 	if opt.Sign {
-		opt.Ignore, opt.Identity, opt.Beta = h.dedupIgnore, clientIdentity(r), strings.Join(r.Header.Values("Anthropic-Beta"), ",")
+		opt.Ignore, opt.Identity, opt.Beta = h.dedupIgnore, clientIdentity(r, sender), strings.Join(r.Header.Values("Anthropic-Beta"), ",")
 	}
 	return intake.Read(body, opt)
+}
+
+// clientIdentity names who is asking, so that two clients never share an
+// answer: a named client by its name (two keys of one person share answers),
+// anyone else by the key that let them in; and everyone by the credential
+// they would pass through.
+func clientIdentity(r *http.Request, sender who) string {
+	var id strings.Builder
+	if sender.client != nil {
+		id.WriteString("client\x00")
+		id.WriteString(sender.client.Name)
+	}
+	id.WriteByte(0)
+	for _, k := range []string{"X-Claude-Balancer-Key", "X-Api-Key", "Authorization"} {
+		if sender.client == nil || k != sender.keyHeader {
+			id.WriteString(r.Header.Get(k))
+		}
+		id.WriteByte(0)
+	}
+	sum := sha256.Sum256([]byte(id.String()))
+	return string(sum[:])
 }

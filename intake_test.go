@@ -39,8 +39,8 @@ func FuzzValidityNeverDependsOnDedup(f *testing.F) {
 	on := &Handler{dedupIgnore: dedup.DefaultIgnore}
 	r, _ := http.NewRequest(http.MethodPost, "/v1/messages", nil)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		p1, _, err1 := off.peek(body, r)
-		p2, _, err2 := on.peek(body, r)
+		p1, _, err1 := off.peek(body, r, who{})
+		p2, _, err2 := on.peek(body, r, who{})
 		if (err1 == nil) != (err2 == nil) {
 			t.Fatalf("%q: dedup off says %v, dedup on says %v", body, err1, err2)
 		}

@@ -2,9 +2,10 @@ package claudebalancer
 
 import (
 	"context"
-	"crypto/sha256"
+	"fmt"
+	"math"
 	"net/http"
-	"strings"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -14,19 +15,23 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/dedup"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
+	"github.com/claude-balancer/caddy-claude-balancer/team"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
 func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	keyHeader, body, ok := h.admit(w, r)
+	sender, body, ok := h.admit(w, r)
 	if !ok {
 		return
 	}
-	peek, key, err := h.peek(body, r)
+	peek, key, err := h.peek(body, r, sender)
 	if err != nil {
 		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
+		return
+	}
+	if !h.admitClient(w, sender, peek.Model, true) {
 		return
 	}
 	inFlight := getMetrics().inFlight.WithLabelValues(h.bal.Name)
@@ -34,7 +39,7 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	defer inFlight.Dec()
 	// The attempt loop may outlive this handler when other clients share
 	// its answer, so it gets its own copy of the headers.
-	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, keyHeader, !h.dedupOff), RawQuery: r.URL.RawQuery}
+	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, sender.keyHeader, !h.dedupOff), RawQuery: r.URL.RawQuery}
 	req.EstimateTokens = h.estimateTokens
 	// De-duplication decides who runs the attempt loop: this request, alone
 	// (dedup off) or as the leader of a group, or an identical one in flight.
@@ -49,11 +54,21 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		res := h.bal.Serve(ctx, req, out)
 		h.finishRun(req, res, runRole, time.Since(start))
 		done.Store(res)
+		if k, ok := out.(dedup.Keeper); ok {
+			// Every client that shares the answer is accounted with it.
+			k.Keep(res)
+		}
 		return res.Failure
 	})
-	rec := requestRecord{status: dres.Status, role: dres.Role.String()}
-	if res := done.Load(); res != nil {
-		rec.provider, rec.route, rec.attempts, rec.quotaWindow = providerOf(res), res.Route, len(res.Attempts), res.QuotaWindow
+	rec := requestRecord{status: dres.Status, role: dres.Role.String(), client: sender.label}
+	res := done.Load()
+	if res != nil {
+		rec.route, rec.attempts = res.Route, len(res.Attempts)
+	} else if kept, ok := dres.Kept.(*balancer.Result); ok {
+		res = kept
+	}
+	if res != nil {
+		rec.provider, rec.quotaWindow = providerOf(res), res.QuotaWindow
 	} else if dres.Header != nil {
 		rec.provider = dres.Header.Get("X-Claude-Balancer-Provider")
 	}
@@ -64,6 +79,64 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		h.logShared(req, dres, rec.provider, time.Since(start))
 	}
 	h.finishClient(r, req, rec)
+	h.chargeClient(sender, req, res)
+}
+
+// admitClient refuses a named client's request for a model outside its
+// list (403) or over one of its limits (429, with when to come back), and
+// counts it against its rate when messages is set. It answers the client
+// itself when it returns false.
+func (h *Handler) admitClient(w http.ResponseWriter, sender who, model string, messages bool) bool {
+	c := sender.client
+	if c == nil {
+		return true
+	}
+	if !c.Allows(model) {
+		apierr.Write(w, http.StatusForbidden, apierr.Permission, fmt.Sprintf("client %q may not use model %q", c.Name, model))
+		return false
+	}
+	if !messages {
+		return true
+	}
+	v := c.Admit(time.Now())
+	if !v.OK {
+		secs := max(1, int(math.Ceil(time.Until(v.RetryAt).Seconds())))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		apierr.Write(w, http.StatusTooManyRequests, apierr.RateLimit,
+			fmt.Sprintf("client %q is over its %s limit; retry in %d seconds", c.Name, v.Limit, secs))
+		getMetrics().clientLimited.WithLabelValues(h.bal.Name, c.Name, v.Limit).Inc()
+		return false
+	}
+	h.teamBoard.Changed(false)
+	return true
+}
+
+// chargeClient accounts a client's answer: its usage by model and provider
+// on the metrics and, for a named client, in its usage and tokens window.
+// An answer that never started costs nothing; a stream that failed after it
+// started costs what its events reported.
+func (h *Handler) chargeClient(sender who, req *balancer.Request, res *balancer.Result) {
+	if res == nil || !res.Committed || res.Provider == nil {
+		return
+	}
+	model := metricModel(h.bal, res.Route, res.Model, req.Peek.Model)
+	u := team.Usage{Input: res.Usage.InputTokens, Output: res.Usage.OutputTokens,
+		CacheRead: res.Usage.CacheReadTokens, CacheWrite: res.Usage.CacheCreationTokens}
+	m := getMetrics()
+	labels := []string{h.bal.Name, sender.label, model, res.Provider.Name}
+	m.clientRequests.WithLabelValues(labels...).Inc()
+	for kind, n := range map[string]int64{"input": u.Input, "output": u.Output, "cache_read": u.CacheRead, "cache_write": u.CacheWrite} {
+		if n > 0 {
+			m.clientTokens.WithLabelValues(append(labels, kind)...).Add(float64(n))
+		}
+	}
+	if sender.client == nil {
+		return
+	}
+	if cost, priced := sender.client.Charge(time.Now(), req.Peek.Model, model, res.Provider.Name, u); priced {
+		m.clientCost.WithLabelValues(labels...).Add(cost)
+	}
+	h.teamBoard.Changed(false)
 }
 
 // requestRecord is what one client's request is recorded with.
@@ -75,6 +148,8 @@ type requestRecord struct {
 	role string
 	// quotaWindow is the subscription quota window that bound the answer.
 	quotaWindow string
+	// client labels who sent it: a client's name, "anonymous" or "local".
+	client string
 }
 
 func providerOf(res *balancer.Result) string {
@@ -103,6 +178,7 @@ func (h *Handler) finishClient(r *http.Request, req *balancer.Request, rec reque
 		if rec.quotaWindow != "" {
 			extra.Add(zap.String("quota_window", rec.quotaWindow))
 		}
+		extra.Add(zap.String("client", rec.client))
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.claude_balancer.provider", rec.provider)
@@ -111,6 +187,7 @@ func (h *Handler) finishClient(r *http.Request, req *balancer.Request, rec reque
 		repl.Set("http.claude_balancer.attempts", rec.attempts)
 		repl.Set("http.claude_balancer.dedup", rec.role)
 		repl.Set("http.claude_balancer.quota_window", rec.quotaWindow)
+		repl.Set("http.claude_balancer.client", rec.client)
 	}
 }
 
@@ -123,19 +200,6 @@ func (h *Handler) estimateTokens(body []byte) int64 {
 		return 0
 	}
 	return int64(n)
-}
-
-// clientIdentity names who is asking, so that two clients never share an
-// answer: the client key that let them in and the credential they would
-// pass through.
-func clientIdentity(r *http.Request) string {
-	var id strings.Builder
-	for _, k := range []string{"X-Claude-Balancer-Key", "X-Api-Key", "Authorization"} {
-		id.WriteString(r.Header.Get(k))
-		id.WriteByte(0)
-	}
-	sum := sha256.Sum256([]byte(id.String()))
-	return string(sum[:])
 }
 
 // finishRun measures an attempt loop and writes its log line: one per

@@ -25,7 +25,13 @@ type metricSet struct {
 	tokens       *prometheus.CounterVec
 	countSource  *prometheus.CounterVec
 	oauthRefresh *prometheus.CounterVec
-	state        stateCollector
+	// The clients': requests and tokens by client, model and provider, cost
+	// where a price applies, and refusals by limit.
+	clientRequests *prometheus.CounterVec
+	clientTokens   *prometheus.CounterVec
+	clientCost     *prometheus.CounterVec
+	clientLimited  *prometheus.CounterVec
+	state          stateCollector
 }
 
 var (
@@ -67,6 +73,18 @@ func getMetrics() *metricSet {
 				Help: "count_tokens answers by source (upstream, local)."}, []string{"balancer", "source"}),
 			oauthRefresh: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "oauth_refreshes_total",
 				Help: "OAuth token refreshes by result (success, failure)."}, []string{"balancer", "result"}),
+			clientRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "client_requests_total",
+				Help: "Answered requests by client (a named client, anonymous or local), model and provider."},
+				[]string{"balancer", "client", "model", "provider"}),
+			clientTokens: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "client_tokens_total",
+				Help: "Tokens of the clients' answers by kind (input, output, cache_read, cache_write), client, model and provider."},
+				[]string{"balancer", "client", "model", "provider", "kind"}),
+			clientCost: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "client_cost_usd_total",
+				Help: "What the clients' answers cost in US dollars, where the client has a price for the model."},
+				[]string{"balancer", "client", "model", "provider"}),
+			clientLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "client_limited_total",
+				Help: "Requests refused for being over a client's limit, by limit (rate, tokens)."},
+				[]string{"balancer", "client", "limit"}),
 		}
 	})
 	return metrics
@@ -78,7 +96,7 @@ func (m *metricSet) register(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.attempts, m.failovers, m.upstream, m.ttft, m.overhead,
-		m.inFlight, m.tokens, m.countSource, m.oauthRefresh, &m.state} {
+		m.inFlight, m.tokens, m.countSource, m.oauthRefresh, m.clientRequests, m.clientTokens, m.clientCost, m.clientLimited, &m.state} {
 		var already prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
 			return err

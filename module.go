@@ -22,6 +22,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/shared"
 	"github.com/claude-balancer/caddy-claude-balancer/oauth"
+	"github.com/claude-balancer/caddy-claude-balancer/team"
 	"github.com/claude-balancer/caddy-claude-balancer/tokens"
 )
 
@@ -70,6 +71,12 @@ type Handler struct {
 	// "{env.BALANCER_KEY}".
 	ClientKeys []string `json:"client_keys,omitempty"`
 
+	// Clients names the balancer's clients: people or services, each with
+	// keys, optional limits (requests and tokens per sliding window), the
+	// models it may ask for and prices for its usage. A config with clients
+	// is keyed: unknown keys get 401, as with client_keys.
+	Clients []team.ClientConfig `json:"clients,omitempty"`
+
 	// AdminKey protects the management endpoints served on the site
 	// (/providers and its reload, /oauth/). With none, only loopback clients
 	// may use them. Present it as "Authorization: Bearer", "x-admin-key" or
@@ -110,9 +117,13 @@ type Handler struct {
 	// claimed is the name this handler claimed in its config load.
 	claimed string
 	load    any
-	// board shares quota facts with other instances; it starts with the
-	// first request, so that validating a config touches no storage.
-	board *shared.Board
+	// board shares quota facts with other instances, teamBoard the named
+	// clients' windows; they start with the first request, so that
+	// validating a config touches no storage.
+	board, teamBoard *shared.Board
+	// team is the named clients; releaseTeam gives their state back.
+	team        *team.Team
+	releaseTeam func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -156,6 +167,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.adminKey, h.hasAdmin = sha256.Sum256([]byte(k)), true
 	}
+	tm, release, err := team.Compile(h.Clients, nameOf(h.Name), func(s string) string { return repl.ReplaceKnown(s, "") })
+	if err != nil {
+		return err
+	}
+	h.team, h.releaseTeam = tm, release
 	h.maxBody = h.MaxRequestBody
 	if h.maxBody == 0 {
 		h.maxBody = DefaultMaxRequestBody
@@ -163,10 +179,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.maxBody < 0 {
 		return fmt.Errorf("max_request_body must not be negative")
 	}
-	name := h.Name
-	if name == "" {
-		name = "default"
-	}
+	name := nameOf(h.Name)
 	config, err := json.Marshal(h)
 	if err != nil {
 		return fmt.Errorf("encoding the configuration: %w", err)
@@ -207,6 +220,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.bal, h.board = b, board
+	// Named clients' windows are shared the same way, a count each instance
+	// writes at most every 5 seconds: Caddy storage has no atomic add.
+	h.teamBoard = shared.New(ctx.Storage(), "clients", name, shared.Options{MinWrite: 5 * time.Second}, h.logger.Named("shared"))
+	h.teamBoard.SetSource(func() []byte { return h.team.Export(time.Now()) })
+	h.teamBoard.OnUpdate(h.team.Import)
 	if err := getMetrics().register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -228,6 +246,13 @@ func (h *Handler) Cleanup() error {
 	if h.board != nil {
 		h.board.Stop()
 	}
+	if h.teamBoard != nil {
+		h.teamBoard.Stop()
+	}
+	if h.releaseTeam != nil {
+		h.releaseTeam()
+		h.releaseTeam = nil
+	}
 	if h.oauthKey != "" {
 		_, _ = oauthManagers.Delete(h.oauthKey)
 	}
@@ -240,9 +265,18 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
+// nameOf returns a balancer's name: "default" when none is set.
+func nameOf(name string) string {
+	if name == "" {
+		return "default"
+	}
+	return name
+}
+
 // ServeHTTP dispatches by path.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	h.board.Start()
+	h.teamBoard.Start()
 	switch path := r.URL.Path; path {
 	case "/v1/messages":
 		if r.Method != http.MethodPost {

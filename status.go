@@ -9,6 +9,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/redact"
+	"github.com/claude-balancer/caddy-claude-balancer/team"
 )
 
 // Version is the module's version, reported by GET /health.
@@ -196,6 +197,8 @@ type BalancerStatus struct {
 	Providers         []ProviderStatus `json:"providers"`
 	Routes            []RouteStatus    `json:"routes"`
 	Dedup             DedupStatus      `json:"dedup"`
+	// Clients are the named clients: their usage, limits and windows.
+	Clients []team.Status `json:"clients"`
 }
 
 // DedupStatus reports the sharing of upstream calls.
@@ -317,6 +320,10 @@ func (h *Handler) Status() BalancerStatus {
 		st.Providers = append(st.Providers, ps)
 	}
 	st.TotalRoutes = len(st.Routes)
+	st.Clients = []team.Status{}
+	for _, c := range h.team.Clients() {
+		st.Clients = append(st.Clients, c.Status(time.Now()))
+	}
 	ds := h.dedup.Stats()
 	st.Dedup = DedupStatus{Enabled: !h.dedupOff, Runs: ds.Runs, Joins: ds.Joins, ReplayHits: ds.ReplayHits,
 		FanOut: ds.FanOut, SlowEnded: ds.SlowEnded, WaitExpired: ds.WaitExpired, InFlight: ds.Active, Groups: ds.Groups}

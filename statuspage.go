@@ -38,7 +38,16 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		}
 		return time.Since(*t).Round(time.Second).String() + " ago"
 	},
-	"until": func(t time.Time) string {
+	"until": func(v any) string {
+		var t time.Time
+		switch v := v.(type) {
+		case time.Time:
+			t = v
+		case *time.Time:
+			if v != nil {
+				t = *v
+			}
+		}
 		if t.IsZero() {
 			return "—"
 		}

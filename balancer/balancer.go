@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/glob"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/quota"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/shared"
 	"go.uber.org/zap"
@@ -228,7 +229,7 @@ func New(cfg Config, opt Options) (b *Balancer, err error) {
 			if strings.TrimSpace(m) == "" {
 				return nil, fmt.Errorf("route %d: empty model pattern", i+1)
 			}
-			r.patterns = append(r.patterns, compilePattern(m))
+			r.patterns = append(r.patterns, glob.Compile(m))
 		}
 		for _, tc := range rc.To {
 			p, ok := b.byName[tc.Provider]

@@ -2,6 +2,8 @@ package balancer
 
 import (
 	"strings"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/glob"
 )
 
 // Target is one candidate of a route: a provider and the model to ask it for.
@@ -16,44 +18,8 @@ type Route struct {
 	// ID names the route in logs, metrics and stickiness keys: its patterns
 	// joined by spaces, or "*" for the implicit route.
 	ID       string
-	patterns []pattern
+	patterns []glob.Pattern
 	Targets  []Target
-}
-
-type pattern struct {
-	raw   string // lower case
-	exact bool
-	parts []string // the pattern split at '*'
-}
-
-func compilePattern(p string) pattern {
-	p = strings.ToLower(p)
-	if !strings.Contains(p, "*") {
-		return pattern{raw: p, exact: true}
-	}
-	return pattern{raw: p, parts: strings.Split(p, "*")}
-}
-
-// match reports whether the lower-cased model matches the glob as a whole.
-func (p pattern) match(model string) bool {
-	if p.exact {
-		return model == p.raw
-	}
-	// parts[0] is a prefix, the last part a suffix, the middle parts must
-	// appear in order between them.
-	first, last := p.parts[0], p.parts[len(p.parts)-1]
-	if len(model) < len(first)+len(last) || !strings.HasPrefix(model, first) || !strings.HasSuffix(model, last) {
-		return false
-	}
-	rest := model[len(first) : len(model)-len(last)]
-	for _, mid := range p.parts[1 : len(p.parts)-1] {
-		i := strings.Index(rest, mid)
-		if i < 0 {
-			return false
-		}
-		rest = rest[i+len(mid):]
-	}
-	return true
 }
 
 // Routes is the route table of a balancer.
@@ -73,14 +39,14 @@ func (rs *Routes) Match(model string) *Route {
 	m := strings.ToLower(model)
 	for _, r := range rs.routes {
 		for _, p := range r.patterns {
-			if p.exact && p.raw == m {
+			if p.Exact() && p.Match(m) {
 				return r
 			}
 		}
 	}
 	for _, r := range rs.routes {
 		for _, p := range r.patterns {
-			if !p.exact && p.match(m) {
+			if !p.Exact() && p.Match(m) {
 				return r
 			}
 		}
@@ -100,7 +66,7 @@ func (rs *Routes) All() []*Route {
 func (r *Route) Patterns() []string {
 	out := make([]string, len(r.patterns))
 	for i, p := range r.patterns {
-		out[i] = p.raw
+		out[i] = p.String()
 	}
 	if len(out) == 0 {
 		return []string{"*"}

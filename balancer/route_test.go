@@ -1,6 +1,10 @@
 package balancer
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/glob"
+)
 
 func TestGlobMatching(t *testing.T) {
 	for _, tc := range []struct {
@@ -21,8 +25,8 @@ func TestGlobMatching(t *testing.T) {
 		{"exact-model", "EXACT-MODEL", true},
 		{"exact-model", "exact-model-2", false},
 	} {
-		p := compilePattern(tc.pattern)
-		if got := p.match(toLower(tc.model)); got != tc.want {
+		p := glob.Compile(tc.pattern)
+		if got := p.Match(toLower(tc.model)); got != tc.want {
 			t.Errorf("%q matches %q = %v, want %v", tc.pattern, tc.model, got, tc.want)
 		}
 	}
@@ -42,7 +46,7 @@ func TestRoutesExactBeforeGlobThenFileOrder(t *testing.T) {
 	mk := func(id string, pats ...string) *Route {
 		r := &Route{ID: id}
 		for _, p := range pats {
-			r.patterns = append(r.patterns, compilePattern(p))
+			r.patterns = append(r.patterns, glob.Compile(p))
 		}
 		return r
 	}

@@ -877,3 +877,36 @@ func TestEachEventSplitsRawEvents(t *testing.T) {
 		t.Errorf("err %v", err)
 	}
 }
+
+func TestEveryMemberGetsWhatTheRunKept(t *testing.T) {
+	events := fixtureEvents(t, streamFixture)
+	r := New(Options{Replay: time.Minute})
+	g := newGate()
+	var calls countedCalls
+	inner := streamRun(&calls, g, events)
+	run := func(ctx context.Context, out relay.Output) *relay.Failure {
+		f := inner(ctx, out)
+		out.(Keeper).Keep("the usage")
+		return f
+	}
+	leader := startClient(r, testKey, true, run)
+	<-g.started
+	joiner := startClient(r, testKey, false, run)
+	eventually(t, "joined", func() bool { return r.Stats().Joins == 1 })
+	close(g.open)
+	leader.wait(t)
+	joiner.wait(t)
+	replay := startClient(r, testKey, true, run)
+	replay.wait(t)
+	for name, c := range map[string]*client{"leader": leader, "joiner": joiner, "replayed": replay} {
+		if c.res.Kept != "the usage" {
+			t.Errorf("%s: kept %v", name, c.res.Kept)
+		}
+	}
+	direct := New(Options{Off: true})
+	d := startClient(direct, testKey, true, run)
+	d.wait(t)
+	if d.res.Kept != "the usage" || d.res.Role != Direct {
+		t.Errorf("direct: kept %v role %v", d.res.Kept, d.res.Role)
+	}
+}

@@ -56,6 +56,9 @@ type group struct {
 	// Set by finish before the group is offered for replay; read only after.
 	replayUntil time.Time
 
+	// kept is what the run kept (Keep); members read it once done.
+	kept atomic.Pointer[any]
+
 	bodyOnce  sync.Once
 	body      []byte
 	synthOnce sync.Once
@@ -222,6 +225,17 @@ func (g *group) finish(f *relay.Failure, perr error) {
 	g.reg.active.Add(-1)
 }
 
+// Keep implements Keeper.
+func (g *group) Keep(v any) { g.kept.Store(&v) }
+
+// keptValue returns what the run kept, or nil.
+func (g *group) keptValue() any {
+	if p := g.kept.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Start implements relay.Output.
 func (g *group) Start(status int, header http.Header, stream bool) error {
 	g.mu.Lock()
@@ -379,4 +393,7 @@ func (g *group) synthesized(s *state) ([][]byte, error) {
 }
 
 // Interface guards
-var _ relay.Output = (*group)(nil)
+var (
+	_ relay.Output = (*group)(nil)
+	_ Keeper       = (*group)(nil)
+)

@@ -22,7 +22,12 @@ var tooSlowFrame = apierr.Frame(apierr.Overloaded, tooSlowMessage)
 func (g *group) serve(w http.ResponseWriter, req *http.Request, m *member, stream bool, role Role) (res Result, gaveUp bool) {
 	res.Role = role
 	var delivered int64
-	defer func() { g.leave(m, delivered) }()
+	defer func() {
+		if g.state.Load().done {
+			res.Kept = g.keptValue()
+		}
+		g.leave(m, delivered)
+	}()
 	ctx := req.Context()
 
 	s, gaveUp, err := g.awaitCommit(ctx, role)

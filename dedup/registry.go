@@ -149,6 +149,17 @@ type Result struct {
 	// Err says why this client's response ended early: its request context
 	// ended, a write failed, ErrTooSlow, or the attempt loop panicked.
 	Err error
+	// Kept is what the attempt loop kept with its answer (see Keeper), once
+	// the run ended; nil before.
+	Kept any
+}
+
+// Keeper is implemented by a group's Output: an attempt loop keeps a value
+// with its answer (what it learned: the usage, the provider), which every
+// member's Result carries once the run ended, so that each client is
+// accounted as if it had been served alone.
+type Keeper interface {
+	Keep(v any)
 }
 
 // ErrTooSlow ends a member that fell more than Options.MaxLag bytes behind.
@@ -278,9 +289,9 @@ func (r *Registry) Serve(w http.ResponseWriter, req *http.Request, key Key, stre
 }
 
 func serveDirect(w http.ResponseWriter, req *http.Request, run RunFunc) Result {
-	out := relay.NewClientOutput(w)
+	out := &directOutput{ClientOutput: relay.NewClientOutput(w)}
 	f := run(req.Context(), out)
-	res := Result{Role: Direct, Status: out.Status, Bytes: out.Bytes, Failure: f}
+	res := Result{Role: Direct, Status: out.Status, Bytes: out.Bytes, Failure: f, Kept: out.kept}
 	if out.Started {
 		res.Header = w.Header()
 	} else if f != nil {
@@ -289,6 +300,14 @@ func serveDirect(w http.ResponseWriter, req *http.Request, run RunFunc) Result {
 	}
 	return res
 }
+
+// directOutput is a client's own output, keeping what the run kept.
+type directOutput struct {
+	*relay.ClientOutput
+	kept any
+}
+
+func (d *directOutput) Keep(v any) { d.kept = v }
 
 // enter joins the group for key, or forms a new one led by this request. A
 // group the request already waited on in vain (avoid) is replaced if it is

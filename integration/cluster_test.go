@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,22 +16,14 @@ import (
 	"time"
 )
 
-// caddyBinary returns a Caddy built with the module: CADDY_BIN, the one
-// `make build` leaves in bin/, or one built now.
+// caddyBinary returns a Caddy built with the module as this test binary
+// was (go build reuses its cache), or CADDY_BIN.
 var caddyBinary = sync.OnceValues(func() (string, error) {
 	if p := os.Getenv("CADDY_BIN"); p != "" {
 		return p, nil
 	}
-	if p, err := filepath.Abs("../bin/caddy"); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	dir, err := os.MkdirTemp("", "claude-balancer-caddy-")
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(dir, "caddy")
+	// Into the directory TestMain removes at the end.
+	p := filepath.Join(filepath.Dir(dataDir), "caddy")
 	out, err := exec.Command("go", "build", "-o", p, "../cmd/caddy").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("building caddy: %v: %s", err, out)
@@ -181,5 +174,48 @@ func TestTwoInstancesShareWhatAnAccountSaid(t *testing.T) {
 	doc, _ := io.ReadAll(resp2.Body)
 	if !strings.Contains(string(doc), `"name": "5h"`) || !strings.Contains(string(doc), `"quota_cooldown": true`) {
 		t.Fatalf("b's /providers: %s", doc)
+	}
+}
+
+func TestTwoInstancesShareAClientsWindows(t *testing.T) {
+	up := newMock(t, usageJSON(10, 10, 0, 0))
+	block := fmt.Sprintf("client frank {\nkey frank-key\nrate 4/1m\n}\nprovider a {\nbase_url %s\napi_key k\n}", up.URL)
+	e := start(t, block)
+	b := startProcess(t, e.name, block)
+	client := &http.Client{Timeout: 10 * time.Second}
+	post := func(base string, i int) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", strings.NewReader(string(body("m", false, fmt.Sprintf(`"x":%d`, i)))))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Api-Key", "frank-key")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 3 {
+		if s := post(e.base, i); s != 200 {
+			t.Fatalf("request %d to a: %d", i, s)
+		}
+	}
+	// b learns a's count within a write (at most 5 s) and a read (2 s).
+	waitFor(t, "b to count a's requests", func() bool {
+		resp, err := client.Get(b.base + "/providers")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var doc clientsDoc
+		_ = json.NewDecoder(resp.Body).Decode(&doc)
+		return len(doc.Clients) == 1 && doc.Clients[0].WindowUsed["rate"] == 3
+	})
+	if s := post(b.base, 10); s != 200 {
+		t.Fatalf("the fourth request, to b: %d", s)
+	}
+	if s := post(b.base, 11); s != 429 {
+		t.Fatalf("the fifth request, to b: %d, want 429", s)
 	}
 }

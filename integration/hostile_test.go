@@ -559,7 +559,7 @@ func randomMarker(t *testing.T, name string) string {
 // admin API, metrics, the adapted config and a config error.
 func TestSecretsNeverLeak(t *testing.T) {
 	secrets := map[string]string{}
-	for _, name := range []string{"API_KEY", "AUTH_TOKEN", "HEADER", "PROXY_PASS", "CLIENT_KEY", "ADMIN_KEY"} {
+	for _, name := range []string{"API_KEY", "AUTH_TOKEN", "HEADER", "PROXY_PASS", "CLIENT_KEY", "ADMIN_KEY", "TEAM_KEY"} {
 		secrets[name] = randomMarker(t, strings.ReplaceAll(strings.ToLower(name), "_", ""))
 		t.Setenv("CB_SECRET_"+name, secrets[name])
 	}
@@ -604,6 +604,12 @@ func TestSecretsNeverLeak(t *testing.T) {
 	logFile, accessFile := filepath.Join(dir, "caddy.log"), filepath.Join(dir, "access.log")
 	block := fmt.Sprintf(`
 		client_keys {env.CB_SECRET_CLIENT_KEY}
+		client erin {
+			key {env.CB_SECRET_TEAM_KEY}
+			rate 1000/1m
+			tokens 1000000/5h
+			pricing * 3 15 0.3 3.75
+		}
 		admin_key {env.CB_SECRET_ADMIN_KEY}
 		max_request_body 1MiB
 		sticky 0
@@ -758,6 +764,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	expect("bearer client key", resp, out, 200)
 	resp, out = call("POST", "/v1/messages", body("m-key", false, `"x":2`), "X-Claude-Balancer-Key", secrets["CLIENT_KEY"])
 	expect("dedicated client key header", resp, out, 200)
+	resp, out = call("POST", "/v1/messages", body("m-key", false, `"x":3`), "X-Api-Key", secrets["TEAM_KEY"])
+	expect("a named client's key", resp, out, 200)
 	// Failures: credentials rejected upstream, every provider failing, a
 	// refused connection, a refresh, refused clients and admins, bad bodies.
 	resp, out = call("POST", "/v1/messages", body("m-key", false, `"fail401":1`), client...)

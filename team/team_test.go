@@ -1,0 +1,169 @@
+package team
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+var t0 = time.Unix(1_800_000_000, 0)
+
+func compile(t *testing.T, name string, cfg ...ClientConfig) *Team {
+	t.Helper()
+	tm, release, err := Compile(cfg, name, func(s string) string { return s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	return tm
+}
+
+func TestKeysNameTheirClient(t *testing.T) {
+	tm := compile(t, t.Name(), ClientConfig{Name: "alice", Keys: []string{"a1", "a2"}}, ClientConfig{Name: "bob", Keys: []string{"b1"}})
+	for key, want := range map[string]string{"a1": "alice", "a2": "alice", "b1": "bob", "nope": "", "a1 ": ""} {
+		got := ""
+		if c := tm.Match(key); c != nil {
+			got = c.Name
+		}
+		if got != want {
+			t.Errorf("%q: %q, want %q", key, got, want)
+		}
+	}
+}
+
+func TestCompileRefusesBadClients(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  []ClientConfig
+	}{
+		{"no key", []ClientConfig{{Name: "a"}}},
+		{"empty key", []ClientConfig{{Name: "a", Keys: []string{""}}}},
+		{"twice", []ClientConfig{{Name: "a", Keys: []string{"k"}}, {Name: "a", Keys: []string{"j"}}}},
+		{"reserved", []ClientConfig{{Name: "anonymous", Keys: []string{"k"}}}},
+		{"spaces", []ClientConfig{{Name: "a b", Keys: []string{"k"}}}},
+		{"zero limit", []ClientConfig{{Name: "a", Keys: []string{"k"}, Rate: &Limit{Count: 0, Window: caddy.Duration(time.Minute)}}}},
+		{"negative price", []ClientConfig{{Name: "a", Keys: []string{"k"}, Pricing: []Price{{Model: "*", Input: -1}}}}},
+	} {
+		if _, _, err := Compile(tc.cfg, t.Name(), func(s string) string { return s }); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+}
+
+func TestRateLimitSlidesAndSaysWhenToComeBack(t *testing.T) {
+	tm := compile(t, t.Name(), ClientConfig{Name: "a", Keys: []string{"k"}, Rate: &Limit{Count: 3, Window: caddy.Duration(time.Minute)}})
+	c := tm.Clients()[0]
+	for i := range 3 {
+		if v := c.Admit(t0.Add(time.Duration(i) * 10 * time.Second)); !v.OK {
+			t.Fatalf("request %d refused", i)
+		}
+	}
+	v := c.Admit(t0.Add(30 * time.Second))
+	if v.OK || v.Limit != "rate" {
+		t.Fatalf("fourth request: %+v", v)
+	}
+	// The first request leaves the window a minute (and one slot) after it.
+	if d := v.RetryAt.Sub(t0); d < time.Minute || d > time.Minute+2*time.Second {
+		t.Fatalf("retry after %v", d)
+	}
+	if v := c.Admit(v.RetryAt); !v.OK {
+		t.Fatal("refused at the time it was told to come back")
+	}
+}
+
+func TestTokensLimitCountsInputCacheWritesAndOutput(t *testing.T) {
+	tm := compile(t, t.Name(), ClientConfig{Name: "a", Keys: []string{"k"}, Tokens: &Limit{Count: 1000, Window: caddy.Duration(time.Hour)}})
+	c := tm.Clients()[0]
+	if !c.Admit(t0).OK {
+		t.Fatal("refused at first")
+	}
+	// Cache reads are reported but not counted.
+	c.Charge(t0, "m", "m", "p", Usage{Input: 300, CacheWrite: 200, Output: 400, CacheRead: 100000})
+	if !c.Admit(t0.Add(time.Minute)).OK {
+		t.Fatal("900 of 1000 refused")
+	}
+	c.Charge(t0.Add(time.Minute), "m", "m", "p", Usage{Output: 100})
+	v := c.Admit(t0.Add(2 * time.Minute))
+	if v.OK || v.Limit != "tokens" {
+		t.Fatalf("at 1000 of 1000: %+v", v)
+	}
+	// Enough frees up when the first answer's 900 leave the window.
+	if d := v.RetryAt.Sub(t0); d < time.Hour || d > time.Hour+2*time.Minute {
+		t.Fatalf("retry after %v", d)
+	}
+	st := c.Status(t0.Add(2 * time.Minute))
+	if st.WindowUsed["tokens"] != 1000 || st.CacheRead != 100000 || st.Requests != 2 || st.Limits["tokens"] != "1000/1h" {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestConcurrentRequestsNeverOvershootTheRate(t *testing.T) {
+	tm := compile(t, t.Name(), ClientConfig{Name: "a", Keys: []string{"k"}, Rate: &Limit{Count: 10, Window: caddy.Duration(time.Minute)}})
+	c := tm.Clients()[0]
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c.Admit(t0).OK {
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 10 {
+		t.Fatalf("%d admitted of 10", ok.Load())
+	}
+}
+
+func TestPricingAppliesTheFirstMatchingPrice(t *testing.T) {
+	tm := compile(t, t.Name(), ClientConfig{Name: "a", Keys: []string{"k"}, Pricing: []Price{
+		{Model: "*opus*", Input: 15, Output: 75, CacheRead: 1.5, CacheWrite: 18.75},
+		{Model: "*", Input: 3, Output: 15},
+	}})
+	c := tm.Clients()[0]
+	cost, ok := c.Charge(t0, "claude-opus-5", "claude-opus-5", "p", Usage{Input: 1e6, Output: 1e6, CacheRead: 1e6, CacheWrite: 1e6})
+	if !ok || fmt.Sprintf("%.2f", cost) != "110.25" {
+		t.Fatalf("opus: %v %v", cost, ok)
+	}
+	if cost, _ := c.Charge(t0, "claude-haiku-5", "other", "p", Usage{Input: 1e6}); cost != 3 {
+		t.Fatalf("haiku: %v", cost)
+	}
+}
+
+func TestWindowsAreKeptAcrossReloads(t *testing.T) {
+	cfg := ClientConfig{Name: "a", Keys: []string{"k"}, Rate: &Limit{Count: 2, Window: caddy.Duration(time.Minute)}}
+	first, release, err := Compile([]ClientConfig{cfg}, t.Name(), func(s string) string { return s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Clients()[0].Admit(t0)
+	first.Clients()[0].Admit(t0)
+	// The new config takes its state before the old one lets go of it.
+	second := compile(t, t.Name(), cfg)
+	release()
+	if second.Clients()[0].Admit(t0).OK {
+		t.Fatal("the window was lost across the reload")
+	}
+}
+
+func TestInstancesShareTheirWindows(t *testing.T) {
+	cfg := ClientConfig{Name: "a", Keys: []string{"k"}, Rate: &Limit{Count: 5, Window: caddy.Duration(time.Minute)}}
+	one := compile(t, t.Name()+"-one", cfg)
+	two := compile(t, t.Name()+"-two", cfg)
+	now := time.Now()
+	for range 3 {
+		one.Clients()[0].Admit(now)
+	}
+	two.Import([][]byte{one.Export(now)})
+	two.Clients()[0].Admit(now)
+	two.Clients()[0].Admit(now)
+	if v := two.Clients()[0].Admit(now); v.OK {
+		t.Fatal("3 here and 2 there should fill a window of 5")
+	}
+}
