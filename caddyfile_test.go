@@ -20,6 +20,7 @@ import (
 
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
 	"github.com/claude-balancer/caddy-claude-balancer/convert"
+	"github.com/claude-balancer/caddy-claude-balancer/team"
 )
 
 // updateAdapt rewrites the expected JSON of the golden adapt tests from the
@@ -188,6 +189,30 @@ func TestUnmarshalCaddyfileBalancerOptions(t *testing.T) {
 				client_keys {env.KEY_A} {env.KEY_B}
 			}`,
 			want: Handler{ClientKeys: []string{"{env.KEY_A}", "{env.KEY_B}"}},
+		},
+		{
+			name: "named clients",
+			input: `claude_balancer {
+				client alice {
+					key {env.ALICE_KEY} {env.ALICE_CI_KEY}
+					rate 60/1m
+					tokens 5000000/5h
+					models *sonnet* *haiku*
+					pricing *opus* 15 75 1.5 18.75
+					pricing * 3 15 0.3 3.75
+				}
+				client bob {
+					key {env.BOB_KEY}
+				}
+			}`,
+			want: Handler{Clients: []team.ClientConfig{
+				{Name: "alice", Keys: []string{"{env.ALICE_KEY}", "{env.ALICE_CI_KEY}"},
+					Rate:    &team.Limit{Count: 60, Window: dur(time.Minute)},
+					Tokens:  &team.Limit{Count: 5000000, Window: dur(5 * time.Hour)},
+					Models:  []string{"*sonnet*", "*haiku*"},
+					Pricing: []team.Price{{Model: "*opus*", Input: 15, Output: 75, CacheRead: 1.5, CacheWrite: 18.75}, {Model: "*", Input: 3, Output: 15, CacheRead: 0.3, CacheWrite: 3.75}}},
+				{Name: "bob", Keys: []string{"{env.BOB_KEY}"}},
+			}},
 		},
 		{
 			name: "client_keys lines accumulate",
@@ -938,6 +963,16 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"max_request_body negative", "claude_balancer {\n\tmax_request_body -1MB\n}", 2, `invalid size "-1MB"`},
 		{"max_request_body beyond uint64", "claude_balancer {\n\tmax_request_body 20EiB\n}", 2, `invalid size "20EiB"`},
 		{"client_keys without value", "claude_balancer {\n\tclient_keys\n}", 2, "wrong argument count"},
+		{"client without a name", "claude_balancer {\n\tclient {\n\t\tkey k\n\t}\n}", 2, "wrong argument count"},
+		{"client without a key", "claude_balancer {\n\tclient a {\n\t\trate 1/1m\n\t}\n}", 4, `client "a" has no key`},
+		{"client declared twice", "claude_balancer {\n\tclient a {\n\t\tkey k\n\t}\n\tclient a {\n\t\tkey j\n\t}\n}", 7, `client "a" is declared twice`},
+		{"client with a reserved name", "claude_balancer {\n\tclient local {\n\t\tkey k\n\t}\n}", 2, "reserved"},
+		{"client rate without a window", "claude_balancer {\n\tclient a {\n\t\trate 60\n\t}\n}", 3, "want <count>/<window>"},
+		{"client rate zero", "claude_balancer {\n\tclient a {\n\t\trate 0/1m\n\t}\n}", 3, "positive integer"},
+		{"client tokens window too short", "claude_balancer {\n\tclient a {\n\t\ttokens 10/1ms\n\t}\n}", 3, "at least 1s"},
+		{"client pricing short", "claude_balancer {\n\tclient a {\n\t\tpricing * 1 2\n\t}\n}", 3, "four prices"},
+		{"client pricing negative", "claude_balancer {\n\tclient a {\n\t\tpricing * 1 2 3 -4\n\t}\n}", 3, `invalid price "-4"`},
+		{"client unknown option", "claude_balancer {\n\tclient a {\n\t\tkey k\n\t\tbudget 5\n\t}\n}", 4, `unrecognized client option "budget"`},
 		{"admin_key without value", "claude_balancer {\n\tadmin_key\n}", 2, "wrong argument count"},
 		{"admin_key with two values", "claude_balancer {\n\tadmin_key a b\n}", 2, "wrong argument count"},
 
