@@ -125,9 +125,12 @@ func (h *Handler) chargeClient(sender who, req *balancer.Request, res *balancer.
 	m := getMetrics()
 	labels := []string{h.bal.Name, sender.label, model, res.Provider.Name}
 	m.clientRequests.WithLabelValues(labels...).Inc()
-	for kind, n := range map[string]int64{"input": u.Input, "output": u.Output, "cache_read": u.CacheRead, "cache_write": u.CacheWrite} {
-		if n > 0 {
-			m.clientTokens.WithLabelValues(append(labels, kind)...).Add(float64(n))
+	for _, k := range [...]struct {
+		kind string
+		n    int64
+	}{{"input", u.Input}, {"output", u.Output}, {"cache_read", u.CacheRead}, {"cache_write", u.CacheWrite}} {
+		if k.n > 0 {
+			m.clientTokens.WithLabelValues(h.bal.Name, sender.label, model, res.Provider.Name, k.kind).Add(float64(k.n))
 		}
 	}
 	if sender.client == nil {
