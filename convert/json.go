@@ -114,5 +114,11 @@ func appendUnescaped(dst, in []byte) []byte { return rawjson.AppendUnescaped(dst
 func appendCompact(dst, v []byte) []byte    { return rawjson.AppendCompact(dst, v) }
 func appendQuotedJSON(dst, v []byte) []byte { return rawjson.AppendQuotedJSON(dst, v) }
 
-// appendString appends s as a quoted JSON string.
-func appendString[S string | []byte](dst []byte, s S) []byte { return rawjson.AppendString(dst, s) }
+// appendString appends s as a quoted JSON string: rawjson.AppendString, spelled
+// out because a generic function that only calls another does not fit the
+// inlining budget, and the appends here must stay inlined.
+func appendString[S string | []byte](dst []byte, s S) []byte {
+	dst = append(dst, '"')
+	dst = rawjson.AppendEscaped(dst, s)
+	return append(dst, '"')
+}
