@@ -1,150 +1,108 @@
 package convert
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
-	"unicode/utf8"
 )
 
-var jsonCases = []string{
-	`{}`, `[]`, `""`, `0`, `-0.5e+10`, `true`, `false`, `null`, ` {"a" : [1, {"b":null}] } `,
-	`"\u00e9\ud83d\ude00\n\"\\\/"`, `"` + strings.Repeat("x", 100) + `"`, `{"a":"` + strings.Repeat(`\n`, 50) + `"}`,
-	`{`, `}`, `[1,]`, `{"a":1,}`, `{"a"}`, `{a:1}`, `01`, `1.`, `.5`, `-`, `1e`, `tru`, `nul`, `"abc`, `"\x"`,
-	`"\u12g4"`, "\"a\x01b\"", "\"" + strings.Repeat("y", 20) + "\x1f\"", `[1 2]`, `{"a":1 "b":2}`, `"a" "b"`, ``, ` `,
-	strings.Repeat("[", maxDepth-1) + strings.Repeat("]", maxDepth-1),
-}
+// The grammar and its walks are tested in internal/rawjson; these tests hold
+// the converters' spellings of them to what the converters rely on.
 
-func TestValidJSONAgreesWithEncodingJSON(t *testing.T) {
-	for _, c := range jsonCases {
-		if got, want := validJSON([]byte(c)), json.Valid([]byte(c)); got != want {
-			t.Errorf("validJSON(%.60q) = %v, encoding/json says %v", c, got, want)
-		}
+func TestVObjectGivesKeysBetweenQuotes(t *testing.T) {
+	body := []byte(` { "a" : 1 , "b\u0063" : [ {"x":true} , 2 ] } `)
+	o, ok := newVObject(body, skipSpace(body, 0), 0)
+	if !ok {
+		t.Fatal("no object")
 	}
-}
-
-func TestValidJSONRejectsDeepNesting(t *testing.T) {
-	deep := strings.Repeat("[", maxDepth+10) + strings.Repeat("]", maxDepth+10)
-	if validJSON([]byte(deep)) {
-		t.Fatal("nesting beyond maxDepth accepted")
-	}
-}
-
-func FuzzValidJSON(f *testing.F) {
-	for _, c := range jsonCases {
-		f.Add([]byte(c))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		got, want := validJSON(b), json.Valid(b)
-		if got != want && !(want && strings.Count(string(b), "[")+strings.Count(string(b), "{") >= maxDepth) {
-			t.Fatalf("validJSON(%q) = %v, encoding/json says %v", b, got, want)
-		}
-		if !got {
-			return
-		}
-		// The non-validating walkers agree with the validator's spans.
-		b = trimSpace(b)
-		if end := skipValue(b, 0); end != len(b) {
-			t.Fatalf("skipValue(%q) = %d, want %d", b, end, len(b))
-		}
-		var v any
-		_ = json.Unmarshal(b, &v)
-		// encoding/json replaces invalid UTF-8; the converters keep bytes
-		// as they came.
-		if s, ok := v.(string); ok && utf8.Valid(b) {
-			if got := string(appendUnescaped(nil, inner(b))); got != s {
-				t.Fatalf("appendUnescaped(%q) = %q, want %q", b, got, s)
-			}
-		}
-	})
-}
-
-func TestObjectAndArrayIterate(t *testing.T) {
-	v := []byte(` {"a" : 1, "b\u0063":[1,{"x":"}"}], "d":"q\"}"} `)
-	o := newObject(trimSpace(v))
 	var keys, vals []string
-	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
-		keys = append(keys, string(keyName(k)))
-		vals = append(vals, string(val))
-	}
-	if strings.Join(keys, ",") != "a,bc,d" || strings.Join(vals, " ") != `1 [1,{"x":"}"}] "q\"}"` {
-		t.Fatalf("keys %q vals %q", keys, vals)
-	}
-	a := newArray([]byte(`[ {"k":1}, 2 , {"k":[3]} ]`))
-	var got []string
-	for o, isObj, ok := a.nextObject(); ok; o, isObj, ok = a.nextObject() {
-		if !isObj {
-			got = append(got, "-")
+	for {
+		k, more, err := o.key()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !more {
+			break
+		}
+		keys = append(keys, string(k))
+		if !keyIs(k, "bc") {
+			v, err := o.value()
+			if err != nil {
+				t.Fatal(err)
+			}
+			vals = append(vals, string(v))
 			continue
 		}
-		_, val, _ := o.next()
-		got = append(got, string(val))
-		a.skipPast(&o)
+		// A walk of the caller's own, handed back with setEnd.
+		a, ok := newVArray(body, o.at(), 1)
+		if !ok {
+			t.Fatalf("no array at %d", o.at())
+		}
+		for {
+			start, more, err := a.elem()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !more {
+				break
+			}
+			if _, isObj := newVObject(body, start, 2); isObj {
+				vals = append(vals, "{")
+			}
+			v, err := a.value()
+			if err != nil {
+				t.Fatal(err)
+			}
+			vals = append(vals, string(v))
+		}
+		o.setEnd(a.at())
 	}
-	if strings.Join(got, " ") != "1 - [3]" {
-		t.Fatalf("nextObject gave %q", got)
+	if strings.Join(keys, ",") != `a,b\u0063` || strings.Join(vals, " ") != `1 { {"x":true} 2` {
+		t.Fatalf("keys %q vals %q", keys, vals)
+	}
+	if skipSpace(body, o.at()) != len(body) {
+		t.Fatalf("walk ends at %d of %d", o.at(), len(body))
+	}
+	if _, ok := newVObject([]byte(`{}`), 0, maxDepth); ok {
+		t.Fatal("an object past maxDepth was walked")
+	}
+	if _, ok := newVArray([]byte(`{}`), 0, 0); ok {
+		t.Fatal("an object was walked as an array")
+	}
+	bad, _ := newVObject([]byte(`{"a":1,}`), 0, 0)
+	if _, _, err := bad.key(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.value(); err != nil {
+		t.Fatal(err)
+	}
+	if _, more, err := bad.key(); err == nil || more {
+		t.Fatalf("trailing comma: more %v, err %v", more, err)
 	}
 }
 
-func TestKeyIsMatchesEscapedKeys(t *testing.T) {
-	for _, c := range []struct {
-		key, s string
-		want   bool
-	}{
-		{"role", "role", true}, {`r\u006fle`, "role", true}, {"rol", "role", false}, {`ro\u006c`, "role", false},
-	} {
-		if got := keyIs([]byte(c.key), c.s); got != c.want {
-			t.Errorf("keyIs(%q, %q) = %v", c.key, c.s, got)
-		}
+// TestFieldTakesTheLastOfDuplicateKeys: a member read by name is the one the
+// whole-request walk keeps, and the one encoding/json keeps.
+func TestFieldTakesTheLastOfDuplicateKeys(t *testing.T) {
+	if got := field([]byte(`{"type":"text","typ\u0065":"image"}`), "type"); string(got) != `"image"` {
+		t.Fatalf("field = %s", got)
 	}
-}
-
-func TestAppendQuotedJSONRoundTrips(t *testing.T) {
-	for _, in := range []string{`{"a": "x\"y\\z\n", "b" : [1, 2.5, true, null]}`, `{}`, `"s"`, `[ ]`} {
-		q := appendString(nil, "") // a valid empty string to start from
-		q = append(q[:1], appendQuotedJSON(nil, []byte(in))...)
-		q = append(q, '"')
-		var s string
-		if err := json.Unmarshal(q, &s); err != nil {
-			t.Fatalf("%s: %v (%s)", in, err, q)
-		}
-		var a, b any
-		if err := json.Unmarshal([]byte(s), &a); err != nil {
-			t.Fatalf("decoded %q is not JSON: %v", s, err)
-		}
-		_ = json.Unmarshal([]byte(in), &b)
-		if ja, jb := mustJSON(t, a), mustJSON(t, b); ja != jb || strings.ContainsAny(s, " \n") && !strings.Contains(in, "\\n") {
-			t.Fatalf("round trip of %s gave %s", in, s)
-		}
-	}
-}
-
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
+	body := `{"messages":[{"role":"user","content":"hi"}],"metadata":{"user_id":"first","user_id":"last"}}`
+	out, err := Request([]byte(body), "m", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
-}
-
-func TestAppendStringEscapes(t *testing.T) {
-	for _, s := range []string{"plain", "q\"b\\", "ctl\x00\x1f\t\r\n", "utf8 é €"} {
-		var got string
-		if err := json.Unmarshal(appendString(nil, s), &got); err != nil || got != s {
-			t.Errorf("appendString(%q) = %s (%v)", s, appendString(nil, s), err)
-		}
+	if !strings.Contains(string(out), `"user":"last"`) {
+		t.Fatalf("user of duplicate user_id keys: %s", out)
 	}
 }
 
-func TestIntValue(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want int64
-		ok   bool
-	}{{"12", 12, true}, {"12.9", 12, true}, {"1e3", 1000, true}, {`"1"`, 0, false}, {"1e400", 0, false}} {
-		if got, ok := intValue([]byte(c.in)); got != c.want || ok != c.ok {
-			t.Errorf("intValue(%s) = %d, %v", c.in, got, ok)
-		}
+func TestValidJSONRefusesNestingPastMaxDepth(t *testing.T) {
+	ok := strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth)
+	if !validJSON([]byte(ok)) || validJSON([]byte("["+ok+"]")) {
+		t.Fatalf("maxDepth %d: the limit is not where it should be", maxDepth)
+	}
+	deep := `{"messages":[{"role":"user","content":` + strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth) + `}]}`
+	if _, err := Request([]byte(deep), "m", Options{}); err == nil {
+		t.Fatal("a request nested past maxDepth was converted")
 	}
 }

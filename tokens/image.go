@@ -9,6 +9,8 @@ import (
 	_ "image/jpeg"
 	_ "image/png"
 	"math"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
 // Anthropic's published image rule: an image costs about width×height/750 tokens, after it is scaled down
@@ -39,7 +41,7 @@ func imageTokens(w, h, maxLongEdge, maxTokens int) int {
 // JSON string, escapes allowed). Only the header is decoded, however large the image.
 func imageSize(b64 []byte) (w, h int, ok bool) {
 	if bytes.IndexByte(b64, '\\') >= 0 {
-		b64 = unescape(nil, b64)
+		b64 = rawjson.AppendUnescaped(nil, b64)
 	}
 	if bytes.HasPrefix(b64, []byte("data:")) {
 		if i := bytes.IndexByte(b64, ','); i >= 0 {
@@ -93,7 +95,7 @@ func webpSize(b []byte) (w, h int, ok bool) {
 // reckoned at one page per pdfBytesPerPage of data, between 1 and the API's 100-page limit.
 func pdfPages(b64 []byte) int {
 	if bytes.IndexByte(b64, '\\') >= 0 {
-		b64 = unescape(nil, b64)
+		b64 = rawjson.AppendUnescaped(nil, b64)
 	}
 	data := make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
 	n, _ := base64.StdEncoding.Decode(data, b64)

@@ -3,6 +3,8 @@ package tokens
 import (
 	"bytes"
 	"hash/maphash"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
 // Kinds of cached values, folded into the cache key.
@@ -20,9 +22,9 @@ type walker struct {
 }
 
 func (w *walker) request(b []byte) (cost, error) {
-	i := skipSpace(b, 0)
+	i := rawjson.SkipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		if err := validDocument(b); err != nil {
+		if err := rawjson.Check(b); err != nil {
 			return cost{}, err
 		}
 		return cost{}, invalid("request body must be a JSON object")
@@ -32,10 +34,10 @@ func (w *walker) request(b []byte) (cost, error) {
 		haveModel, haveMessages bool
 		nMessages               int
 	)
-	end, err := eachMember(b, i, 1, func(key []byte, v int) (int, error) {
+	end, err := eachMember(b, i, 0, func(key []byte, v int) (int, error) {
 		switch string(key) {
 		case "model":
-			e, err := validValue(b, v, 1)
+			e, err := rawjson.CheckValue(b, v, 1)
 			if err != nil {
 				return e, err
 			}
@@ -64,13 +66,13 @@ func (w *walker) request(b []byte) (cost, error) {
 			tools, e, err = w.tools(b, v)
 			return e, err
 		}
-		return validValue(b, v, 1)
+		return rawjson.CheckValue(b, v, 1)
 	})
 	if err != nil {
 		return cost{}, err
 	}
-	if end = skipSpace(b, end); end != len(b) {
-		return cost{}, errAt(end, "invalid character %q after top-level value", b[end])
+	if end = rawjson.SkipSpace(b, end); end != len(b) {
+		return cost{}, &rawjson.SyntaxError{Offset: end, Reason: "unexpected data after the JSON value"}
 	}
 	switch {
 	case !haveModel:
@@ -92,24 +94,24 @@ func (w *walker) request(b []byte) (cost, error) {
 
 func (w *walker) messages(b []byte, v int) (total cost, n int, end int, err error) {
 	if b[v] != '[' {
-		if end, err = validValue(b, v, 1); err != nil {
+		if end, err = rawjson.CheckValue(b, v, 1); err != nil {
 			return total, 0, end, err
 		}
 		return total, 0, end, invalid("messages: must be an array")
 	}
-	end, err = eachElement(b, v, 2, func(m, e int) (int, error) {
+	end, err = eachElement(b, v, 1, func(m, e int) (int, error) {
 		n++
 		if b[e] != '{' {
-			if end, err := validValue(b, e, 2); err != nil {
+			if end, err := rawjson.CheckValue(b, e, 2); err != nil {
 				return end, err
 			}
 			return e, invalid("messages.%d: must be an object", m)
 		}
 		var content cost
 		haveContent := false
-		end, err := eachMember(b, e, 3, func(key []byte, v int) (int, error) {
+		end, err := eachMember(b, e, 2, func(key []byte, v int) (int, error) {
 			if string(key) != "content" {
-				return validValue(b, v, 3)
+				return rawjson.CheckValue(b, v, 3)
 			}
 			haveContent = true
 			var end int
@@ -130,17 +132,18 @@ func (w *walker) messages(b []byte, v int) (total cost, n int, end int, err erro
 	return total, n, end, err
 }
 
-// content counts a message's content: a string, or an array of content blocks cached one by one.
+// content counts a message's content at b[v], at depth: a string, or an array of content blocks cached one by
+// one.
 func (w *walker) content(b []byte, v, depth, m int) (cost, int, error) {
 	switch b[v] {
 	case '"':
 		return w.cached(b, v, kindString, depth, w.stringCost)
 	case '[':
-		return w.objects(b, v, depth+1, kindBlock, w.blockCost, func(k int) error {
+		return w.objects(b, v, depth, kindBlock, w.blockCost, func(k int) error {
 			return invalid("messages.%d.content.%d: must be an object", m, k)
 		})
 	}
-	end, err := validValue(b, v, depth)
+	end, err := rawjson.CheckValue(b, v, depth)
 	if err != nil {
 		return cost{}, end, err
 	}
@@ -152,14 +155,14 @@ func (w *walker) system(b []byte, v int) (cost, int, error) {
 	case '"':
 		return w.cached(b, v, kindString, 1, w.stringCost)
 	case '[':
-		return w.objects(b, v, 2, kindBlock, w.blockCost, func(k int) error {
+		return w.objects(b, v, 1, kindBlock, w.blockCost, func(k int) error {
 			return invalid("system.%d: must be an object", k)
 		})
-	case 'n':
-		end, err := validLiteral(b, v, "null")
+	case 'n': // null: no system prompt
+		end, err := rawjson.CheckValue(b, v, 1)
 		return cost{}, end, err
 	}
-	end, err := validValue(b, v, 1)
+	end, err := rawjson.CheckValue(b, v, 1)
 	if err != nil {
 		return cost{}, end, err
 	}
@@ -169,57 +172,50 @@ func (w *walker) system(b []byte, v int) (cost, int, error) {
 func (w *walker) tools(b []byte, v int) (cost, int, error) {
 	switch b[v] {
 	case '[':
-		return w.objects(b, v, 2, kindTool, w.toolCost, func(k int) error {
+		return w.objects(b, v, 1, kindTool, w.toolCost, func(k int) error {
 			return invalid("tools.%d: must be an object", k)
 		})
-	case 'n':
-		end, err := validLiteral(b, v, "null")
+	case 'n': // null: no tools
+		end, err := rawjson.CheckValue(b, v, 1)
 		return cost{}, end, err
 	}
-	end, err := validValue(b, v, 1)
+	end, err := rawjson.CheckValue(b, v, 1)
 	if err != nil {
 		return cost{}, end, err
 	}
 	return cost{}, end, invalid("tools: must be an array")
 }
 
-// countFunc counts the value at b[v], validating it, and returns the offset past it.
+// countFunc counts the value at b[v], at depth, validating it, and returns the offset past it.
 type countFunc func(b []byte, v, depth int) (cost, int, error)
 
-// objects counts the array at b[v] (at nesting depth), whose elements must be objects, caching each; notObject
-// builds the error for the k-th element when it is not an object.
+// objects counts the array at b[v], at depth, whose elements must be objects, caching each; notObject builds
+// the error for the k-th element when it is not an object.
 func (w *walker) objects(b []byte, v, depth int, kind uint64, fn countFunc, notObject func(k int) error) (cost, int, error) {
 	var total cost
 	end, err := eachElement(b, v, depth, func(k, e int) (int, error) {
 		if b[e] != '{' {
-			if end, err := validValue(b, e, depth); err != nil {
+			if end, err := rawjson.CheckValue(b, e, depth+1); err != nil {
 				return end, err
 			}
 			return e, notObject(k)
 		}
-		c, end, err := w.cached(b, e, kind, depth, fn)
+		c, end, err := w.cached(b, e, kind, depth+1, fn)
 		total.add(c)
 		return end, err
 	})
 	return total, end, err
 }
 
-// cached returns the cost of the value at b[v] from the cache, or counts it with fn (which validates it) and
-// caches it. A hit only needs the value's end, found without validation: its bytes equal those of a value
-// that was validated when it was cached.
+// cached returns the cost of the value at b[v], at depth, from the cache, or counts it with fn (which validates
+// it) and caches it. A hit only needs the value's end, found without validation: its bytes equal those of a
+// value that was validated when it was cached. An unterminated value misses (no validated value is a prefix of
+// it), so fn says where it breaks.
 //
 // The key of an object leaves out its closing brace and a trailing "cache_control" member: clients move that
 // marker to the newest block on every turn, and it costs no tokens, so the block that loses it stays a hit.
 func (w *walker) cached(b []byte, v int, kind uint64, depth int, fn countFunc) (cost, int, error) {
-	end, ok := skipValue(b, v)
-	if !ok {
-		// Unterminated: let the strict reader say where.
-		e, err := validValue(b, v, depth)
-		if err == nil {
-			err = errAt(e, "unexpected end of JSON input")
-		}
-		return cost{}, e, err
-	}
+	end := rawjson.SkipValue(b, v)
 	raw, marker := b[v:end], -1
 	keyed := raw
 	if raw[0] == '{' && raw[len(raw)-1] == '}' {
@@ -230,12 +226,12 @@ func (w *walker) cached(b []byte, v int, kind uint64, depth int, fn countFunc) (
 		keyed = raw[:min(cut, len(raw)-1)]
 	}
 	// The depth is in the key only so that a block validated where nesting was shallower never vouches for
-	// the same bytes where they would pass encoding/json's nesting limit.
+	// the same bytes where they would pass rawjson.MaxDepth.
 	key := cacheKey{sum: maphash.Bytes(w.c.seed, keyed) ^ (kind<<32|uint64(depth))*0x9e3779b97f4a7c15, n: len(keyed)}
 	if c, ok := w.c.cache.get(key); ok {
 		if marker >= 0 {
 			// The rest was validated with the cached block; the marker was not.
-			if e, err := validValue(b, marker, depth+1); err != nil || e != end-1 {
+			if e, err := rawjson.CheckValue(b, marker, depth+1); err != nil || e != end-1 {
 				return w.miss(b, v, end, key, depth, fn)
 			}
 		}
@@ -250,7 +246,7 @@ func (w *walker) miss(b []byte, v, end int, key cacheKey, depth int, fn countFun
 		return cost{}, e, err
 	}
 	if e != end {
-		return cost{}, e, errAt(e, "invalid character %q after value", b[e])
+		return cost{}, e, &rawjson.SyntaxError{Offset: e, Reason: "unexpected data after the value"}
 	}
 	w.c.cache.put(key, c)
 	return c, end, nil
@@ -281,7 +277,7 @@ func markerCut(raw []byte) int {
 }
 
 func (w *walker) stringCost(b []byte, v, _ int) (cost, int, error) {
-	end, err := validString(b, v)
+	end, err := rawjson.CheckString(b, v)
 	if err != nil {
 		return cost{}, end, err
 	}
@@ -298,12 +294,12 @@ type fields struct {
 	typ, text, thinking, data, name, input, content, source, title, context, description, schema, deferLoading, mediaType span
 }
 
-// readFields validates the object at b[i] and records the spans of the members counting needs (the last of
-// duplicates, as encoding/json keeps).
+// readFields validates the object at b[i], at depth, and records the spans of the members counting needs (the
+// last of duplicates, as encoding/json keeps).
 func readFields(b []byte, i, depth int) (fields, int, error) {
 	var f fields
-	end, err := eachMember(b, i, depth+1, func(key []byte, v int) (int, error) {
-		e, err := validValue(b, v, depth+1)
+	end, err := eachMember(b, i, depth, func(key []byte, v int) (int, error) {
+		e, err := rawjson.CheckValue(b, v, depth+1)
 		if err != nil {
 			return e, err
 		}
@@ -343,18 +339,13 @@ func readFields(b []byte, i, depth int) (fields, int, error) {
 	return f, end, err
 }
 
-// is reports whether the span holds the JSON string lit (no escapes expected in type names).
-func is(b []byte, s span, lit string) bool {
-	v := s.in(b)
-	return len(v) == len(lit)+2 && v[0] == '"' && string(v[1:len(v)-1]) == lit
-}
+// is reports whether the span holds the JSON string lit.
+func is(b []byte, s span, lit string) bool { return rawjson.StrIs(s.in(b), lit) }
 
-func typeName(b []byte, f fields) string {
-	v, _ := stringBody(b, f.typ)
-	return string(v)
-}
+// typeName returns what the "type" of f spells, or nothing when it is not a string.
+func typeName(b []byte, f fields) []byte { return rawjson.KeyName(rawjson.Inner(f.typ.in(b))) }
 
-// blockCost counts the content block at b[v], wherever it sits (message, system prompt, tool result,
+// blockCost counts the content block at b[v], at depth, wherever it sits (message, system prompt, tool result,
 // document).
 func (w *walker) blockCost(b []byte, v, depth int) (cost, int, error) {
 	f, end, err := readFields(b, v, depth)
@@ -362,13 +353,13 @@ func (w *walker) blockCost(b []byte, v, depth int) (cost, int, error) {
 		return cost{}, end, err
 	}
 	var c cost
-	switch typeName(b, f) {
+	switch string(typeName(b, f)) {
 	case "text":
 		c.text = w.text(f.text.in(b))
 	case "thinking":
 		c.text = w.text(f.thinking.in(b))
 	case "redacted_thinking":
-		data, _ := stringBody(b, f.data)
+		data := rawjson.Inner(f.data.in(b))
 		c.fixed = (len(data) + redactedBytesPerToken - 1) / redactedBytesPerToken
 	case "image":
 		c.fixed = w.imageCost(b, f.source, depth)
@@ -392,27 +383,27 @@ func (w *walker) blockCost(b []byte, v, depth int) (cost, int, error) {
 }
 
 // nested counts validated content that is a string or an array of content blocks (a tool result's, a
-// document's).
+// document's), a member of an object at depth.
 func (w *walker) nested(b []byte, s span, depth int) cost {
 	if s.end == 0 || b[s.start] != '[' {
 		return cost{text: w.text(s.in(b))}
 	}
 	var total cost
-	// The content was validated with its block, so no error can come back.
+	// The content was validated with its block, at the same depths, so no error can come back.
 	_, _ = eachElement(b, s.start, depth+1, func(_, e int) (int, error) {
 		if b[e] != '{' {
-			end, err := validValue(b, e, depth+1)
+			end, err := rawjson.CheckValue(b, e, depth+2)
 			total.text += w.text(b[e:end])
 			return end, err
 		}
-		c, end, err := w.blockCost(b, e, depth+1)
+		c, end, err := w.blockCost(b, e, depth+2)
 		total.add(c)
 		return end, err
 	})
 	return total
 }
 
-// source reads the validated source object of an image or document block.
+// source reads the validated source object of an image or document block at depth.
 func source(b []byte, s span, depth int) (fields, bool) {
 	if s.end == 0 || b[s.start] != '{' {
 		return fields{}, false
@@ -421,22 +412,13 @@ func source(b []byte, s span, depth int) (fields, bool) {
 	return f, err == nil
 }
 
-// stringBody returns the raw body of a JSON string value, without quotes and escapes undecoded.
-func stringBody(b []byte, s span) ([]byte, bool) {
-	v := s.in(b)
-	if len(v) < 2 || v[0] != '"' {
-		return nil, false
-	}
-	return v[1 : len(v)-1], true
-}
-
 func (w *walker) imageCost(b []byte, s span, depth int) int {
 	src, ok := source(b, s, depth)
 	if !ok || !is(b, src.typ, "base64") {
 		return w.c.imageTokens
 	}
-	data, ok := stringBody(b, src.data)
-	if !ok {
+	data := rawjson.Inner(src.data.in(b))
+	if data == nil {
 		return w.c.imageTokens
 	}
 	width, height, ok := imageSize(data)
@@ -458,14 +440,14 @@ func (w *walker) documentCost(b []byte, s span, depth int) cost {
 	case is(b, src.typ, "content"):
 		return w.nested(b, src.content, depth+1)
 	case is(b, src.typ, "base64"):
-		if data, ok := stringBody(b, src.data); ok {
+		if data := rawjson.Inner(src.data.in(b)); data != nil {
 			return cost{fixed: pdfPages(data) * w.c.pageTokens}
 		}
 	}
 	return unknown
 }
 
-// toolCost counts the tool definition at b[v]: name, description and input schema for a custom tool, the
+// toolCost counts the tool definition at b[v], at depth: name, description and input schema for a custom tool, the
 // whole definition for a server tool. A deferred tool is not in the prompt until a tool search loads it.
 func (w *walker) toolCost(b []byte, v, depth int) (cost, int, error) {
 	f, end, err := readFields(b, v, depth)
@@ -491,7 +473,7 @@ func (w *walker) objectText(raw []byte) int {
 	if cut == len(raw) {
 		return w.text(raw)
 	}
-	w.cbuf = append(compact(w.cbuf[:0], raw[:cut]), '}')
+	w.cbuf = append(rawjson.AppendCompact(w.cbuf[:0], raw[:cut]), '}')
 	return w.c.enc.count(w.cbuf)
 }
 
@@ -503,12 +485,12 @@ func (w *walker) text(v []byte) int {
 		return 0
 	case v[0] == '"':
 		s := v[1 : len(v)-1]
-		if bytes.IndexByte(s, '\\') >= 0 {
-			w.buf = unescape(w.buf[:0], s)
+		if rawjson.HasBackslash(s) {
+			w.buf = rawjson.AppendDecoded(w.buf[:0], s)
 			s = w.buf
 		}
 		return w.c.enc.count(s)
 	}
-	w.cbuf = compact(w.cbuf[:0], v)
+	w.cbuf = rawjson.AppendCompact(w.cbuf[:0], v)
 	return w.c.enc.count(w.cbuf)
 }

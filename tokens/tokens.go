@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
 // Defaults of Options; README.md says how each was chosen.
@@ -141,7 +143,7 @@ func (c *Counter) Count(body []byte) (int, error) {
 	w := walker{c: c}
 	total, err := w.request(body)
 	if err != nil {
-		var se *syntaxError
+		var se *rawjson.SyntaxError
 		if errors.As(err, &se) {
 			return 0, &InvalidRequestError{Message: "invalid JSON: " + se.Error()}
 		}

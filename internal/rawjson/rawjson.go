@@ -97,17 +97,39 @@ func checkObject(b []byte, i, depth int) (int, error) {
 	if depth >= MaxDepth {
 		return 0, syntaxErr(i, "JSON nested too deeply")
 	}
-	w := ObjectWalk{b: b, i: i + 1, depth: depth, first: true}
+	i = SkipSpace(b, i+1)
+	if i >= len(b) {
+		return 0, syntaxErr(i, "unexpected end of JSON input")
+	}
+	if b[i] == '}' {
+		return i + 1, nil
+	}
 	for {
-		_, ok, err := w.Key()
+		if i >= len(b) || b[i] != '"' {
+			return 0, syntaxErr(i, "expected a string key")
+		}
+		ke, err := CheckString(b, i)
 		if err != nil {
 			return 0, err
 		}
-		if !ok {
-			return w.i, nil
+		i = SkipSpace(b, ke)
+		if i >= len(b) || b[i] != ':' {
+			return 0, syntaxErr(i, "expected ':'")
 		}
-		if _, err := w.Value(); err != nil {
+		if i, err = CheckValue(b, SkipSpace(b, i+1), depth+1); err != nil {
 			return 0, err
+		}
+		i = SkipSpace(b, i)
+		if i >= len(b) {
+			return 0, syntaxErr(i, "unexpected end of JSON input")
+		}
+		switch b[i] {
+		case '}':
+			return i + 1, nil
+		case ',':
+			i = SkipSpace(b, i+1)
+		default:
+			return 0, syntaxErr(i, "expected ',' or '}'")
 		}
 	}
 }
@@ -116,17 +138,26 @@ func checkArray(b []byte, i, depth int) (int, error) {
 	if depth >= MaxDepth {
 		return 0, syntaxErr(i, "JSON nested too deeply")
 	}
-	w := ArrayWalk{b: b, i: i + 1, depth: depth, first: true}
+	i = SkipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, nil
+	}
 	for {
-		_, ok, err := w.Next()
-		if err != nil {
+		var err error
+		if i, err = CheckValue(b, i, depth+1); err != nil {
 			return 0, err
 		}
-		if !ok {
-			return w.i, nil
+		i = SkipSpace(b, i)
+		if i >= len(b) {
+			return 0, syntaxErr(i, "unexpected end of JSON input")
 		}
-		if _, err := w.Value(); err != nil {
-			return 0, err
+		switch b[i] {
+		case ']':
+			return i + 1, nil
+		case ',':
+			i = SkipSpace(b, i+1)
+		default:
+			return 0, syntaxErr(i, "expected ',' or ']'")
 		}
 	}
 }
