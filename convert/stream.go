@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
 
@@ -913,7 +914,7 @@ func (a *argScan) feed(in []byte) {
 				c = ' '
 			case 'u':
 				c = 0x80 // a character no structure depends on
-				if r, ok := hex4(in[i-1:]); ok && r < 0x80 {
+				if r, ok := rawjson.Hex4(in[i-1:]); ok && r < 0x80 {
 					c = byte(r)
 				}
 				i += 4

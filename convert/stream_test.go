@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
 
@@ -656,7 +657,7 @@ func TestStreamBoundsWhatItHolds(t *testing.T) {
 }
 
 func TestArgumentsCompleteOnlyAsAWholeObject(t *testing.T) {
-	esc := func(args string) string { return string(appendEscaped(nil, args)) }
+	esc := func(args string) string { return string(rawjson.AppendEscaped(nil, args)) }
 	for _, c := range []struct {
 		pieces []string // as in the JSON string that carries the arguments
 		want   bool

@@ -47,7 +47,7 @@ func AppendUnescaped(dst, in []byte) []byte {
 // decodeU decodes a \uXXXX escape (and its low surrogate, if any) at the
 // start of in, returning the rune and the bytes consumed.
 func decodeU(in []byte) (rune, int) {
-	r1, ok := hex4(in)
+	r1, ok := Hex4(in)
 	if !ok {
 		return utf8.RuneError, min(len(in), 2)
 	}
@@ -55,7 +55,7 @@ func decodeU(in []byte) (rune, int) {
 		return r1, 6
 	}
 	if len(in) >= 12 && in[6] == '\\' && in[7] == 'u' {
-		if r2, ok := hex4(in[6:]); ok {
+		if r2, ok := Hex4(in[6:]); ok {
 			if r := utf16.DecodeRune(r1, r2); r != utf8.RuneError {
 				return r, 12
 			}
@@ -64,7 +64,8 @@ func decodeU(in []byte) (rune, int) {
 	return utf8.RuneError, 6
 }
 
-func hex4(in []byte) (rune, bool) {
+// Hex4 reads the escape \uXXXX at the start of in.
+func Hex4(in []byte) (rune, bool) {
 	if len(in) < 6 || in[0] != '\\' || in[1] != 'u' {
 		return 0, false
 	}
