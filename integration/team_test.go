@@ -93,6 +93,7 @@ func TestClientsAreKnownByName(t *testing.T) {
 	log {
 		output file %s
 	}
+	log_append who {http.claude_balancer.client}
 	claude_balancer {
 		name %s
 %s
@@ -119,8 +120,13 @@ func TestClientsAreKnownByName(t *testing.T) {
 		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 			var entry struct {
 				Client string `json:"client"`
+				Who    string `json:"who"`
 			}
 			if json.Unmarshal([]byte(line), &entry) == nil && entry.Client != "" {
+				// The placeholder says the same as the field.
+				if entry.Who != entry.Client {
+					t.Errorf("{http.claude_balancer.client} is %q, the client field %q", entry.Who, entry.Client)
+				}
 				logged = append(logged, entry.Client)
 			}
 		}
@@ -299,5 +305,83 @@ func TestTokensLimitChargesAnswersAndJoiners(t *testing.T) {
 	}
 	if up.count() != 3 {
 		t.Fatalf("%d upstream calls; the refused one must not reach the provider", up.count())
+	}
+}
+
+// A client is charged what its answers reported: a stream cut after its
+// first content event what its events said, a request that every provider
+// failed nothing (its admission still counts against the rate).
+func TestAClientIsChargedWhatItsAnswersReported(t *testing.T) {
+	up := newMock(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		switch n {
+		case 0:
+			cutAfter(4, "partial")(w, r, n) // message_start says 10 in, 1 out
+		default:
+			errorStatus(500, "api_error", "down")(w, r, n)
+		}
+	})
+	block := fmt.Sprintf("client erin {\nkey erin-key\nrate 100/1m\ntokens 1000/1h\n}\nprovider a {\nbase_url %s\napi_key k\n}", up.URL)
+	e := start(t, block)
+	resp, out := e.messages(body("m", true), "X-Api-Key", "erin-key")
+	if resp.StatusCode != 200 || !strings.Contains(string(out), "partial") || !strings.Contains(string(out), "event: error") {
+		t.Fatalf("cut stream: %d %s", resp.StatusCode, out)
+	}
+	if resp, out := e.messages(body("m", false, `"x":1`), "X-Api-Key", "erin-key"); resp.StatusCode < 500 {
+		t.Fatalf("failed request: %d %s", resp.StatusCode, out)
+	}
+	c := e.clients("X-Admin-Key", "adm")["erin"]
+	if c.Requests != 1 || c.Input != 10 || c.Output != 1 || c.Used["tokens"] != 11 || c.Used["rate"] != 2 {
+		t.Fatalf("erin: %+v", c)
+	}
+}
+
+// Under 50 concurrent requests a tokens limit admits what arrives while the
+// window is under it; the answers already in flight finish and are charged,
+// and nothing more is admitted until the window frees up.
+func TestTokensLimitUnderConcurrency(t *testing.T) {
+	release := make(chan struct{})
+	up := newMock(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if n < 5 {
+			<-release
+		}
+		usageJSON(100, 100, 0, 0)(w, r, n)
+	})
+	block := fmt.Sprintf("client fay {\nkey fay-key\ntokens 1000/1h\n}\nprovider a {\nbase_url %s\napi_key k\n}", up.URL)
+	e := start(t, block)
+	// Five requests in flight: the window is empty, all are admitted.
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, out := e.messages(body("m", false, fmt.Sprintf(`"x":%d`, i)), "X-Api-Key", "fay-key"); resp.StatusCode != 200 {
+				t.Errorf("in flight %d: %d %s", i, resp.StatusCode, out)
+			}
+		}()
+	}
+	waitFor(t, "five requests upstream", func() bool { return up.count() == 5 })
+	close(release)
+	wg.Wait()
+	// 1000 charged: the window is full, and 50 concurrent requests all get 429.
+	var (
+		mu       sync.Mutex
+		statuses = map[int]int{}
+	)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := e.messages(body("m", false, fmt.Sprintf(`"y":%d`, i)), "X-Api-Key", "fay-key")
+			mu.Lock()
+			statuses[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if statuses[429] != 50 || up.count() != 5 {
+		t.Fatalf("statuses %v, %d upstream calls", statuses, up.count())
+	}
+	if c := e.clients("X-Admin-Key", "adm")["fay"]; c.Used["tokens"] != 1000 || c.Requests != 5 {
+		t.Fatalf("fay: %+v", c)
 	}
 }

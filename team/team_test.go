@@ -66,9 +66,14 @@ func TestRateLimitSlidesAndSaysWhenToComeBack(t *testing.T) {
 	if v.OK || v.Limit != "rate" {
 		t.Fatalf("fourth request: %+v", v)
 	}
-	// The first request leaves the window a minute (and one slot) after it.
-	if d := v.RetryAt.Sub(t0); d < time.Minute || d > time.Minute+2*time.Second {
-		t.Fatalf("retry after %v", d)
+	// The first request leaves the window when the minute has slid past the
+	// start of its one-second slot: no later, and a moment earlier is refused.
+	slot := t0.Truncate(time.Second)
+	if !v.RetryAt.Equal(slot.Add(time.Minute)) {
+		t.Fatalf("retry at %v, want %v", v.RetryAt, slot.Add(time.Minute))
+	}
+	if v := c.Admit(v.RetryAt.Add(-time.Millisecond)); v.OK {
+		t.Fatal("admitted before the time it was told to come back")
 	}
 	if v := c.Admit(v.RetryAt); !v.OK {
 		t.Fatal("refused at the time it was told to come back")

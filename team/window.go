@@ -100,8 +100,8 @@ func (w *window) freeAtLocked(t time.Time, used, limit int64) time.Time {
 	for _, b := range all {
 		used -= b.N
 		if used < limit {
-			// The bucket leaves the span when its end does.
-			return time.Unix(0, b.Start+int64(w.width)+int64(w.span))
+			// The bucket stops counting once the span has slid past its start.
+			return time.Unix(0, b.Start+int64(w.span))
 		}
 	}
 	return t.Add(w.span)
@@ -145,7 +145,7 @@ func (w *window) resetAt(t time.Time) time.Time {
 	if oldest == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, oldest+int64(w.width)+int64(w.span))
+	return time.Unix(0, oldest+int64(w.span))
 }
 
 // export returns this instance's live buckets, to share.
