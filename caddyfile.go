@@ -48,6 +48,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			pricing <pattern> <input> <output> <cache-read> <cache-write>
 //		}
 //		admin_key <key>
+//		list_models <name...>
 //		health {
 //			threshold <n>
 //			cooldown <duration>
@@ -181,6 +182,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.AdminKey); err != nil {
 				return err
 			}
+		case "list_models":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.ArgErr()
+			}
+			for _, n := range names {
+				if strings.Contains(n, "*") {
+					return d.Errf("list_models names models; %q is a pattern", n)
+				}
+			}
+			h.ListModels = append(h.ListModels, names...)
 		case "oauth":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -99,6 +99,10 @@ type Handler struct {
 	// the model's Anthropic provider when it can, local counts otherwise.
 	CountTokens *CountTokensConfig `json:"count_tokens,omitempty"`
 
+	// ListModels names models GET /v1/models lists besides the routes' exact
+	// patterns and what Anthropic-type providers list.
+	ListModels []string `json:"list_models,omitempty"`
+
 	bal         *balancer.Balancer
 	oauth       *oauth.Manager
 	oauthPage   http.Handler
@@ -124,6 +128,9 @@ type Handler struct {
 	// team is the named clients; releaseTeam gives their state back.
 	team        *team.Team
 	releaseTeam func()
+	// loaded is when the config was provisioned: the created_at of listed
+	// models no provider describes.
+	loaded time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -139,6 +146,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // network.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.loaded = time.Now().UTC().Truncate(time.Second)
 	repl := caddy.NewReplacer()
 	cfg := balancer.Config{
 		Name:      h.Name,
@@ -288,6 +296,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return methodNotAllowed(w, http.MethodPost)
 		}
 		h.serveCount(w, r)
+	case "/v1/models":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		h.serveModels(w, r, "")
 	case "/health", "/":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			return methodNotAllowed(w, http.MethodGet)
@@ -308,6 +321,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			h.serveProviders(w, r)
 		}
 	default:
+		if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && id != "" {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				return methodNotAllowed(w, http.MethodGet)
+			}
+			h.serveModels(w, r, id)
+			return nil
+		}
 		if path == "/oauth" || strings.HasPrefix(path, "/oauth/") {
 			if h.management(w, r) {
 				h.oauthPage.ServeHTTP(w, r)

@@ -444,6 +444,8 @@ type providerState struct {
 	// credRejected is when the provider's own credential was last rejected
 	// (unix nanoseconds); 0 once an answer was accepted after it.
 	credRejected atomic.Int64
+	// models is what the provider lists at /v1/models, per credential.
+	models modelCache
 }
 
 // Destruct implements caddy.Destructor.
