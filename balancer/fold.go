@@ -53,7 +53,7 @@ func foldSystemMessages(body []byte) (out []byte, changed bool) {
 			edits = append(edits, e...)
 		}
 	}
-	if len(edits) == 0 {
+	if len(edits) == 0 || rawjson.SkipSpace(body, top.At()) != len(body) {
 		return body, false
 	}
 	return applyEdits(body, edits), true
