@@ -116,6 +116,13 @@ func TestHeadAsGet(t *testing.T) {
 			}
 		})
 	}
+	// The GET endpoints name HEAD among the methods they take.
+	for _, path := range []string{"/health", "/providers", "/oauth/status"} {
+		resp, b := e.do(http.MethodPost, path)
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET, HEAD" || !isEnvelope(b, "invalid_request_error") {
+			t.Errorf("POST %s: %d %q %s", path, resp.StatusCode, resp.Header.Get("Allow"), b)
+		}
+	}
 	if up.count() != 0 {
 		t.Fatalf("the provider was asked")
 	}
