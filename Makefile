@@ -6,7 +6,7 @@ CLAUDE_CODE_VERSION ?= 2.1.332
 CLAUDE_DIR ?= .cache/claude-code
 export CLAUDE_BIN ?= $(CURDIR)/$(CLAUDE_DIR)/node_modules/.bin/claude
 
-.PHONY: all build run test lint unit integration claude-code examples bench capacity fuzz soak clean
+.PHONY: all build run test lint unit integration claude-code claude-code-latest examples bench capacity fuzz soak clean
 
 all: build
 
@@ -22,6 +22,15 @@ claude-code: $(CLAUDE_BIN)
 $(CLAUDE_BIN):
 	mkdir -p $(CLAUDE_DIR)
 	npm install --silent --no-audit --no-fund --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+# The end-to-end tests with the real CLI against the newest published Claude
+# Code, installed apart from the pinned one (which CI keeps running).
+CLAUDE_LATEST_DIR ?= .cache/claude-code-latest
+claude-code-latest:
+	mkdir -p $(CLAUDE_LATEST_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(CLAUDE_LATEST_DIR) @anthropic-ai/claude-code@latest
+	@echo "Claude Code $$(node -p "require('./$(CLAUDE_LATEST_DIR)/node_modules/@anthropic-ai/claude-code/package.json').version") (pinned: $(CLAUDE_CODE_VERSION))"
+	CLAUDE_BIN=$(CURDIR)/$(CLAUDE_LATEST_DIR)/node_modules/.bin/claude $(GO) test -race -count=1 -p 1 -v -run 'ClaudeCode' ./integration/
 
 lint:
 	@test -z "$$(gofmt -l . | grep -v '^.cache/')" || { gofmt -l . | grep -v '^.cache/'; echo "gofmt needed"; exit 1; }

@@ -74,6 +74,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			}
 //			weight <n>
 //			disabled
+//			fold_system
 //			max_tokens_field max_tokens|max_completion_tokens
 //			sanitize_schema
 //			max_tokens <n>
@@ -555,6 +556,11 @@ func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
 				return p, d.ArgErr()
 			}
 			p.Disabled = true
+		case "fold_system":
+			if d.NextArg() {
+				return p, d.ArgErr()
+			}
+			p.FoldSystem = true
 		case "max_tokens_field":
 			o := openai()
 			err = oneArg(d, &o.MaxTokensField)
@@ -635,6 +641,9 @@ func parseProvider(d *caddyfile.Dispenser) (balancer.ProviderConfig, error) {
 	}
 	if p.OpenAI != nil && p.Type != balancer.TypeOpenAI {
 		return p, fmt.Errorf("provider %q: OpenAI options need type openai, at %s:%d", p.Name, d.File(), start)
+	}
+	if p.FoldSystem && p.Type == balancer.TypeOpenAI {
+		return p, fmt.Errorf("provider %q: fold_system is for anthropic providers (an openai provider sends system messages as inline_system says), at %s:%d", p.Name, d.File(), start)
 	}
 	return p, nil
 }

@@ -579,6 +579,11 @@ func TestUnmarshalCaddyfileProvider(t *testing.T) {
 			want:  balancer.ProviderConfig{Name: "p", Disabled: true},
 		},
 		{
+			name:  "fold_system",
+			block: "fold_system",
+			want:  balancer.ProviderConfig{Name: "p", FoldSystem: true},
+		},
+		{
 			name:  "max_tokens_field max_tokens",
 			block: "type openai\nmax_tokens_field max_tokens",
 			want:  balancer.ProviderConfig{Name: "p", Type: balancer.TypeOpenAI, OpenAI: &convert.Options{MaxTokensField: "max_tokens"}},
@@ -948,6 +953,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"max_tokens cap not a number", "claude_balancer {\n\tprovider p {\n\t\ttype openai\n\t\tmax_tokens lots\n\t}\n}", 4, "max_tokens must be a positive integer"},
 		{"oauth with type openai", "claude_balancer {\n\tprovider p {\n\t\ttype openai\n\t\toauth me@x.com\n\t}\n}", 2, "need type anthropic"},
 		{"openai option on anthropic", "claude_balancer {\n\tprovider p {\n\t\ttop_k\n\t}\n}", 2, "need type openai"},
+		{"fold_system on openai", "claude_balancer {\n\tprovider p {\n\t\tfold_system\n\t\ttype openai\n\t}\n}", 2, "fold_system is for anthropic providers"},
 		{"empty provider name", "claude_balancer {\n\tprovider \"\"\n}", 2, "invalid provider name"},
 		{"empty route pattern", "claude_balancer {\n\troute \"\" {\n\t\tto a\n\t}\n}", 2, "empty model pattern"},
 		{"invalid header name", "claude_balancer {\n\tprovider p {\n\t\theader \"Bad Name\" v\n\t}\n}", 3, "invalid header name"},
@@ -1048,6 +1054,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"weight too large", "claude_balancer {\n\tprovider a {\n\t\tweight 9223372036854775807\n\t}\n}", 3, "too large"},
 		{"weight overflowing int", "claude_balancer {\n\tprovider a {\n\t\tweight 99999999999999999999\n\t}\n}", 3, "invalid number"},
 		{"disabled with a value", "claude_balancer {\n\tprovider a {\n\t\tdisabled true\n\t}\n}", 3, "wrong argument count"},
+		{"fold_system with a value", "claude_balancer {\n\tprovider a {\n\t\tfold_system on\n\t}\n}", 3, "wrong argument count"},
 		{"max_tokens_field without value", "claude_balancer {\n\tprovider a {\n\t\tmax_tokens_field\n\t}\n}", 3, "wrong argument count"},
 		{"max_tokens_field unknown", "claude_balancer {\n\tprovider a {\n\t\tmax_tokens_field max_output_tokens\n\t}\n}", 3, "max_tokens_field must be max_tokens or max_completion_tokens"},
 		{"sanitize_schema with a value", "claude_balancer {\n\tprovider a {\n\t\tsanitize_schema on\n\t}\n}", 3, "wrong argument count"},

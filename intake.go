@@ -11,16 +11,25 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
 	"github.com/claude-balancer/caddy-claude-balancer/dedup"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/decode"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/intake"
 )
 
 // readBody reads the request body once, under the size limit. It answers
 // the client itself when it returns false.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	coding, err := decode.Coding(r.Header.Values("Content-Encoding"))
+	if err != nil {
+		apierr.Write(w, http.StatusUnsupportedMediaType, apierr.InvalidRequest, err.Error())
+		return nil, false
+	}
 	if r.ContentLength > h.maxBody {
 		apierr.Write(w, http.StatusRequestEntityTooLarge, apierr.RequestTooLarge,
 			fmt.Sprintf("request body is larger than %d bytes", h.maxBody))
 		return nil, false
+	}
+	if coding != "" {
+		return h.readEncoded(w, r, coding)
 	}
 	var buf []byte
 	if r.ContentLength > 0 {
@@ -49,6 +58,29 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 			return nil, false
 		}
 	}
+}
+
+// readEncoded reads and decodes a compressed body. The limit applies to the
+// bytes as sent and, decisively, to the decoded body, which providers get
+// without a Content-Encoding.
+func (h *Handler) readEncoded(w http.ResponseWriter, r *http.Request, coding string) ([]byte, bool) {
+	body, err := decode.Read(coding, http.MaxBytesReader(w, r.Body, h.maxBody), h.maxBody)
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil:
+		r.Header.Del("Content-Encoding")
+		return body, true
+	case err == decode.ErrTooLarge, errors.As(err, &mbe):
+		apierr.Write(w, http.StatusRequestEntityTooLarge, apierr.RequestTooLarge,
+			fmt.Sprintf("request body is larger than %d bytes once decoded", h.maxBody))
+	default:
+		var ce *decode.CorruptError
+		if !errors.As(err, &ce) {
+			err = fmt.Errorf("reading the request body failed: %w", err)
+		}
+		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
+	}
+	return nil, false
 }
 
 // admit checks who sent the request and reads the body. It answers the client

@@ -35,8 +35,9 @@ const DefaultMaxRequestBody = 32 << 20
 
 // Handler balances Anthropic Messages API requests across providers. It
 // serves POST /v1/messages and /v1/messages/count_tokens, GET /health and
-// GET / (liveness and readiness), GET /providers (state, for operators) and
-// answers other paths with an Anthropic-format 404.
+// GET / (liveness and readiness), GET /providers (state, for operators),
+// GET /api/hello (Claude Code's warm-up probe: 200, no body) and answers other
+// paths with an Anthropic-format 404. HEAD is answered as GET, without a body.
 type Handler struct {
 	// Name identifies this balancer's state (health, cooldowns, session
 	// bindings) across config reloads when a config holds several balancers.
@@ -298,12 +299,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.serveCount(w, r)
 	case "/v1/models":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			return methodNotAllowed(w, http.MethodGet)
+			return methodNotAllowed(w, "GET, HEAD")
 		}
 		h.serveModels(w, r, "")
+	case "/api/hello":
+		// Claude Code's warm-up probe, sent without a key: it learns only
+		// that something answers, and no provider hears of it.
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return methodNotAllowed(w, "GET, HEAD")
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
 	case "/health", "/":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			return methodNotAllowed(w, http.MethodGet)
+			return methodNotAllowed(w, "GET, HEAD")
 		}
 		h.serveHealth(w, r)
 	case "/providers/reload":
@@ -315,7 +324,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 	case "/providers", "/providers/":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			return methodNotAllowed(w, http.MethodGet)
+			return methodNotAllowed(w, "GET, HEAD")
 		}
 		if h.management(w, r) {
 			h.serveProviders(w, r)
@@ -323,7 +332,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	default:
 		if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && id != "" {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				return methodNotAllowed(w, http.MethodGet)
+				return methodNotAllowed(w, "GET, HEAD")
 			}
 			h.serveModels(w, r, id)
 			return nil

@@ -40,11 +40,15 @@ type streamDecoder interface {
 }
 
 // anthropicCodec passes requests and answers through byte for byte; only the
-// model is replaced when a route asks for it.
-type anthropicCodec struct{}
+// model is replaced when a route asks for it, and, for a provider with
+// fold_system, mid-conversation system messages are folded into user turns.
+type anthropicCodec struct{ fold bool }
 
-func (anthropicCodec) body(req *Request, model string) ([]byte, error) {
+func (c anthropicCodec) body(req *Request, model string) ([]byte, error) {
 	body, peek := req.anthropicBody()
+	if c.fold {
+		body, peek = req.foldedBody()
+	}
 	if model == "" || model == peek.Model {
 		return body, nil
 	}

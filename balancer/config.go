@@ -77,6 +77,15 @@ type ProviderConfig struct {
 	// Disabled keeps the provider configured but sends it nothing.
 	Disabled bool `json:"disabled,omitempty"`
 
+	// FoldSystem is for Anthropic-compatible relays that refuse messages of
+	// role "system" inside "messages" (Claude Code's mid-conversation system
+	// messages). Such a message is sent to this provider as one user text
+	// block, in place: joined to the user turn before it (or after it),
+	// with the cache_control of its last block. Only requests holding such
+	// messages are re-encoded, and only for this provider; the others get
+	// the request as the client sent it. Anthropic providers only.
+	FoldSystem bool `json:"fold_system,omitempty"`
+
 	// OpenAI holds the conversion options of "openai" providers.
 	OpenAI *convert.Options `json:"openai,omitempty"`
 }

@@ -106,7 +106,7 @@ func (b *Balancer) CountTokens(ctx context.Context, req *Request) CountResult {
 func (b *Balancer) countOnce(ctx context.Context, cand candidate, req *Request) (CountResult, *outcome) {
 	p := cand.Provider
 	defer p.shared.done()
-	cd := anthropicCodec{}
+	cd := anthropicCodec{fold: p.foldSystem}
 	body, _ := cd.body(req, cand.Model)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -72,6 +72,8 @@ type Provider struct {
 	resolvers []string
 	weight    int
 	disabled  bool
+	// foldSystem folds mid-conversation system messages into user turns.
+	foldSystem bool
 
 	connect   time.Duration
 	firstByte time.Duration // 0: per-mode default
@@ -210,6 +212,12 @@ func newProvider(cfg ProviderConfig, repl *caddy.Replacer, dial func(ctx context
 		if t.Idle > 0 {
 			p.idle = time.Duration(t.Idle)
 		}
+	}
+	if cfg.FoldSystem {
+		if p.Type != TypeAnthropic {
+			return nil, fmt.Errorf("provider %q: fold_system is for anthropic providers; an openai provider sends system messages as its inline_system option says", p.Name)
+		}
+		p.foldSystem = true
 	}
 	if cfg.OpenAI != nil {
 		if p.Type != TypeOpenAI {
@@ -456,5 +464,5 @@ func (p *Provider) codec() codec {
 	if p.Type == TypeOpenAI {
 		return openAICodec{opts: &p.openai}
 	}
-	return anthropicCodec{}
+	return anthropicCodec{fold: p.foldSystem}
 }

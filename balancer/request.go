@@ -24,6 +24,10 @@ type Request struct {
 	// minus thinking blocks this module signed (see convert).
 	anthropic     []byte
 	anthropicPeek Peek
+	// folded is the body for providers with fold_system, once made: the
+	// Anthropic body with its system messages folded into user turns.
+	folded     []byte
+	foldedPeek Peek
 	// credential is the fingerprint of the credential the client passes
 	// through, once computed.
 	credential string
@@ -32,7 +36,7 @@ type Request struct {
 // release drops the request's body once an answer is committed: no attempt
 // needs it any more, and a long stream should not hold a large body.
 func (r *Request) release() {
-	r.Body, r.anthropic = nil, nil
+	r.Body, r.anthropic, r.folded = nil, nil, nil
 }
 
 // anthropicBody returns the body for Anthropic providers. Thinking blocks
@@ -51,6 +55,26 @@ func (r *Request) anthropicBody() ([]byte, Peek) {
 		}
 	}
 	return r.anthropic, r.anthropicPeek
+}
+
+// foldedBody returns the body for Anthropic providers with fold_system:
+// the Anthropic body with its mid-conversation system messages folded into
+// user turns (see foldSystemMessages). Only requests holding such messages,
+// as intake noted, are re-encoded.
+func (r *Request) foldedBody() ([]byte, Peek) {
+	body, peek := r.anthropicBody()
+	if !r.Peek.SystemMessages {
+		return body, peek
+	}
+	if r.folded == nil {
+		r.folded, r.foldedPeek = body, peek
+		if folded, changed := foldSystemMessages(body); changed {
+			if p, err := PeekBody(folded); err == nil {
+				r.folded, r.foldedPeek = folded, p
+			}
+		}
+	}
+	return r.folded, r.foldedPeek
 }
 
 // Session returns the request's session: Claude Code's

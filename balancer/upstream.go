@@ -33,10 +33,10 @@ func forwardRequestHeaders(dst, src http.Header) {
 	for k, vs := range src {
 		switch k {
 		// The transport sets length and host; the module reads answers
-		// itself, so it asks for them uncompressed; client addresses and
-		// cookies stay with the client; hop-by-hop and credential headers
-		// never pass.
-		case "Host", "Content-Length", "Accept-Encoding", "Cookie", "Forwarded", "X-Forwarded-For",
+		// itself, so it asks for them uncompressed, and sends the body it
+		// decoded; client addresses and cookies stay with the client;
+		// hop-by-hop and credential headers never pass.
+		case "Host", "Content-Length", "Accept-Encoding", "Content-Encoding", "Cookie", "Forwarded", "X-Forwarded-For",
 			"X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Via", "Expect",
 			"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
 			"Te", "Trailer", "Transfer-Encoding", "Upgrade", "X-Api-Key", "Authorization":

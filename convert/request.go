@@ -396,10 +396,15 @@ func (r *request) writeSystem(system []byte) {
 	if r.opt.InlineSystem == "merge" {
 		for _, msg := range r.msgs {
 			if msg.role == roleSystem {
+				sep := len(r.out)
 				if len(r.out) > textStart {
 					r.out = append(r.out, `\n`...)
 				}
 				r.appendSystemText(msg.content, false)
+				if len(r.out) == sep+2 && sep > textStart {
+					// A message without text adds no separator either.
+					r.out = r.out[:sep]
+				}
 			}
 		}
 	}

@@ -186,3 +186,38 @@ func TestSanitizedSchemaDropsKeywordsButNotProperties(t *testing.T) {
 		t.Fatalf("unsanitized schema changed: %s", raw)
 	}
 }
+
+// Claude Code's mid-conversation system messages (the mid-conversation-system
+// beta) go where they stand, as inline_system says; one without text, a
+// directive with nothing for the model to read, is dropped in every mode.
+func TestRequestMidConversationSystemMessages(t *testing.T) {
+	body := `{"system":[{"type":"text","text":"x-anthropic-billing-header: cc_version=2"},{"type":"text","text":"You are Claude Code."}],"messages":[
+		{"role":"user","content":[{"type":"text","text":"run it"}]},
+		{"role":"system","content":[{"type":"text","text":"# Environment"},{"type":"text","text":"Platform: linux","cache_control":{"type":"ephemeral"}}]},
+		{"role":"assistant","content":[{"type":"tool_use","id":"call_one_0000000","name":"Bash","input":{"command":"ls"}}]},
+		{"role":"system","content":"Tools changed."},
+		{"role":"user","content":[{"type":"tool_result","tool_use_id":"call_one_0000000","content":"a.txt"}]},
+		{"role":"system","content":[{"type":"text","text":""}]},
+		{"role":"system","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AA=="}}]},
+		{"role":"system","content":""}]}`
+	const (
+		user  = `{"content":"run it","role":"user"}`
+		calls = `{"content":null,"role":"assistant","tool_calls":[{"function":{"arguments":"{\"command\":\"ls\"}","name":"Bash"},"id":"call_one_0000000","type":"function"}]}`
+		tool  = `{"content":"a.txt","role":"tool","tool_call_id":"call_one_0000000"}`
+	)
+	for _, tc := range []struct {
+		mode, want string
+	}{
+		{"", `[{"content":"You are Claude Code.","role":"system"},` + user + `,{"content":"# Environment\nPlatform: linux","role":"system"},` + calls + `,` + tool + `,{"content":"Tools changed.","role":"system"}]`},
+		{"system", `[{"content":"You are Claude Code.","role":"system"},` + user + `,{"content":"# Environment\nPlatform: linux","role":"system"},` + calls + `,` + tool + `,{"content":"Tools changed.","role":"system"}]`},
+		{"user", `[{"content":"You are Claude Code.","role":"system"},` + user + `,{"content":"# Environment\nPlatform: linux","role":"user"},` + calls + `,` + tool + `,{"content":"Tools changed.","role":"user"}]`},
+		{"merge", `[{"content":"You are Claude Code.\n# Environment\nPlatform: linux\nTools changed.","role":"system"},` + user + `,` + calls + `,` + tool + `]`},
+	} {
+		t.Run("inline_system "+tc.mode, func(t *testing.T) {
+			m := convertRequest(t, body, Options{InlineSystem: tc.mode})
+			if got := jsonOf(t, m["messages"]); got != tc.want {
+				t.Fatalf("messages:\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}

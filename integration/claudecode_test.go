@@ -43,6 +43,12 @@ func runClaude(t *testing.T, e *env, prompt string, args ...string) (string, err
 // runClaudeIn runs Claude Code with home as its home and working directory.
 func runClaudeIn(t *testing.T, e *env, home, prompt string, args ...string) (string, error) {
 	t.Helper()
+	return runClaudeWith(t, e, home, nil, prompt, args...)
+}
+
+// runClaudeWith is runClaudeIn with more environment variables.
+func runClaudeWith(t *testing.T, e *env, home string, extraEnv []string, prompt string, args ...string) (string, error) {
+	t.Helper()
 	bin := claudeBin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -56,6 +62,7 @@ func runClaudeIn(t *testing.T, e *env, home, prompt string, args ...string) (str
 		"DISABLE_AUTOUPDATER=1",
 		"CLAUDE_CODE_MAX_RETRIES=0",
 	)
+	cmd.Env = append(cmd.Env, extraEnv...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -283,4 +290,101 @@ func TestClaudeCodeCLIWithOpenAIProviderRunsATool(t *testing.T) {
 	if !sawToolTurn {
 		t.Fatalf("the tool result never came back to the provider")
 	}
+}
+
+// Claude Code sends mid-conversation system messages (its environment, as a
+// system message after the user's turn) when CLAUDE_CODE_FORCE_MID_CONVERSATION_SYSTEM
+// is set; otherwise only for some models (2.1.332: its default model, not
+// claude-haiku-4-5, which the runs ask for so that the variable decides).
+// Through an OpenAI-compatible provider they arrive in place, as system
+// messages, and through an Anthropic relay that refuses them, folded into the
+// user's turn.
+func TestClaudeCodeCLIMidConversationSystem(t *testing.T) {
+	claudeBin(t)
+	force := []string{"CLAUDE_CODE_FORCE_MID_CONVERSATION_SYSTEM=1"}
+	t.Run("OpenAI-compatible provider", func(t *testing.T) {
+		up := newMock(t, openAIText("MID-SYSTEM-OK-31"))
+		e := start(t, fmt.Sprintf(`
+			provider compat {
+				type openai
+				base_url %s/v1
+				api_key sk-compat
+			}
+			route * {
+				to compat some-vendor/some-model
+			}`, up.URL))
+		out, err := runClaudeWith(t, e, t.TempDir(), force, "Say the magic number", "--model", "claude-haiku-4-5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "MID-SYSTEM-OK-31") {
+			t.Fatalf("claude printed %q", out)
+		}
+		inPlace := false
+		for _, r := range up.requests() {
+			var req struct {
+				Messages []struct {
+					Role string `json:"role"`
+				} `json:"messages"`
+			}
+			if json.Unmarshal(r.Body, &req) != nil {
+				t.Fatalf("upstream body: %s", r.Body)
+			}
+			// A system message after the conversation started: not the
+			// leading system prompt.
+			for i, m := range req.Messages {
+				if i > 0 && m.Role == "system" && req.Messages[i-1].Role != "system" {
+					inPlace = true
+				}
+			}
+		}
+		if !inPlace {
+			t.Fatalf("no mid-conversation system message reached the provider: %s", up.last().Body)
+		}
+	})
+	t.Run("Anthropic relay with fold_system", func(t *testing.T) {
+		relay := strictRelay(t)
+		e := start(t, fmt.Sprintf("provider relay {\nbase_url %s\npassthrough_auth\nfold_system\n}", relay.URL))
+		out, err := runClaudeWith(t, e, t.TempDir(), force, "Say the magic number", "--model", "claude-haiku-4-5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "relayed") {
+			t.Fatalf("claude printed %q", out)
+		}
+		for _, r := range relay.requests() {
+			if r.Path == "/v1/messages" && strings.Contains(string(r.Body), `"role":"system"`) {
+				t.Fatalf("a system message reached the relay: %.300s", r.Body)
+			}
+		}
+	})
+	t.Run("Anthropic relay without fold_system", func(t *testing.T) {
+		// The relay's 400 reaches Claude Code as it is, which then asks
+		// again without system messages; the relay is not penalised.
+		relay := strictRelay(t)
+		e := start(t, fmt.Sprintf("provider relay {\nbase_url %s\npassthrough_auth\n}", relay.URL))
+		out, err := runClaudeWith(t, e, t.TempDir(), force, "Say the magic number", "--model", "claude-haiku-4-5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "relayed") {
+			t.Fatalf("claude printed %q", out)
+		}
+		var with, without int
+		for _, r := range relay.requests() {
+			if r.Path == "/v1/messages" {
+				if strings.Contains(string(r.Body), `"role":"system"`) {
+					with++
+				} else {
+					without++
+				}
+			}
+		}
+		if with == 0 || without == 0 {
+			t.Fatalf("requests with system messages: %d, without: %d", with, without)
+		}
+		if p := e.providers()["relay"]; !p.Healthy || p.ErrorCount != 0 {
+			t.Fatalf("the relay was penalised: %+v", p)
+		}
+	})
 }

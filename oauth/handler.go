@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,11 +98,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case rest == "":
-		if allow(w, r, http.MethodGet, http.MethodHead) {
+		if allow(w, r, http.MethodGet) {
 			http.Redirect(w, r, h.prefix+"/", http.StatusMovedPermanently)
 		}
 	case rest == "/":
-		if allow(w, r, http.MethodGet, http.MethodHead) {
+		if allow(w, r, http.MethodGet) {
 			h.page(w, r, http.StatusOK, pageNote{})
 		}
 	case rest == "/login":
@@ -149,14 +150,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// allow reports whether the request's method is one of methods, answering
+// 405 itself when it is not. HEAD is allowed wherever GET is: the server
+// sends the GET answer without its body.
 func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 	for _, m := range methods {
-		if r.Method == m {
+		if r.Method == m || r.Method == http.MethodHead && m == http.MethodGet {
 			return true
 		}
 	}
+	if slices.Contains(methods, http.MethodGet) && !slices.Contains(methods, http.MethodHead) {
+		methods = append(methods, http.MethodHead)
+	}
 	w.Header().Set("Allow", strings.Join(methods, ", "))
-	apierr.Write(w, http.StatusMethodNotAllowed, apierr.InvalidRequest, "method "+r.Method+" not allowed here")
+	apierr.Write(w, http.StatusMethodNotAllowed, apierr.InvalidRequest, "method not allowed; use "+strings.Join(methods, ", "))
 	return false
 }
 

@@ -52,6 +52,9 @@ type Peek struct {
 	// an OpenAI-compatible provider's reasoning), which an Anthropic provider
 	// would reject.
 	ForeignThinking bool
+	// SystemMessages reports a message of role "system" in "messages" (a
+	// mid-conversation system message), which some providers refuse.
+	SystemMessages bool
 	// modelStart and modelEnd locate the model's JSON string, quotes
 	// included, so it can be replaced in place.
 	modelStart, modelEnd int
@@ -149,6 +152,7 @@ func (w *walker) peek() (Peek, error) {
 		return Peek{}, errorf("model: field required")
 	}
 	w.p.ForeignThinking = w.foreign
+	w.p.SystemMessages = w.systemMsg
 	return w.p, nil
 }
 

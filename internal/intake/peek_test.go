@@ -167,3 +167,25 @@ func TestForeignThinkingIsFoundInTheSameWalk(t *testing.T) {
 		}
 	}
 }
+
+func TestSystemMessagesAreFoundInTheSameWalk(t *testing.T) {
+	for _, sign := range []bool{false, true} {
+		for body, want := range map[string]bool{
+			`{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"system","content":"be brief"}]}`:                              true,
+			`{"messages":[{"content":[{"type":"text","text":"x"}],"role":"system"}],"model":"m"}`:                                           true,
+			`{"model":"m","messages":[{"r\u006fle":"syst\u0065m","content":"x"}]}`:                                                          true,
+			`{"model":"m","messages":[{"role":"user","content":"hi"}]}`:                                                                     false,
+			`{"model":"m","system":"s","messages":[{"role":"user","content":"hi"}]}`:                                                        false,
+			`{"model":"m","system":[{"role":"system"}],"messages":[{"role":"user","content":"hi"}]}`:                                        false,
+			`{"model":"m","messages":[{"role":"user","content":"the text \"role\":\"system\" is not a message"}]}`:                          false,
+			`{"model":"m","messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"n","input":{"role":"system"}}]}]}`: false,
+			`{"model":"m","messages":[{"role":"user","content":[{"role":"system"}]}]}`:                                                      false,
+			`{"model":"m","messages":[{"role":"System","content":"x"}]}`:                                                                    false,
+		} {
+			p, _, err := Read([]byte(body), Options{Sign: sign})
+			if err != nil || p.SystemMessages != want {
+				t.Errorf("sign %v, %s: system %v, err %v", sign, body, p.SystemMessages, err)
+			}
+		}
+	}
+}

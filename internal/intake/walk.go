@@ -48,6 +48,9 @@ type walker struct {
 	p                               Peek
 	seenModel, seenStream, seenMeta bool
 	foreign                         bool
+	// inMessages is set while the walk is inside the top-level "messages".
+	inMessages bool
+	systemMsg  bool
 }
 
 // span locates one object member in out: the quoted key is out[start:keyEnd],
@@ -57,7 +60,7 @@ type span struct{ start, keyEnd, end int }
 func (w *walker) reset(src []byte, opt Options) {
 	w.src, w.pos, w.depth, w.ignore, w.canon = src, 0, 0, opt.Ignore, opt.Sign
 	w.out, w.tmp, w.spans, w.top, w.topPlain = w.out[:0], w.tmp[:0], w.spans[:0], w.top[:0], true
-	w.p, w.seenModel, w.seenStream, w.seenMeta, w.foreign = Peek{}, false, false, false, false
+	w.p, w.seenModel, w.seenStream, w.seenMeta, w.foreign, w.inMessages, w.systemMsg = Peek{}, false, false, false, false, false, false
 	if w.canon && cap(w.out) < len(src) {
 		w.out = make([]byte, 0, len(src))
 	}
@@ -236,11 +239,21 @@ func (w *walker) object(top bool) error {
 				return grammarError(err)
 			}
 			w.pos = end
-		} else if err := w.value(); err != nil {
-			return err
+		} else {
+			messages := top && string(spelled) == "messages"
+			w.inMessages = w.inMessages || messages
+			err := w.value()
+			w.inMessages = w.inMessages && !messages
+			if err != nil {
+				return err
+			}
 		}
 		if !top && string(spelled) == "signature" && bytes.HasPrefix(w.src[valueStart:w.pos], foreignSignature) {
 			w.foreign = true
+		}
+		// A message's role: the objects three levels down in "messages".
+		if w.depth == 3 && w.inMessages && rawjson.KeyIs(inner, "role") && rawjson.StrIs(w.src[valueStart:w.pos], "system") {
+			w.systemMsg = true
 		}
 		if top {
 			if err := w.field(spelled, valueStart, w.pos); err != nil {
