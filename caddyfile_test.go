@@ -184,6 +184,14 @@ func TestUnmarshalCaddyfileBalancerOptions(t *testing.T) {
 			want: Handler{MaxRequestBody: 1 << 20},
 		},
 		{
+			name: "list_models on two lines",
+			input: `claude_balancer {
+				list_models claude-opus-4-5 my-alias
+				list_models extra
+			}`,
+			want: Handler{ListModels: []string{"claude-opus-4-5", "my-alias", "extra"}},
+		},
+		{
 			name: "client_keys several on one line",
 			input: `claude_balancer {
 				client_keys {env.KEY_A} {env.KEY_B}
@@ -929,6 +937,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"block after a single-value option", "claude_balancer {\n\tname x {\n\t}\n}", 2, "unrecognized subdirective"},
 
 		// name, strategy, sticky, max_request_body, client_keys, admin_key.
+		{"list_models without names", "claude_balancer {\n\tlist_models\n}", 2, "wrong argument count"},
+		{"list_models with a pattern", "claude_balancer {\n\tlist_models a *sonnet*\n}", 2, `list_models names models; "*sonnet*" is a pattern`},
 		{"name without value", "claude_balancer {\n\tname\n}", 2, "wrong argument count"},
 		{"name with two values", "claude_balancer {\n\tname a b\n}", 2, "wrong argument count"},
 		{"strategy without value", "claude_balancer {\n\tstrategy\n}", 2, "wrong argument count"},
