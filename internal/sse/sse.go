@@ -143,7 +143,7 @@ func (r *Reader) Next() (Event, error) {
 			}
 			switch string(field) {
 			case "event":
-				name = string(value)
+				name = eventName(value)
 			case "data":
 				off := lineStart + len(content) - len(value)
 				switch {
@@ -181,6 +181,30 @@ func (r *Reader) finish(raw []byte, name string, data []byte, dataSeen, multi bo
 		return Event{}, io.EOF
 	}
 	return ev, err
+}
+
+// eventName returns an event's name, without allocating for the names the
+// Anthropic API sends.
+func eventName(b []byte) string {
+	switch string(b) {
+	case "message_start":
+		return "message_start"
+	case "content_block_start":
+		return "content_block_start"
+	case "content_block_delta":
+		return "content_block_delta"
+	case "content_block_stop":
+		return "content_block_stop"
+	case "message_delta":
+		return "message_delta"
+	case "message_stop":
+		return "message_stop"
+	case "ping":
+		return "ping"
+	case "error":
+		return "error"
+	}
+	return string(b)
 }
 
 func trimEOL(b []byte) []byte {

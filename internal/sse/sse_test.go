@@ -145,3 +145,20 @@ func TestReaderReadyReportsABufferedEvent(t *testing.T) {
 	}
 	pw.Close()
 }
+
+func TestKnownEventNamesCostNoAllocation(t *testing.T) {
+	for _, name := range []string{"message_start", "content_block_delta", "ping", "error", "some_new_event"} {
+		b := []byte(name)
+		if got := eventName(b); got != name {
+			t.Fatalf("eventName(%q) = %q", name, got)
+		}
+		if name == "some_new_event" {
+			continue
+		}
+		var sink string
+		if allocs := testing.AllocsPerRun(100, func() { sink = eventName(b) }); allocs != 0 {
+			t.Fatalf("%s: %v allocations", name, allocs)
+		}
+		_ = sink
+	}
+}

@@ -1,0 +1,192 @@
+package claudebalancer
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// The benchmarks below serve Claude Code's streamed request through the
+// handler, called directly with a provisioned config, against a local
+// upstream, and compare two variants of one request side by side in one
+// run. Each request's body is distinct, so that none is answered by
+// de-duplication. They report CPU per request.
+
+// benchEnv is a loaded config with two balancers of three providers each
+// under the headroom strategy: "bench-plain", whose upstream answers
+// without quota headers, and "bench-quota", whose upstream sends a
+// subscription account's. Both know an anonymous key and a named client
+// with a rate and a tokens limit (never reached).
+type benchEnv struct {
+	body      []byte
+	counterAt int
+	stream    []byte
+	n         int
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	raw, err := os.ReadFile("testdata/claude-code-2.1.332-request.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var fx struct {
+		Body json.RawMessage `json:"body"`
+	}
+	if err := json.Unmarshal(raw, &fx); err != nil {
+		b.Fatal(err)
+	}
+	// A fixed-width counter in an extra field makes every body distinct.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, fx.Body); err != nil {
+		b.Fatal(err)
+	}
+	e := &benchEnv{body: append([]byte(`{"bench":"0000000000",`), compact.Bytes()[1:]...), counterAt: len(`{"bench":"`)}
+	if e.stream, err = os.ReadFile("testdata/anthropic-stream-thinking-text-tool.sse"); err != nil {
+		b.Fatal(err)
+	}
+	quotaHeader := http.Header{}
+	for k, v := range map[string]string{
+		"anthropic-ratelimit-unified-status": "allowed", "anthropic-ratelimit-unified-reset": "1999999999",
+		"anthropic-ratelimit-unified-representative-claim": "five_hour",
+		"anthropic-ratelimit-unified-5h-utilization":       "0.42", "anthropic-ratelimit-unified-5h-reset": "1999999999",
+		"anthropic-ratelimit-unified-5h-status":      "allowed",
+		"anthropic-ratelimit-unified-7d-utilization": "0.12", "anthropic-ratelimit-unified-7d-reset": "1999999999",
+		"anthropic-ratelimit-unified-7d-status": "allowed",
+	} {
+		quotaHeader.Set(k, v)
+	}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		if strings.HasPrefix(r.URL.Path, "/quota/") {
+			// Built once, so that the upstream's own cost stays out of
+			// the comparison as far as it can.
+			for k, v := range quotaHeader {
+				w.Header()[k] = v
+			}
+		}
+		_, _ = w.Write(e.stream)
+	}))
+	b.Cleanup(up.Close)
+	handler := func(name, prefix string) string {
+		return fmt.Sprintf(`{"match":[{"path":["/%s/*"]}],"handle":[{
+			"handler":"claude_balancer","name":%q,"strategy":"headroom",
+			"providers":[{"name":"a","base_url":"%[3]s/%[4]s/a","api_key":"sk-a"},
+				{"name":"b","base_url":"%[3]s/%[4]s/b","api_key":"sk-b"},
+				{"name":"c","base_url":"%[3]s/%[4]s/c","api_key":"sk-c"}],
+			"client_keys":["anon-key"],
+			"clients":[{"name":"alice","keys":["alice-key"],
+				"rate":{"count":1000000000,"window":3600000000000},
+				"tokens":{"count":1000000000000,"window":18000000000000}}]}]}`, name, name, up.URL, prefix)
+	}
+	cfg := fmt.Sprintf(`{"admin":{"disabled":true},"logging":{"logs":{"default":{"level":"ERROR"}}},
+	"storage":{"module":"file_system","root":%q},
+	"apps":{"http":{"servers":{"bench":{"listen":["127.0.0.1:0"],"routes":[%s,%s]}}}}}`,
+		b.TempDir(), handler("bench-plain", "plain"), handler("bench-quota", "quota"))
+	if err := caddy.Load([]byte(cfg), true); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = caddy.Stop() })
+	return e
+}
+
+// serve sends one distinct request through a balancer with a key.
+func (e *benchEnv) serve(b *testing.B, h *Handler, key string) {
+	e.n++
+	copy(e.body[e.counterAt:], fmt.Sprintf("%010d", e.n))
+	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/messages", bytes.NewReader(e.body))
+	r.RemoteAddr = "127.0.0.1:40000"
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Anthropic-Version", "2023-06-01")
+	r.Header.Set("X-Api-Key", key)
+	w := &sink{header: http.Header{}}
+	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, nil)
+	if err := h.ServeHTTP(w, r, nil); err != nil || w.status != http.StatusOK || w.n != len(e.stream) {
+		b.Fatalf("status %d, %d of %d bytes, %v", w.status, w.n, len(e.stream), err)
+	}
+}
+
+// compare runs each variant as a sub-benchmark, after a warm-up.
+func (e *benchEnv) compare(b *testing.B, variants []benchVariant) {
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
+			h := liveHandler(v.balancer)
+			if h == nil {
+				b.Fatalf("balancer %s not provisioned", v.balancer)
+			}
+			for range 50 {
+				e.serve(b, h, v.key)
+			}
+			b.ReportAllocs()
+			start := cpuTime()
+			b.ResetTimer()
+			for range b.N {
+				e.serve(b, h, v.key)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime()-start).Microseconds())/float64(b.N), "cpu_us/op")
+		})
+	}
+}
+
+type benchVariant struct{ name, balancer, key string }
+
+// BenchmarkClientOverhead compares an anonymous client_keys key with a named
+// client with both limits: the difference is what identifying, admitting
+// and charging a named client costs.
+func BenchmarkClientOverhead(b *testing.B) {
+	e := newBenchEnv(b)
+	e.compare(b, []benchVariant{{"anonymous", "bench-plain", "anon-key"}, {"named", "bench-plain", "alice-key"}})
+	if st := liveHandler("bench-plain").team.Clients()[0].Status(time.Now()); st.Requests == 0 || st.OutputTokens == 0 {
+		b.Fatal("alice was never charged")
+	}
+}
+
+// BenchmarkQuotaHeaders compares answers without quota headers with the
+// same answers carrying a subscription account's: the difference is what
+// reading the headers and ordering the candidates by headroom cost.
+func BenchmarkQuotaHeaders(b *testing.B) {
+	e := newBenchEnv(b)
+	e.compare(b, []benchVariant{{"plain", "bench-plain", "anon-key"}, {"quota", "bench-quota", "anon-key"}})
+	if q := liveHandler("bench-quota").bal.Provider("a").Quota(); len(q.Windows) == 0 {
+		b.Fatal("the quota headers were not read")
+	}
+}
+
+// sink is a ResponseWriter that counts what it is given.
+type sink struct {
+	header http.Header
+	status int
+	n      int
+}
+
+func (s *sink) Header() http.Header { return s.header }
+func (s *sink) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+}
+func (s *sink) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	s.n += len(p)
+	return len(p), nil
+}
+func (s *sink) Flush() {}
+
+// cpuTime is the user and system CPU time of the process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
