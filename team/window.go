@@ -47,12 +47,14 @@ func (w *window) live(start int64, t time.Time) bool {
 
 // usedLocked is the count over the span ending at t. The caller holds w.mu.
 func (w *window) usedLocked(t time.Time) int64 {
+	// A bucket counts while it started after cutoff (see live).
+	cutoff := t.UnixNano() - int64(w.span)
 	var n int64
 	for i := range slots {
-		if b := w.local[i]; b.N != 0 && w.live(b.Start, t) {
+		if b := w.local[i]; b.Start > cutoff {
 			n += b.N
 		}
-		if b := w.remote[i]; b.N != 0 && w.live(b.Start, t) {
+		if b := w.remote[i]; b.Start > cutoff {
 			n += b.N
 		}
 	}
