@@ -93,9 +93,12 @@ const (
 
 // Team is the compiled set of a balancer's clients.
 type Team struct {
-	clients []*Client
-	byName  map[string]*Client
-	keys    []keyEntry
+	// balancer names the balancer the clients belong to: what instances
+	// share is about one balancer's clients.
+	balancer string
+	clients  []*Client
+	byName   map[string]*Client
+	keys     []keyEntry
 }
 
 type keyEntry struct {
@@ -122,7 +125,7 @@ type price struct {
 // their keys with repl and takes their state, kept across reloads under the
 // balancer's name in pool. release gives the state back (Cleanup).
 func Compile(cfg []ClientConfig, balancer string, expand func(string) string) (*Team, func(), error) {
-	t := &Team{byName: map[string]*Client{}}
+	t := &Team{balancer: balancer, byName: map[string]*Client{}}
 	var keys []string
 	release := func() {
 		for _, k := range keys {
@@ -413,7 +416,10 @@ func (s *state) record(t time.Time, model, provider string, u Usage, cost float6
 
 // shareDoc is what an instance shares of its clients' windows.
 type shareDoc struct {
-	Clients map[string]sharedWindows `json:"clients"`
+	// Balancer names whose clients these are: a storage may hold several
+	// balancers' documents, and a client name means something in one only.
+	Balancer string                   `json:"balancer"`
+	Clients  map[string]sharedWindows `json:"clients"`
 }
 
 type sharedWindows struct {
@@ -423,7 +429,7 @@ type sharedWindows struct {
 
 // Export returns this instance's clients' windows, to share.
 func (t *Team) Export(at time.Time) []byte {
-	doc := shareDoc{Clients: map[string]sharedWindows{}}
+	doc := shareDoc{Balancer: t.balancer, Clients: map[string]sharedWindows{}}
 	for _, c := range t.clients {
 		rate, tokens := c.state.window("rate"), c.state.window("tokens")
 		sw := sharedWindows{}
@@ -441,13 +447,13 @@ func (t *Team) Export(at time.Time) []byte {
 	return out
 }
 
-// Import takes in the other instances' windows: each client's windows then
-// count what the others counted too.
+// Import takes in the other instances' windows of the same balancer: each
+// client's windows then count what the others counted too.
 func (t *Team) Import(docs [][]byte) {
 	rates, tokens := map[string][][]bucket{}, map[string][][]bucket{}
 	for _, raw := range docs {
 		var doc shareDoc
-		if json.Unmarshal(raw, &doc) != nil {
+		if json.Unmarshal(raw, &doc) != nil || doc.Balancer != t.balancer {
 			continue
 		}
 		for name, sw := range doc.Clients {

@@ -160,10 +160,19 @@ func TestWindowsAreKeptAcrossReloads(t *testing.T) {
 func TestInstancesShareTheirWindows(t *testing.T) {
 	cfg := ClientConfig{Name: "a", Keys: []string{"k"}, Rate: &Limit{Count: 5, Window: caddy.Duration(time.Minute)}}
 	one := compile(t, t.Name()+"-one", cfg)
+	// two stands for the same balancer on another instance: its state is
+	// its own, its name the same.
 	two := compile(t, t.Name()+"-two", cfg)
+	two.balancer = one.balancer
+	// other is another balancer whose client has the same name.
+	other := compile(t, t.Name()+"-other", cfg)
 	now := time.Now()
 	for range 3 {
 		one.Clients()[0].Admit(now)
+	}
+	other.Import([][]byte{one.Export(now)})
+	if used := other.Clients()[0].Status(now).WindowUsed["rate"]; used != 0 {
+		t.Fatalf("another balancer's client of the same name counted %d", used)
 	}
 	two.Import([][]byte{one.Export(now)})
 	two.Clients()[0].Admit(now)
