@@ -1,5 +1,3 @@
-//go:build unix
-
 package bench
 
 import (
@@ -11,10 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -23,21 +18,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
 var capacityFlag = flag.Bool("capacity", false, "run TestCapacity (same as CB_BENCH=1)")
-
-// peerEnv marks the helper process that runs the clients and the mock
-// upstream of TestCapacity, so that the test's own process holds nothing but
-// Caddy and its measurements cover the proxy alone.
-const peerEnv = "CB_CAPACITY_PEER"
 
 // capacitySettings bound TestCapacity.
 type capacitySettings struct {
@@ -101,12 +87,17 @@ func TestCapacity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sites, err := loadCapacityConfig(mock[0])
+	upstreams := map[string]string{}
+	for _, target := range targets {
+		upstreams[target] = mock[0]
+	}
+	// Streams held open must not trip the balancer's idle timeout.
+	sites, _, err := loadSites(targets, upstreams, "timeouts {\n\t\t\t\tidle 10m\n\t\t\t}")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := restoreBenchConfig(); err != nil {
+		if err := restoreEnvironment(); err != nil {
 			t.Errorf("restoring the benchmark config: %v", err)
 		}
 	})
@@ -139,132 +130,6 @@ func TestCapacity(t *testing.T) {
 		}
 	}
 	t.Logf("\n%s\n%s", capacityTable(rows, n), cpuTable(cpuRows, set))
-}
-
-// TestCapacityPeer is the helper process of TestCapacity; it does nothing
-// unless started by it.
-func TestCapacityPeer(t *testing.T) {
-	if os.Getenv(peerEnv) != "1" {
-		t.Skip("the helper process of TestCapacity")
-	}
-	if _, err := raiseFileLimit(); err != nil {
-		t.Fatal(err)
-	}
-	if err := runPeer(os.Stdin, os.Stdout); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// raiseFileLimit lifts the soft limit on open files to the hard limit and
-// returns it.
-func raiseFileLimit() (uint64, error) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, fmt.Errorf("reading the open file limit: %w", err)
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return 0, fmt.Errorf("raising the open file limit: %w", err)
-		}
-	}
-	return uint64(lim.Cur), nil
-}
-
-const capacityCaddyfile = `{
-	admin off
-	persist_config off
-	auto_https off
-	skip_install_trust
-	log {
-		output discard
-		level INFO
-	}
-}
-
-http://:%d {
-	bind 127.0.0.1
-	claude_balancer {
-		name capacity
-		provider m {
-			base_url http://%s
-			api_key k
-			timeouts {
-				idle 10m
-			}
-		}
-	}
-}
-
-http://:%d {
-	bind 127.0.0.1
-	claude_balancer {
-		name capacity_nodedup
-		dedup off
-		provider m {
-			base_url http://%s
-			api_key k
-			timeouts {
-				idle 10m
-			}
-		}
-	}
-}
-
-http://:%d {
-	bind 127.0.0.1
-	reverse_proxy %s
-}
-`
-
-// loadCapacityConfig loads one site per target in front of the helper's
-// mock and returns each target's base URL.
-func loadCapacityConfig(upstream string) (map[string]string, error) {
-	ports, err := freePorts(len(targets))
-	if err != nil {
-		return nil, err
-	}
-	cfg := fmt.Sprintf(capacityCaddyfile, ports[0], upstream, ports[1], upstream, ports[2], upstream)
-	if err := loadCaddyfile(cfg); err != nil {
-		return nil, err
-	}
-	return map[string]string{
-		targetBalancer:        fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		targetBalancerNoDedup: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		targetReverseProxy:    fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
-	}, nil
-}
-
-func loadCaddyfile(cfg string) error {
-	adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), map[string]any{"filename": "Caddyfile"})
-	if err != nil {
-		return fmt.Errorf("adapting the Caddyfile: %w", err)
-	}
-	if len(warnings) > 0 {
-		return fmt.Errorf("adapting the Caddyfile: %v", warnings)
-	}
-	if err := caddy.Load(adapted, true); err != nil {
-		return fmt.Errorf("loading the config: %w", err)
-	}
-	return nil
-}
-
-// restoreBenchConfig puts back the config of the other benchmarks when they
-// started Caddy in this process, and stops Caddy otherwise.
-func restoreBenchConfig() error {
-	if !started {
-		return caddy.Stop()
-	}
-	ports := make([]any, 0, 2*len(targets))
-	upstream := strings.TrimPrefix(env.mock.URL, "http://")
-	for _, target := range targets {
-		u, err := url.Parse(env.base[target])
-		if err != nil {
-			return err
-		}
-		ports = append(ports, u.Port(), upstream)
-	}
-	return loadCaddyfile(fmt.Sprintf(strings.ReplaceAll(caddyfileTemplate, "%d", "%s"), ports...))
 }
 
 // writeHeapProfile saves the live heap, to see what the held streams keep.
@@ -440,145 +305,10 @@ func perEvent(r cpuRow) float64 {
 	return float64(r.cpu) / float64(time.Microsecond) / float64(max(r.events, 1))
 }
 
-// peer is the helper process, driven one command line at a time; it answers
-// each with a line "peer ok <values...>" or "peer err <message>".
-type peer struct {
-	in    io.WriteCloser
-	lines chan string
-}
-
-func startPeer(t *testing.T) *peer {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCapacityPeer$", "-test.count=1")
-	cmd.Env = append(os.Environ(), peerEnv+"=1")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &peer{in: in, lines: make(chan string)}
-	go func() {
-		defer close(p.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if line, ok := strings.CutPrefix(sc.Text(), "peer "); ok {
-				p.lines <- line
-			} else {
-				fmt.Fprintln(os.Stderr, "helper:", sc.Text())
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		in.Close()
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("helper process: %v", err)
-		}
-	})
-	return p
-}
-
-// call sends a command and waits for its answer, at most five minutes.
-func (p *peer) call(args ...string) ([]string, error) {
-	if _, err := fmt.Fprintln(p.in, strings.Join(args, " ")); err != nil {
-		return nil, fmt.Errorf("helper %s: %w", args[0], err)
-	}
-	select {
-	case line, ok := <-p.lines:
-		if !ok {
-			return nil, fmt.Errorf("helper %s: the helper exited", args[0])
-		}
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "ok" {
-			return nil, fmt.Errorf("helper %s: %s", args[0], line)
-		}
-		return f[1:], nil
-	case <-time.After(5 * time.Minute):
-		return nil, fmt.Errorf("helper %s: no answer in five minutes", args[0])
-	}
-}
-
-// peerState is the helper's side: the mock upstream, the client and the
-// streams it holds open.
-type peerState struct {
-	mock    *httptest.Server
-	active  atomic.Int64
-	client  *http.Client
-	fixture []byte
-	held    []heldStream
-}
-
+// heldStream is one stream the helper holds open.
 type heldStream struct {
 	cancel context.CancelFunc
 	body   io.Closer
-}
-
-// runPeer serves commands from in until it closes:
-//
-//	mock                 start the mock upstream; answers its host:port
-//	hold <url> <n> <body> open n streams and read each to its first content event; answers the body size
-//	release              close the held streams and wait for the mock to see them go
-//	relay <url> <n>      run n streams to their end at once; answers the content events read
-func runPeer(in io.Reader, out io.Writer) error {
-	st := &peerState{client: &http.Client{Transport: &http.Transport{
-		Proxy:               nil,
-		MaxIdleConnsPerHost: 256,
-		DisableCompression:  true,
-	}}}
-	defer func() {
-		st.release()
-		if st.mock != nil {
-			st.mock.Close()
-		}
-	}()
-	var fx environment
-	if err := fx.loadFixture(); err != nil {
-		return err
-	}
-	st.fixture = fx.body[modeStream]
-	sc := bufio.NewScanner(in)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		answer, err := st.do(f)
-		if err != nil {
-			fmt.Fprintf(out, "peer err %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
-			continue
-		}
-		fmt.Fprintf(out, "peer ok %s\n", answer)
-	}
-	return sc.Err()
-}
-
-func (st *peerState) do(f []string) (string, error) {
-	switch {
-	case f[0] == "mock" && len(f) == 1:
-		st.mock = httptest.NewServer(http.HandlerFunc(st.serveMock))
-		return strings.TrimPrefix(st.mock.URL, "http://"), nil
-	case f[0] == "hold" && len(f) == 4:
-		n, err := strconv.Atoi(f[2])
-		if err != nil {
-			return "", err
-		}
-		return st.hold(f[1], n, f[3])
-	case f[0] == "release" && len(f) == 1:
-		return "", st.release()
-	case f[0] == "relay" && len(f) == 3:
-		n, err := strconv.Atoi(f[2])
-		if err != nil {
-			return "", err
-		}
-		return st.relay(f[1], n)
-	}
-	return "", fmt.Errorf("unknown command %q", strings.Join(f, " "))
 }
 
 // body returns request i's body: distinct for every request, so that no two
