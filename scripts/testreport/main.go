@@ -54,7 +54,10 @@ type report struct {
 	failed         []key
 	failedPackages []string
 	passed         int
-	module         string
+	// ran holds the tests that passed, so that a test one run skipped and a
+	// later run ran (the soak test) is not listed as skipped.
+	ran    map[key]bool
+	module string
 }
 
 type skip struct {
@@ -63,7 +66,7 @@ type skip struct {
 }
 
 func newReport(out io.Writer, verbose bool) *report {
-	return &report{out: out, verbose: verbose, output: map[key][]string{}, module: modulePath()}
+	return &report{out: out, verbose: verbose, output: map[key][]string{}, ran: map[key]bool{}, module: modulePath()}
 }
 
 // modulePath is the module's path, to shorten package names.
@@ -117,6 +120,7 @@ func (r *report) event(ev event) {
 	case "pass":
 		if ev.Test != "" {
 			r.passed++
+			r.ran[k] = true
 		} else {
 			r.packageDone(ev, false)
 		}
@@ -195,14 +199,28 @@ func skipReason(lines []string) string {
 
 // summary lists the skipped tests, then the failed ones.
 func (r *report) summary() {
-	fmt.Fprintf(r.out, "\n%d tests passed, %d failed, %d skipped\n", r.passed, len(r.failed), len(r.skipped))
-	if len(r.skipped) > 0 {
-		fmt.Fprintf(r.out, "skipped tests (%d):\n", len(r.skipped))
+	var skipped []skip
+	var ranLater []string
+	for _, s := range r.skipped {
+		if r.ran[s.key] {
+			ranLater = append(ranLater, s.test)
+		} else {
+			skipped = append(skipped, s)
+		}
+	}
+	fmt.Fprintf(r.out, "\n%s passed, %d failed, %d skipped\n", tests(r.passed), len(r.failed), len(skipped))
+	if len(ranLater) > 0 {
+		fmt.Fprintf(r.out, "skipped in one run and passed in another: %s\n", strings.Join(ranLater, ", "))
+	}
+	if len(skipped) > 0 {
+		fmt.Fprintf(r.out, "skipped tests (%d):\n", len(skipped))
 		w := tabwriter.NewWriter(r.out, 0, 0, 2, ' ', 0)
-		for _, s := range r.skipped {
+		for _, s := range skipped {
 			fmt.Fprintf(w, "  %s\t%s\t%s\n", r.short(s.pkg), s.test, s.reason)
 		}
 		w.Flush()
+	} else {
+		fmt.Fprintln(r.out, "no test was skipped")
 	}
 	if len(r.failed) > 0 || len(r.failedPackages) > 0 {
 		fmt.Fprintln(r.out, "failed:")
@@ -215,6 +233,13 @@ func (r *report) summary() {
 			}
 		}
 	}
+}
+
+func tests(n int) string {
+	if n == 1 {
+		return "1 test"
+	}
+	return fmt.Sprintf("%d tests", n)
 }
 
 func (r *report) ok() bool { return len(r.failed) == 0 && len(r.failedPackages) == 0 }
@@ -286,7 +311,7 @@ func run(args []string, verbose bool, jsonOut string) int {
 		// The run stops here: list what it skipped as well.
 		r.summary()
 	} else {
-		fmt.Fprintf(r.out, "\n%d tests passed, %d skipped (listed at the end)\n", r.passed, len(r.skipped))
+		fmt.Fprintf(r.out, "\n%s passed, %d skipped (listed at the end)\n", tests(r.passed), len(r.skipped))
 	}
 	switch {
 	case scanErr != nil:
