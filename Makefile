@@ -40,6 +40,7 @@ $(CLAUDE_BIN):
 lint:
 	@test -z "$$(gofmt -l . | grep -v '^.cache/')" || { gofmt -l . | grep -v '^.cache/'; echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 unit:

@@ -10,6 +10,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
 	"github.com/claude-balancer/caddy-claude-balancer/dedup"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/intake"
 )
 
 // readBody reads the request body once, under the size limit. It answers
@@ -78,18 +79,13 @@ func upstreamHeader(r *http.Request, keyHeader string, clone bool) http.Header {
 }
 
 // peek finds what the balancer needs in a messages body and, with
-// de-duplication on, signs it, in one pass. Whether a body is accepted never
-// depends on de-duplication: both passes follow the module's one grammar.
+// de-duplication on, signs it, in one walk (internal/intake). Whether a body is
+// accepted never depends on de-duplication: both follow the module's one
+// grammar.
 func (h *Handler) peek(body []byte, r *http.Request) (balancer.Peek, dedup.Key, error) {
-	if h.dedupOff {
-		p, err := balancer.PeekBody(body)
-		return p, dedup.Key{}, err
+	opt := intake.Options{Sign: !h.dedupOff}
+	if opt.Sign {
+		opt.Ignore, opt.Identity, opt.Beta = h.dedupIgnore, clientIdentity(r), strings.Join(r.Header.Values("Anthropic-Beta"), ",")
 	}
-	pb := balancer.NewPeekBuilder(body)
-	key, err := dedup.SignatureWith(body, h.dedupIgnore, clientIdentity(r), strings.Join(r.Header.Values("Anthropic-Beta"), ","), pb.Field)
-	if err != nil {
-		return balancer.Peek{}, key, fmt.Errorf("request body: %w", errors.Unwrap(err))
-	}
-	p, err := pb.Peek()
-	return p, key, err
+	return intake.Read(body, opt)
 }

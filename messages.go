@@ -36,21 +36,18 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	// its answer, so it gets its own copy of the headers.
 	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, keyHeader, !h.dedupOff), RawQuery: r.URL.RawQuery}
 	req.EstimateTokens = h.estimateTokens
+	// De-duplication decides who runs the attempt loop: this request, alone
+	// (dedup off) or as the leader of a group, or an identical one in flight.
+	runRole := dedup.Leader.String()
 	if h.dedupOff {
-		res := h.bal.Serve(r.Context(), req, relay.NewClientOutput(w))
-		if res.Failure != nil {
-			res.Failure.WriteTo(w)
-		}
-		h.finishRun(req, res, "", time.Since(start))
-		h.finishClient(r, req, res.Route, providerOf(res), res.Status, len(res.Attempts), "")
-		return
+		runRole = ""
 	}
 	var done atomic.Pointer[balancer.Result]
 	dres := h.dedup.Serve(w, r, key, peek.Stream, func(ctx context.Context, out relay.Output) *relay.Failure {
-		// This runs once per group, possibly after the leading client left:
-		// it logs and measures the upstream side itself.
+		// A group's run may outlive the leading client: it logs and
+		// measures the upstream side itself.
 		res := h.bal.Serve(ctx, req, out)
-		h.finishRun(req, res, dedup.Leader.String(), time.Since(start))
+		h.finishRun(req, res, runRole, time.Since(start))
 		done.Store(res)
 		return res.Failure
 	})
@@ -60,10 +57,14 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	} else if dres.Header != nil {
 		provider = dres.Header.Get("X-Claude-Balancer-Provider")
 	}
-	if dres.Role != dedup.Leader {
+	role := dres.Role.String()
+	switch dres.Role {
+	case dedup.Direct:
+		role = ""
+	case dedup.Joined, dedup.Replayed:
 		h.logShared(req, dres, provider, time.Since(start))
 	}
-	h.finishClient(r, req, route, provider, dres.Status, attempts, dres.Role.String())
+	h.finishClient(r, req, route, provider, dres.Status, attempts, role)
 }
 
 func providerOf(res *balancer.Result) string {

@@ -1,33 +1,21 @@
 package balancer
 
 import (
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/clock"
 )
 
 // fakeClock replaces the package clock for one test.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+type fakeClock struct{ *clock.Fake }
+
+func useFakeClock(t *testing.T) fakeClock {
+	c := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	old := clk
+	clk = c
+	t.Cleanup(func() { clk = old })
+	return fakeClock{c}
 }
 
-func useFakeClock(t *testing.T) *fakeClock {
-	c := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	old := now
-	now = c.now
-	t.Cleanup(func() { now = old })
-	return c
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func (c fakeClock) advance(d time.Duration) { c.Advance(d) }

@@ -1,11 +1,11 @@
 package balancer
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/http"
 
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
 
@@ -29,13 +29,14 @@ type codec interface {
 	clientHeaders() bool
 }
 
-// streamDecoder turns upstream SSE events into Anthropic SSE events.
+// streamDecoder turns upstream SSE events into Anthropic events, each read
+// once: what it learns travels with the event.
 type streamDecoder interface {
 	// feed appends the Anthropic events completed by ev to dst.
-	feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error)
+	feed(dst []relay.Event, ev sse.Event) ([]relay.Event, error)
 	// close is called at the end of the upstream stream; it appends any
 	// closing events and reports a stream that ended too early.
-	close(dst []sse.Event) ([]sse.Event, error)
+	close(dst []relay.Event) ([]relay.Event, error)
 }
 
 // anthropicCodec passes requests and answers through byte for byte; only the
@@ -67,57 +68,30 @@ func (anthropicCodec) errorInfo(_ int, body []byte) (string, string, bool) { ret
 
 func (anthropicCodec) clientHeaders() bool { return true }
 
-// anthropicStream relays events unchanged and notes whether the stream ended
-// properly.
+// anthropicStream relays events unchanged: it reads each one once, with the
+// module's grammar, and notes whether the stream ended properly.
 type anthropicStream struct{ stopped bool }
 
-func (s *anthropicStream) feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error) {
-	switch eventType(ev) {
-	case "message_stop":
-		s.stopped = true
-	case "error":
-		// The relay reads error events leniently, to keep their message.
-		return append(dst, ev), nil
+func (s *anthropicStream) feed(dst []relay.Event, ev sse.Event) ([]relay.Event, error) {
+	if ev.Data == nil {
+		// A comment (a keep-alive) or an event without data: nothing to read.
+		return append(dst, relay.Event{Raw: ev.Raw, Info: anthropic.EventInfo{Type: anthropic.TypeOf(ev.Name)}}), nil
 	}
-	// A client cannot parse a corrupt event: it fails the stream like a
-	// broken connection, before the commit point as after it.
-	if len(ev.Data) > 0 && !json.Valid(ev.Data) {
+	info, err := anthropic.Inspect(ev.Name, ev.Data)
+	if err != nil {
+		// A client cannot parse a corrupt event: it fails the stream like a
+		// broken connection, before the commit point as after it.
 		return dst, errBadEvent
 	}
-	return append(dst, ev), nil
+	if info.Type == anthropic.EventMessageStop {
+		s.stopped = true
+	}
+	return append(dst, relay.Event{Raw: ev.Raw, Data: ev.Data, Info: info}), nil
 }
 
-func (s *anthropicStream) close(dst []sse.Event) ([]sse.Event, error) {
+func (s *anthropicStream) close(dst []relay.Event) ([]relay.Event, error) {
 	if !s.stopped {
 		return dst, errTruncated
 	}
 	return dst, nil
-}
-
-// eventType returns an Anthropic event's type: its "event:" name, or for
-// data-only streams the "type" field that the API puts first in every data
-// object.
-func eventType(ev sse.Event) string {
-	if ev.Name != "" {
-		return ev.Name
-	}
-	d := ev.Data
-	const prefix = `"type"`
-	i := bytes.Index(d, []byte(prefix))
-	if i < 0 {
-		return ""
-	}
-	d = bytes.TrimLeft(d[i+len(prefix):], " \t")
-	if len(d) == 0 || d[0] != ':' {
-		return ""
-	}
-	d = bytes.TrimLeft(d[1:], " \t")
-	if len(d) == 0 || d[0] != '"' {
-		return ""
-	}
-	end := bytes.IndexByte(d[1:], '"')
-	if end < 0 {
-		return ""
-	}
-	return string(d[1 : 1+end])
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -104,45 +103,34 @@ func (b *Balancer) CountTokens(ctx context.Context, req *Request) CountResult {
 	return CountResult{Reason: "no provider's count endpoint is available"}
 }
 
-func (b *Balancer) countOnce(ctx context.Context, c candidate, req *Request) (CountResult, *outcome) {
-	p := c.Provider
+func (b *Balancer) countOnce(ctx context.Context, cand candidate, req *Request) (CountResult, *outcome) {
+	p := cand.Provider
 	defer p.shared.done()
-	body, _ := anthropicCodec{}.body(req, c.Model)
-	cctx, cancel := context.WithTimeout(ctx, b.count.Timeout)
+	cd := anthropicCodec{}
+	body, _ := cd.body(req, cand.Model)
+	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	c := &call{b: b, ctx: ctx, cand: cand, p: p, cd: cd, req: req, sent: now()}
+	// One bound on the whole count: the watchdog's first phase covers the
+	// wait for the answer, and reading it is bounded by the same timeout.
+	c.wd = newWatchdog(cancel, b.count.Timeout, b.count.Timeout)
+	defer c.wd.stop()
 	target := p.countURL
 	if req.RawQuery != "" {
 		target += "?" + req.RawQuery
 	}
-	hreq, err := http.NewRequestWithContext(cctx, http.MethodPost, target, bytes.NewReader(body))
+	hreq, _, err := b.newUpstreamRequest(cctx, p, target, bytes.NewReader(body), len(body), req, cd)
 	if err != nil {
-		return CountResult{}, &outcome{scope: ScopeProvider, message: err.Error()}
-	}
-	forwardRequestHeaders(hreq.Header, req.Header)
-	anthropicCodec{}.header(hreq.Header, req)
-	for k, vs := range p.headers {
-		hreq.Header[k] = vs
-	}
-	if _, err := b.setAuth(cctx, p, hreq.Header, req.Header); err != nil {
-		return CountResult{}, &outcome{scope: ScopeCredential, message: err.Error()}
+		return CountResult{}, c.failed(err, "")
 	}
 	resp, err := p.transport.RoundTrip(hreq)
 	if err != nil {
-		if ctx.Err() != nil {
-			return CountResult{}, &outcome{scope: ScopeClient, message: "client went away"}
-		}
-		if cctx.Err() != nil {
-			return CountResult{}, &outcome{scope: ScopeProvider, message: fmt.Sprintf("no answer within %s", b.count.Timeout)}
-		}
-		return CountResult{}, &outcome{scope: ScopeProvider, message: describeNetError(err)}
+		return CountResult{}, c.failed(err, "")
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	data, err := readBody(c.wd, resp.Body, maxErrorBody)
 	if err != nil {
-		if cctx.Err() != nil && ctx.Err() == nil {
-			return CountResult{}, &outcome{scope: ScopeProvider, message: fmt.Sprintf("no answer within %s", b.count.Timeout)}
-		}
-		return CountResult{}, &outcome{scope: ScopeProvider, message: "reading the answer failed: " + describeNetError(err)}
+		return CountResult{}, c.failed(err, "reading the answer failed: ")
 	}
 	if resp.StatusCode != http.StatusOK {
 		scope, clientCred := ScopeProvider, false
@@ -153,7 +141,7 @@ func (b *Balancer) countOnce(ctx context.Context, c candidate, req *Request) (Co
 			// Under passthrough_auth these are about the client's credential.
 			clientCred = p.auth == authPassthrough
 		}
-		_, msg, _ := anthropicCodec{}.errorInfo(resp.StatusCode, data)
+		_, msg, _ := cd.errorInfo(resp.StatusCode, data)
 		return CountResult{}, &outcome{scope: scope, clientCred: clientCred, status: resp.StatusCode, message: fmt.Sprintf("HTTP %d %s", resp.StatusCode, msg)}
 	}
 	if findTopLevel(data, "input_tokens") == nil {

@@ -2,12 +2,17 @@ package balancer
 
 import (
 	"fmt"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/clock"
 	"sync"
 	"time"
 )
 
-// now is the clock of the package; tests replace it.
-var now = time.Now
+// clk is the package's clock: health, stickiness and cooldowns read it, and
+// tests move it instead of sleeping.
+var clk = clock.System
+
+func now() time.Time { return clk.Now() }
 
 // Endpoint classes keep separate health: a provider whose count_tokens
 // endpoint is broken still serves messages.

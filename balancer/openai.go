@@ -5,7 +5,9 @@ import (
 	"net/http"
 
 	"github.com/claude-balancer/caddy-claude-balancer/convert"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
 
@@ -58,16 +60,37 @@ func (openAICodec) errorInfo(status int, body []byte) (string, string, bool) {
 func (openAICodec) clientHeaders() bool { return false }
 
 // openAIStream translates Chat Completions chunks into Anthropic events.
-type openAIStream struct{ s *convert.Stream }
-
-func (o *openAIStream) feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error) {
-	out, err := o.s.Feed(dst, ev)
-	return out, streamErr(err, ev.Data)
+// The converter names every event it makes; only the two that carry usage
+// are read for it.
+type openAIStream struct {
+	s   *convert.Stream
+	tmp []sse.Event
 }
 
-func (o *openAIStream) close(dst []sse.Event) ([]sse.Event, error) {
-	out, err := o.s.Close(dst)
-	return out, streamErr(err, nil)
+func (o *openAIStream) feed(dst []relay.Event, ev sse.Event) ([]relay.Event, error) {
+	out, err := o.s.Feed(o.tmp[:0], ev)
+	o.tmp = out
+	return o.events(dst, out), streamErr(err, ev.Data)
+}
+
+func (o *openAIStream) close(dst []relay.Event) ([]relay.Event, error) {
+	out, err := o.s.Close(o.tmp[:0])
+	o.tmp = out
+	return o.events(dst, out), streamErr(err, nil)
+}
+
+func (o *openAIStream) events(dst []relay.Event, evs []sse.Event) []relay.Event {
+	for _, ev := range evs {
+		info := anthropic.EventInfo{Type: anthropic.TypeOf(ev.Name)}
+		switch info.Type {
+		case anthropic.EventMessageStart, anthropic.EventMessageDelta, anthropic.EventError:
+			if in, err := anthropic.Inspect(ev.Name, ev.Data); err == nil {
+				info = in
+			}
+		}
+		dst = append(dst, relay.Event{Raw: ev.Raw, Data: ev.Data, Info: info})
+	}
+	return dst
 }
 
 func streamErr(err error, data []byte) error {

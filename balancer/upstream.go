@@ -2,11 +2,13 @@ package balancer
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -93,6 +95,114 @@ func mergeBeta(h http.Header, flag string) {
 	h.Set("Anthropic-Beta", strings.Join(cur, ",")+","+flag)
 }
 
+// newUpstreamRequest builds a request to a provider: the client's headers a
+// provider should see (when the codec forwards them), the codec's own, the
+// provider's configured ones and its credential. It returns the OAuth access
+// token it used, if any, for a refresh after a 401. An error attaching the
+// credential is a *credentialError.
+func (b *Balancer) newUpstreamRequest(ctx context.Context, p *Provider, target string, body io.Reader, length int, req *Request, cd codec) (*http.Request, string, error) {
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, target, body)
+	if err != nil {
+		return nil, "", err
+	}
+	hreq.ContentLength = int64(length)
+	if ub, ok := body.(*upstreamBody); ok {
+		hreq.GetBody = ub.reopen
+	}
+	if cd.clientHeaders() {
+		forwardRequestHeaders(hreq.Header, req.Header)
+	}
+	cd.header(hreq.Header, req)
+	for k, vs := range p.headers {
+		hreq.Header[k] = vs
+	}
+	token, err := b.setAuth(ctx, p, hreq.Header, req.Header)
+	if err != nil {
+		return nil, "", &credentialError{err: err}
+	}
+	return hreq, token, nil
+}
+
+// setAuth sets the provider's credential on an upstream request. For OAuth
+// accounts it returns the access token used.
+func (b *Balancer) setAuth(ctx context.Context, p *Provider, h http.Header, client http.Header) (token string, err error) {
+	switch p.auth {
+	case authAPIKey:
+		if p.Type == TypeOpenAI {
+			h.Set("Authorization", "Bearer "+p.secret)
+		} else {
+			h.Set("X-Api-Key", p.secret)
+		}
+	case authToken:
+		h.Set("Authorization", "Bearer "+p.secret)
+	case authPassthrough:
+		key, authz := client.Get("X-Api-Key"), client.Get("Authorization")
+		if p.Type == TypeOpenAI {
+			if key != "" {
+				h.Set("Authorization", "Bearer "+key)
+			} else if authz != "" {
+				h.Set("Authorization", authz)
+			}
+			break
+		}
+		if key != "" {
+			h.Set("X-Api-Key", key)
+		}
+		if authz != "" {
+			h.Set("Authorization", authz)
+		}
+	case authOAuth:
+		tok, err := b.tokens.Token(ctx, p.Account)
+		if err != nil {
+			return "", err
+		}
+		h.Set("Authorization", "Bearer "+tok)
+		mergeBeta(h, "oauth-2025-04-20")
+		return tok, nil
+	}
+	return "", nil
+}
+
+// upstreamBody is a request body the relay lets go of at the commit point,
+// although the transport keeps the request until the answer ends.
+type upstreamBody struct {
+	mu  sync.Mutex
+	b   []byte
+	off int
+}
+
+var errBodyReleased = errors.New("request body already released")
+
+func (u *upstreamBody) Read(p []byte) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.off >= len(u.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, u.b[u.off:])
+	u.off += n
+	return n, nil
+}
+
+func (u *upstreamBody) Close() error { return nil }
+
+func (u *upstreamBody) release() {
+	u.mu.Lock()
+	u.b, u.off = nil, 0
+	u.mu.Unlock()
+}
+
+// reopen is the request's GetBody, for the transport's retries on a reused
+// connection that died.
+func (u *upstreamBody) reopen() (io.ReadCloser, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.b == nil {
+		return nil, errBodyReleased
+	}
+	return &upstreamBody{b: u.b}, nil
+}
+
 // watchdog cancels an attempt that waits too long: first for the response
 // to start, then between two reads of its body.
 type watchdog struct {
@@ -104,6 +214,9 @@ type watchdog struct {
 	// paused is set while the relay writes to its client: time spent
 	// waiting on a slow client is not silence of the provider.
 	paused atomic.Bool
+	// draining is set once the answer is complete: reads no longer re-arm
+	// the timer.
+	draining atomic.Bool
 }
 
 func newWatchdog(cancel context.CancelFunc, firstByte, idle time.Duration) *watchdog {
@@ -141,6 +254,15 @@ func (w *watchdog) streaming() {
 	w.timer.Reset(w.idle)
 }
 
+// drain bounds what is left of the attempt, reading the end of a complete
+// answer, to d in all.
+func (w *watchdog) drain(d time.Duration) {
+	msg := "the provider did not end the response after its last event"
+	w.phase.Store(&msg)
+	w.draining.Store(true)
+	w.timer.Reset(d)
+}
+
 func (w *watchdog) stop() { w.timer.Stop() }
 
 // fired returns why the watchdog cancelled the attempt, or "".
@@ -160,7 +282,7 @@ type idleReader struct {
 
 func (ir *idleReader) Read(p []byte) (int, error) {
 	n, err := ir.r.Read(p)
-	if n > 0 && ir.active {
+	if n > 0 && ir.active && !ir.w.draining.Load() {
 		ir.w.timer.Reset(ir.w.idle)
 	}
 	return n, err

@@ -116,6 +116,66 @@ func BenchmarkStreamTranslate(b *testing.B) {
 	}
 }
 
+// interleavedStream returns the events of a stream whose two tool calls
+// start in one chunk and then alternate their argument pieces, as some
+// servers send them: the second call is held until the first completes.
+func interleavedStream(text, args int) []sse.Event {
+	head := `{"id":"gen-1767225600-Vt4pQ8nZk2LwR6sYb1Hx","provider":"Fireworks","model":"z-ai/glm-4.6","object":"chat.completion.chunk","created":1767225600,"choices":[{"index":0,"delta":`
+	tail := `,"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}`
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	var evs []sse.Event
+	add := func(delta string) { evs = append(evs, sse.Encode("", []byte(head+delta+tail))) }
+	add(`{"role":"assistant","content":""}`)
+	for i := range text {
+		add(`{"content":` + q(" word"+strconv.Itoa(i)) + `}`)
+	}
+	add(`{"tool_calls":[{"index":0,"id":"call_Qm3xN8vR2tY6wZ1aB4cD7eF0","type":"function","function":{"name":"Write","arguments":""}},` +
+		`{"index":1,"id":"call_Qm3xN8vR2tY6wZ1aB4cD7eF1","type":"function","function":{"name":"Write","arguments":""}}]}`)
+	for k := range 2 {
+		add(`{"tool_calls":[{"index":` + strconv.Itoa(k) + `,"function":{"arguments":"{\"content\":\""}}]}`)
+	}
+	for i := range args {
+		for k := range 2 {
+			add(`{"tool_calls":[{"index":` + strconv.Itoa(k) + `,"function":{"arguments":` + q(strings.Repeat("x", i%7)+`\n`) + `}}]}`)
+		}
+	}
+	for k := range 2 {
+		add(`{"tool_calls":[{"index":` + strconv.Itoa(k) + `,"function":{"arguments":"\"}"}}]}`)
+	}
+	evs = append(evs, sse.Encode("", []byte(head+`{},"finish_reason":"tool_calls","native_finish_reason":"tool_calls","logprobs":null}]}`)))
+	evs = append(evs, sse.Encode("", []byte(`{"id":"gen-x","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9000,"completion_tokens":4000,"total_tokens":13000,"prompt_tokens_details":{"cached_tokens":8000}}}`)))
+	evs = append(evs, sse.Encode("", []byte("[DONE]")))
+	return evs
+}
+
+func BenchmarkStreamTranslateInterleaved(b *testing.B) {
+	evs := interleavedStream(3000, 750)
+	var bytes int64
+	for _, ev := range evs {
+		bytes += int64(len(ev.Raw))
+	}
+	b.SetBytes(bytes)
+	b.ReportAllocs()
+	var out []sse.Event
+	c0 := cpuTime()
+	for b.Loop() {
+		s := NewStream("claude-sonnet-4-5", StreamOptions{})
+		for _, ev := range evs {
+			var err error
+			if out, err = s.Feed(out[:0], ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := s.Close(out[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(evs))*float64(b.N)/b.Elapsed().Seconds(), "chunks/s")
+	if cpu := cpuTime() - c0; cpu > 0 {
+		b.ReportMetric(float64(len(evs))*float64(b.N)/cpu.Seconds(), "chunks/cpu-s")
+	}
+}
+
 // reportCPU reports the CPU time per operation since c0: on a busy machine
 // it shows the cost of the code better than the wall-clock ns/op.
 func reportCPU(b *testing.B, c0 time.Duration) {

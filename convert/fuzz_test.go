@@ -81,8 +81,8 @@ func (p *streamProgram) byte() byte {
 }
 
 var (
-	fuzzTexts  = []string{"Hello", "", "caf\u00e9", "line\nbreak", `quote "q" \ back`, "\u2028", "{\"", "\x01"}
-	fuzzArgs   = []string{`{"`, `a`, `":`, `1}`, ``, `"x\"y"`, `{"b":[1,2]}`, `\`}
+	fuzzTexts  = []string{"Hello", "", "caf\u00e9", "line\nbreak", `quote "q" \ back`, "\u2028", "{\"", "\x01", "\n\n", " "}
+	fuzzArgs   = []string{`{"`, `a`, `":`, `1}`, ``, `"x\"y"`, `{"b":[1,2]}`, `\`, `}`, `"}`, " \n"}
 	fuzzNames  = []string{"Bash", "", "Read", "mcp__x__y"}
 	fuzzIDs    = []string{"call_abcdefghijklmnop", "", "functions.Bash:0", "call_0", "toolu_01AbCdEfGhIjKlMnOpQrSt"}
 	fuzzFinish = []string{"stop", "length", "tool_calls", "content_filter", "weird", "error", "function_call"}
@@ -100,7 +100,7 @@ func (p *streamProgram) next() (sse.Event, bool) {
 		return sse.Event{Data: []byte(data)}
 	}
 	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
-	switch op % 14 {
+	switch op % 16 {
 	case 0:
 		return chunk(`{"content":`+q(pick(fuzzTexts, a))+`}`, ""), true
 	case 1:
@@ -134,8 +134,13 @@ func (p *streamProgram) next() (sse.Event, bool) {
 	case 12:
 		return chunk(`{"reasoning_content":"r","content":"t","tool_calls":[{"index":`+strconv.Itoa(int(a%4))+
 			`,"id":"call_mixmixmixmixmix","function":{"name":"Bash","arguments":"{}"}}]}`, ""), true
-	default:
+	case 13:
 		return sse.Event{Name: "error", Data: []byte(pick(fuzzTexts, a))}, true
+	case 14:
+		return chunk(`{"content":[{"type":"text","text":`+q(pick(fuzzTexts, a))+`},{"type":"image_url","image_url":{"url":"x"}},{"type":"refusal","refusal":`+
+			q(pick(fuzzTexts, p.byte()))+`}]}`, ""), true
+	default:
+		return chunk(`{"content":null,"refusal":`+q(pick(fuzzTexts, a))+`}`, ""), true
 	}
 }
 
@@ -147,6 +152,13 @@ func FuzzStream(f *testing.F) {
 	f.Add([]byte{12, 1, 12, 2, 0, 3, 6, 0, 0})
 	f.Add([]byte{0, 4, 9, 3})
 	f.Add([]byte{11, 5, '{', '"', 'a', '"', '}'})
+	// Seeds for the shapes of testdata/fuzz/FuzzStream, written out for
+	// reading: interleaved calls, a reused index, text inside a call, parts
+	// and refusals.
+	f.Add([]byte{3, 0, 0, 0, 3, 1, 3, 2, 4, 0, 0, 4, 1, 0, 4, 0, 1, 4, 1, 1, 4, 0, 2, 4, 1, 2, 4, 0, 3, 4, 1, 3, 6, 2, 0, 8, 0})
+	f.Add([]byte{3, 0, 0, 0, 4, 0, 6, 3, 0, 2, 2, 4, 0, 6, 6, 2, 0, 8, 0})
+	f.Add([]byte{3, 0, 0, 0, 4, 0, 0, 0, 8, 4, 0, 1, 0, 0, 4, 0, 2, 4, 0, 3, 6, 2, 0, 8, 0})
+	f.Add([]byte{14, 0, 1, 14, 2, 8, 6, 0, 0, 8, 0, 15, 0, 15, 9, 6, 3, 0, 8, 0})
 	if b, err := os.ReadFile("testdata/streams/reasoning_text_parallel_tools.sse"); err == nil {
 		f.Add(append([]byte{11, 31}, b...))
 	}

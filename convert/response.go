@@ -10,7 +10,8 @@ import (
 
 // ErrMalformed is wrapped by the errors for upstream replies that are not
 // Chat Completions: not JSON, no choices, a stream chunk that is not an
-// object, arguments for a tool call whose block was already closed.
+// object, arguments for a tool call after the finish closed its block, a
+// stream holding back more than its bounds allow.
 var ErrMalformed = errors.New("malformed upstream reply")
 
 // usage holds the token counts of a Chat Completions reply.
@@ -100,7 +101,10 @@ func parseReply(v []byte) reply {
 	var rp reply
 	o := newObject(v)
 	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "choices":
 			rp.choices = val
 		case "usage":
@@ -138,7 +142,10 @@ func parseChoice(o *object) choice {
 	var c choice
 	var vllm, sglang []byte
 	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "index":
 			c.index = val
 		case "delta", "message":
@@ -183,17 +190,39 @@ func firstChoice(choices []byte, strict bool) (choice, bool) {
 	return first, found
 }
 
-// reasoningText returns the reasoning of a message or delta:
-// reasoning_content (DeepSeek, vLLM, Qwen, Kimi) or reasoning (OpenRouter,
-// Ollama).
-func reasoningText(msg []byte) []byte {
-	if r := field(msg, "reasoning_content"); nonEmptyString(r) {
-		return r
+// replyMessage holds the members of a reply's message that matter, read in one
+// pass.
+type replyMessage struct {
+	// reasoning is reasoning_content (DeepSeek, vLLM, Qwen, Kimi) or
+	// reasoning (OpenRouter, Ollama).
+	reasoning, content, refusal, toolCalls []byte
+}
+
+func parseMessage(msg []byte) replyMessage {
+	var m replyMessage
+	var alt []byte
+	o := newObject(msg)
+	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
+		case "reasoning_content":
+			m.reasoning = v
+		case "reasoning":
+			alt = v
+		case "content":
+			m.content = v
+		case "refusal":
+			m.refusal = v
+		case "tool_calls":
+			m.toolCalls = v
+		}
 	}
-	if r := field(msg, "reasoning"); nonEmptyString(r) {
-		return r
+	if !nonEmptyString(m.reasoning) {
+		m.reasoning = alt
 	}
-	return nil
+	return m
 }
 
 // Response converts a Chat Completions reply body into an Anthropic Message
@@ -216,7 +245,7 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("convert: %w: reply has no choices", ErrMalformed)
 	}
-	msg := ch.msg
+	msg := parseMessage(ch.msg)
 	u, _ := parseUsage(rp.usage)
 
 	out := make([]byte, 0, len(body)+256)
@@ -232,7 +261,7 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 		}
 		n++
 	}
-	if r := reasoningText(msg); r != nil {
+	if r := msg.reasoning; nonEmptyString(r) {
 		sep()
 		text := appendUnescaped(nil, inner(r))
 		sum := sha256.Sum256(text)
@@ -242,36 +271,25 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 		out = append(out, signatureFromSum(sum[:])...)
 		out = append(out, `"}`...)
 	}
-	content := field(msg, "content")
-	if !nonEmptyString(content) && !isArray(content) {
-		content = field(msg, "refusal")
+	// One text block: the content (a string or text parts) and the refusal,
+	// in the order a stream delivers them.
+	mark, before := len(out), n
+	sep()
+	out = append(out, `{"type":"text","text":"`...)
+	start := len(out)
+	out = appendContentText(out, msg.content)
+	if nonEmptyString(msg.refusal) {
+		out = append(out, inner(msg.refusal)...)
 	}
-	switch {
-	case nonEmptyString(content):
-		sep()
-		out = append(out, `{"type":"text","text":`...)
-		out = append(out, content...)
-		out = append(out, '}')
-	case isArray(content):
-		// Some providers answer with content parts.
-		mark := len(out)
-		sep()
-		out = append(out, `{"type":"text","text":"`...)
-		start := len(out)
-		a := newArray(content)
-		for p, ok := a.next(); ok; p, ok = a.next() {
-			out = append(out, inner(field(p, "text"))...)
-		}
-		if len(out) == start {
-			out = out[:mark]
-			n--
-		} else {
-			out = append(out, `"}`...)
-		}
+	if isBlank(out[start:]) {
+		// Anthropic refuses whitespace-only text blocks in a conversation.
+		out, n = out[:mark], before
+	} else {
+		out = append(out, `"}`...)
 	}
 	var ids toolIDs
 	tools := false
-	a := newArray(field(msg, "tool_calls"))
+	a := newArray(msg.toolCalls)
 	for tc, ok := a.next(); ok; tc, ok = a.next() {
 		fn := field(tc, "function")
 		name := field(fn, "name")
@@ -301,6 +319,19 @@ func Response(body []byte, clientModel string) ([]byte, error) {
 	out = u.appendUsage(out)
 	out = append(out, "}}"...)
 	return out, nil
+}
+
+// appendContentText appends the text of a message's content, escaped: a
+// string, or the text of its text (and refusal) parts, other parts left out.
+func appendContentText(dst, content []byte) []byte {
+	if isString(content) {
+		return append(dst, inner(content)...)
+	}
+	a := newArray(content)
+	for p, ok := a.next(); ok; p, ok = a.next() {
+		dst = append(dst, inner(partText(p))...)
+	}
+	return dst
 }
 
 // appendToolInput appends the input object for tool call arguments: a JSON

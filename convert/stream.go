@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -15,10 +16,23 @@ import (
 // before it finished: no [DONE] and no finish_reason.
 var ErrTruncated = errors.New("convert: upstream stream ended before it finished")
 
-// errInterleaved reports arguments for a tool call whose block was already
-// closed: Anthropic streams have one open block at a time, so they cannot be
-// delivered.
-var errInterleaved = fmt.Errorf("convert: %w: arguments for a tool call after the next block started", ErrMalformed)
+// Bounds on what a Stream holds back: content that cannot be sent yet
+// because the open block (a tool call whose arguments are not complete) must
+// close first. A stream past either bound fails with an error wrapping
+// ErrMalformed.
+const (
+	// maxHeldPerCall bounds the arguments held for one tool call: four times
+	// the text of the longest turn a model writes (128K tokens, about 0.5 MB,
+	// twice that once escaped).
+	maxHeldPerCall = 4 << 20
+	// maxHeldPerStream bounds everything held by one stream: the size of the
+	// largest upstream event the balancer reads.
+	maxHeldPerStream = 8 << 20
+)
+
+// errLateArguments reports arguments for a tool call whose block was closed
+// by the finish_reason before its arguments were complete.
+var errLateArguments = fmt.Errorf("convert: %w: arguments for a tool call after its block was closed", ErrMalformed)
 
 // StreamOptions tune a Stream.
 type StreamOptions struct {
@@ -43,8 +57,18 @@ type toolCall struct {
 	id         string // the tool_use id
 	name       []byte // raw JSON string, copied
 	block      int    // Anthropic block index, -1 until the block started
-	pending    []byte // argument text (escaped) received before the name
+	args       []byte // argument text (escaped) held until the block starts
+	scan       argScan
+	queued     bool // named, waiting in Stream.held for its turn
 	closed     bool
+}
+
+// heldBlock is a block waiting for the open one to close: text or thinking
+// (escaped, as received) or a named tool call, whose arguments it holds.
+type heldBlock struct {
+	kind openKind
+	text []byte
+	tool *toolCall
 }
 
 // Stream translates a Chat Completions SSE stream into an Anthropic Messages
@@ -59,6 +83,11 @@ type toolCall struct {
 // input_json_delta. message_delta, with the stop reason and the usage from
 // the last chunk, and message_stop follow [DONE] (or the end of the stream
 // after a finish_reason).
+//
+// A tool call's block stays open until its arguments form a complete JSON
+// object or the provider finishes; what arrives for other blocks meanwhile
+// (another call interleaved with it, text between its pieces) is held and
+// sent, in the order it came, as soon as the open block is done.
 //
 // A Stream is not safe for concurrent use.
 type Stream struct {
@@ -79,6 +108,14 @@ type Stream struct {
 	tools     []*toolCall
 	anyTool   bool
 
+	// held are the blocks waiting for the open tool call to complete, in
+	// arrival order; heldHead is the first not yet sent. Never empty unless
+	// the open block is a tool call whose arguments are incomplete.
+	held      []heldBlock
+	heldHead  int
+	heldBytes int    // bytes held: held blocks, unstarted calls, blank
+	blank     []byte // whitespace-only text after a tool call, held
+
 	thinkHash hash.Hash
 	unesc     []byte
 
@@ -98,9 +135,9 @@ var doneData = []byte("[DONE]")
 
 // Feed translates one upstream event and appends the Anthropic events it
 // completes (each with Raw set) to dst. An error chunk from the provider
-// comes back as an *UpstreamError, a chunk that is not JSON as an error
-// wrapping ErrMalformed; after an error the stream is over and every call
-// returns it again.
+// comes back as an *UpstreamError; a chunk that is not JSON, or content held
+// back past the bounds, as an error wrapping ErrMalformed. After an error the
+// stream is over and every call returns it again.
 func (s *Stream) Feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error) {
 	if s.err != nil {
 		return dst, s.err
@@ -156,6 +193,7 @@ func (s *Stream) fail(err error) error {
 	s.err = err
 	s.events = nil
 	s.marks = s.marks[:0]
+	s.held, s.heldHead, s.blank, s.tools = nil, 0, nil, nil
 	return err
 }
 
@@ -211,7 +249,7 @@ func (s *Stream) chunk(data []byte, rp reply) error {
 		// Kept past this call: copied, since the caller owns ev.Data.
 		s.finish = append(s.finish[:0], ch.finish...)
 		s.matched = append(s.matched[:0], ch.matched...)
-		s.closeOpen()
+		s.closeAll()
 	}
 	return nil
 }
@@ -220,16 +258,21 @@ func (s *Stream) delta(d []byte) error {
 	if !isObject(d) {
 		return nil
 	}
-	var content, reasoning, reasoningAlt, calls []byte
+	var content, reasoning, reasoningAlt, refusal, calls []byte
 	o := newObject(d)
 	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "content":
 			content = v
 		case "reasoning_content":
 			reasoning = v
 		case "reasoning":
 			reasoningAlt = v
+		case "refusal":
+			refusal = v
 		case "tool_calls":
 			calls = v
 		}
@@ -238,10 +281,29 @@ func (s *Stream) delta(d []byte) error {
 		reasoning = reasoningAlt
 	}
 	if nonEmptyString(reasoning) {
-		s.thinking(reasoning)
+		if err := s.thinking(reasoning); err != nil {
+			return err
+		}
 	}
-	if nonEmptyString(content) {
-		s.text(content)
+	switch {
+	case nonEmptyString(content):
+		if err := s.text(content); err != nil {
+			return err
+		}
+	case isArray(content):
+		a := newArray(content)
+		for p, ok := a.next(); ok; p, ok = a.next() {
+			if t := partText(p); nonEmptyString(t) {
+				if err := s.text(t); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if nonEmptyString(refusal) {
+		if err := s.text(refusal); err != nil {
+			return err
+		}
 	}
 	a := newArray(calls)
 	pos := 0
@@ -254,44 +316,173 @@ func (s *Stream) delta(d []byte) error {
 	return nil
 }
 
-func (s *Stream) text(v []byte) {
-	if s.open != openText {
-		s.closeOpen()
-		s.startBlock(openText, `{"type":"text","text":""}`, nil)
-	}
-	s.outBytes += int64(len(v) - 2)
-	s.deltaEvent(`{"type":"text_delta","text":`, v)
-}
-
-func (s *Stream) thinking(v []byte) {
-	if s.open != openThinking {
-		s.closeOpen()
-		s.startBlock(openThinking, `{"type":"thinking","thinking":"","signature":""}`, nil)
-		if s.thinkHash == nil {
-			s.thinkHash = sha256.New()
-		} else {
-			s.thinkHash.Reset()
+// partText returns the text of a content part as a raw JSON string: a text
+// part's text or a refusal part's refusal; nil for other parts.
+func partText(p []byte) []byte {
+	var typ, text, refusal []byte
+	o := newObject(p)
+	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
+		case "type":
+			typ = v
+		case "text":
+			text = v
+		case "refusal":
+			refusal = v
 		}
 	}
+	switch {
+	case typ == nil || strIs(typ, "text"):
+		return text
+	case strIs(typ, "refusal"):
+		return refusal
+	}
+	return nil
+}
+
+// blocked reports whether the open block must stay open while other content
+// arrives: a tool call whose arguments are not complete yet.
+func (s *Stream) blocked() bool {
+	return s.open == openToolUse && !s.openTool.scan.complete()
+}
+
+// text handles content text, a raw JSON string. Text that would open a
+// block while it is only whitespace is held until text with something else
+// follows, and dropped if none does: providers put "\n\n" before, between
+// and inside tool calls, and Anthropic refuses whitespace-only text blocks in
+// a conversation.
+func (s *Stream) text(v []byte) error {
+	if s.open == openText {
+		s.textDelta(v)
+		return nil
+	}
 	in := inner(v)
+	if !s.heldTail(openText) {
+		if isBlank(in) {
+			return s.holdBlank(in)
+		}
+		if len(s.blank) > 0 {
+			in = append(s.blank, in...)
+			s.heldBytes -= len(s.blank)
+			s.blank = nil
+			v = nil
+		}
+	}
+	if s.blocked() {
+		return s.hold(openText, in)
+	}
+	s.closeOpen()
+	s.startBlock(openText, `{"type":"text","text":""}`, nil)
+	if v == nil {
+		s.outBytes += int64(len(in))
+		s.deltaEvent(`{"type":"text_delta","text":`, in)
+	} else {
+		s.textDelta(v)
+	}
+	return nil
+}
+
+// textDelta sends text, a raw JSON string.
+func (s *Stream) textDelta(v []byte) {
+	s.outBytes += int64(len(v) - 2)
+	s.rawDeltaEvent(`{"type":"text_delta","text":`, v)
+}
+
+// thinking handles reasoning text, a raw JSON string.
+func (s *Stream) thinking(v []byte) error {
+	s.dropBlank()
+	if s.open != openThinking {
+		if s.blocked() {
+			return s.hold(openThinking, inner(v))
+		}
+		s.closeOpen()
+		s.startThinking()
+	}
+	in := inner(v)
+	s.hashThinking(in)
+	s.outBytes += int64(len(in))
+	s.rawDeltaEvent(`{"type":"thinking_delta","thinking":`, v)
+	return nil
+}
+
+func (s *Stream) startThinking() {
+	s.startBlock(openThinking, `{"type":"thinking","thinking":"","signature":""}`, nil)
+	if s.thinkHash == nil {
+		s.thinkHash = sha256.New()
+	} else {
+		s.thinkHash.Reset()
+	}
+}
+
+// hashThinking adds escaped thinking text to the signature's hash.
+func (s *Stream) hashThinking(in []byte) {
 	if hasBackslash(in) {
 		s.unesc = appendUnescaped(s.unesc[:0], in)
 		s.thinkHash.Write(s.unesc)
 	} else {
 		s.thinkHash.Write(in)
 	}
-	s.outBytes += int64(len(in))
-	s.deltaEvent(`{"type":"thinking_delta","thinking":`, v)
+}
+
+// heldTail reports whether the last held block is of kind k.
+func (s *Stream) heldTail(k openKind) bool {
+	return s.heldHead < len(s.held) && s.held[len(s.held)-1].kind == k
+}
+
+// hold queues text or thinking (escaped) behind the open tool call, joined
+// to the last held block when it is of the same kind.
+func (s *Stream) hold(kind openKind, in []byte) error {
+	if err := s.grow(len(in)); err != nil {
+		return err
+	}
+	if s.heldTail(kind) {
+		h := &s.held[len(s.held)-1]
+		h.text = append(h.text, in...)
+		return nil
+	}
+	s.held = append(s.held, heldBlock{kind: kind, text: append([]byte(nil), in...)})
+	return nil
+}
+
+func (s *Stream) holdBlank(in []byte) error {
+	if err := s.grow(len(in)); err != nil {
+		return err
+	}
+	s.blank = append(s.blank, in...)
+	return nil
+}
+
+func (s *Stream) dropBlank() {
+	if len(s.blank) > 0 {
+		s.heldBytes -= len(s.blank)
+		s.blank = s.blank[:0]
+	}
+}
+
+// grow counts n more bytes held by the stream.
+func (s *Stream) grow(n int) error {
+	if s.heldBytes+n > maxHeldPerStream {
+		return fmt.Errorf("convert: %w: more than %d MiB of content held while a tool call's block stays open", ErrMalformed, maxHeldPerStream>>20)
+	}
+	s.heldBytes += n
+	return nil
 }
 
 // toolDelta handles one tool_calls entry; pos is its place in the chunk's
 // list.
 func (s *Stream) toolDelta(c []byte, pos int) error {
+	s.dropBlank()
 	var idV, fn []byte
 	index, hasIndex := int64(0), false
 	o := newObject(c)
 	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "index":
 			index, hasIndex = intValue(v)
 		case "id":
@@ -303,46 +494,103 @@ func (s *Stream) toolDelta(c []byte, pos int) error {
 	var name, args []byte
 	o = newObject(fn)
 	for k, v, ok := o.next(); ok; k, v, ok = o.next() {
-		switch string(keyName(k)) {
+		if hasBackslash(k) {
+			k = keyName(k) // an escaped key: compare what it spells
+		}
+		switch string(k) {
 		case "name":
 			name = v
 		case "arguments":
 			args = v
 		}
 	}
-	if !hasIndex {
+	var t *toolCall
+	if hasIndex {
+		t = s.findTool(index)
+		// The same index with another id or another name is another call
+		// (vLLM and SGLang number every call 0, Ollama too).
+		if t != nil && (t.otherID(idV) || t.otherName(name)) {
+			t = nil
+		}
+	} else {
 		index = s.unindexed(pos, idV, name)
+		t = s.findTool(index)
 	}
-	t := s.findTool(index)
 	if t == nil {
 		t = &toolCall{index: index, block: -1}
-		if nonEmptyString(idV) {
-			t.upstreamID = appendUnescaped(nil, inner(idV))
-			t.id = s.ids.assign(t.upstreamID)
-		}
 		s.tools = append(s.tools, t)
 	}
-	if t.name == nil && nonEmptyString(name) {
-		t.name = append([]byte(nil), name...)
+	if t.upstreamID == nil && t.block < 0 && nonEmptyString(idV) {
+		t.upstreamID = appendUnescaped(nil, inner(idV))
+		t.id = s.ids.assign(t.upstreamID)
 	}
 	argText := inner(args)
 	if isObject(args) {
 		// A provider that sends the arguments as an object sends them whole.
 		argText = appendQuotedJSON(nil, args)
 	}
-	switch {
-	case t.block < 0:
-		t.pending = append(t.pending, argText...)
-		if t.name != nil {
-			s.startTool(t)
-		}
-	case len(argText) == 0:
-	case t.closed || s.openTool != t:
-		return errInterleaved
-	default:
-		s.argsEvent(argText)
+	if t.scan.complete() {
+		// The arguments are a whole JSON object: what follows can only be
+		// blank or a repetition.
+		argText = nil
 	}
+	switch {
+	case t == s.openTool:
+		if len(argText) > 0 {
+			t.scan.feed(argText)
+			s.argsEvent(argText)
+			if t.scan.complete() && s.heldHead < len(s.held) {
+				s.release()
+			}
+		}
+		return nil
+	case t.closed:
+		if len(argText) > 0 && !isBlank(argText) {
+			return errLateArguments
+		}
+		return nil
+	}
+	if len(argText) > 0 {
+		if len(t.args)+len(argText) > maxHeldPerCall {
+			return fmt.Errorf("convert: %w: more than %d MiB of arguments held for a tool call while another block stays open", ErrMalformed, maxHeldPerCall>>20)
+		}
+		if err := s.grow(len(argText)); err != nil {
+			return err
+		}
+		t.args = append(t.args, argText...)
+		t.scan.feed(argText)
+	}
+	if t.name == nil && nonEmptyString(name) {
+		t.name = append([]byte(nil), name...)
+	}
+	if t.name == nil || t.queued {
+		return nil
+	}
+	if s.blocked() {
+		t.queued = true
+		s.held = append(s.held, heldBlock{kind: openToolUse, tool: t})
+		return nil
+	}
+	s.closeOpen()
+	s.startTool(t)
 	return nil
+}
+
+// otherID reports whether idV names another call than t.
+func (t *toolCall) otherID(idV []byte) bool {
+	in := inner(idV)
+	if len(in) == 0 || t.upstreamID == nil {
+		return false
+	}
+	if hasBackslash(in) {
+		return string(appendUnescaped(nil, in)) != string(t.upstreamID)
+	}
+	return string(in) != string(t.upstreamID)
+}
+
+// otherName reports whether name (raw) is another function than t's.
+func (t *toolCall) otherName(name []byte) bool {
+	return nonEmptyString(name) && t.name != nil && string(name) != string(t.name)
 }
 
 // unindexed picks the index of a tool call entry that has none (Gemini sends
@@ -369,10 +617,11 @@ func (s *Stream) lastTool() *toolCall {
 	return s.tools[len(s.tools)-1]
 }
 
+// findTool returns the latest call with the index.
 func (s *Stream) findTool(index int64) *toolCall {
-	for _, t := range s.tools {
-		if t.index == index {
-			return t
+	for i := len(s.tools) - 1; i >= 0; i-- {
+		if s.tools[i].index == index {
+			return s.tools[i]
 		}
 	}
 	return nil
@@ -387,15 +636,15 @@ func (s *Stream) maxToolIndex() int64 {
 }
 
 // startTool opens the block of a tool call whose name is known and sends
-// the arguments that came before it. A call whose name never comes is
-// dropped: a tool_use without a name cannot be run.
+// the arguments held for it. A call whose name never comes is dropped: a
+// tool_use without a name cannot be run.
 func (s *Stream) startTool(t *toolCall) {
-	s.closeOpen()
 	if t.id == "" {
 		t.id = newID("toolu_")
 	}
 	name := t.name
 	t.block = s.next
+	t.queued = false
 	s.startBlock(openToolUse, "", func(b []byte) []byte {
 		b = append(b, `{"type":"tool_use","id":`...)
 		b = appendString(b, t.id)
@@ -405,21 +654,61 @@ func (s *Stream) startTool(t *toolCall) {
 	})
 	s.openTool = t
 	s.anyTool = true
-	if len(t.pending) > 0 {
-		s.argsEvent(t.pending)
-		t.pending = nil
+	if len(t.args) > 0 {
+		s.argsEvent(t.args)
+		s.heldBytes -= len(t.args)
+		t.args = nil
 	}
 }
 
 func (s *Stream) argsEvent(argText []byte) {
 	s.outBytes += int64(len(argText))
-	start := s.eventHead("content_block_delta")
-	s.buf = append(s.buf, `{"type":"content_block_delta","index":`...)
-	s.buf = strconv.AppendInt(s.buf, int64(s.openIndex), 10)
-	s.buf = append(s.buf, `,"delta":{"type":"input_json_delta","partial_json":"`...)
-	s.buf = append(s.buf, argText...)
-	s.buf = append(s.buf, `"}}`...)
-	s.eventTail("content_block_delta", start)
+	s.deltaEvent(`{"type":"input_json_delta","partial_json":`, argText)
+}
+
+// release sends the held blocks in order while the open block allows it:
+// each but the last is closed at once, its content being all there is yet;
+// a tool call whose arguments are incomplete stays open and holds back the
+// rest.
+func (s *Stream) release() {
+	for s.heldHead < len(s.held) && !s.blocked() {
+		h := s.held[s.heldHead]
+		s.held[s.heldHead] = heldBlock{}
+		s.heldHead++
+		s.closeOpen()
+		switch h.kind {
+		case openText:
+			s.heldBytes -= len(h.text)
+			s.startBlock(openText, `{"type":"text","text":""}`, nil)
+			s.outBytes += int64(len(h.text))
+			s.deltaEvent(`{"type":"text_delta","text":`, h.text)
+		case openThinking:
+			s.heldBytes -= len(h.text)
+			s.startThinking()
+			s.hashThinking(h.text)
+			s.outBytes += int64(len(h.text))
+			s.deltaEvent(`{"type":"thinking_delta","thinking":`, h.text)
+		case openToolUse:
+			s.startTool(h.tool)
+		}
+	}
+	if s.heldHead == len(s.held) {
+		s.held, s.heldHead = s.held[:0], 0
+	}
+}
+
+// closeAll closes the open block and sends every held block, closed: the
+// provider has finished.
+func (s *Stream) closeAll() {
+	s.dropBlank()
+	for {
+		s.closeOpen()
+		if s.heldHead == len(s.held) {
+			break
+		}
+		s.release()
+	}
+	s.held, s.heldHead = s.held[:0], 0
 }
 
 func (s *Stream) messageStart() {
@@ -463,9 +752,9 @@ func (s *Stream) startBlock(kind openKind, cb string, write func([]byte) []byte)
 	}
 }
 
-// deltaEvent sends a content_block_delta for the open block: prefix, the raw
-// JSON string v, and the closing braces.
-func (s *Stream) deltaEvent(prefix string, v []byte) {
+// rawDeltaEvent sends a content_block_delta for the open block: prefix, the
+// raw JSON string v, and the closing braces.
+func (s *Stream) rawDeltaEvent(prefix string, v []byte) {
 	start := s.eventHead("content_block_delta")
 	s.buf = append(s.buf, `{"type":"content_block_delta","index":`...)
 	s.buf = strconv.AppendInt(s.buf, int64(s.openIndex), 10)
@@ -476,6 +765,20 @@ func (s *Stream) deltaEvent(prefix string, v []byte) {
 	s.eventTail("content_block_delta", start)
 }
 
+// deltaEvent sends a content_block_delta for the open block: prefix, the
+// escaped string content in between quotes, and the closing braces.
+func (s *Stream) deltaEvent(prefix string, in []byte) {
+	start := s.eventHead("content_block_delta")
+	s.buf = append(s.buf, `{"type":"content_block_delta","index":`...)
+	s.buf = strconv.AppendInt(s.buf, int64(s.openIndex), 10)
+	s.buf = append(s.buf, `,"delta":`...)
+	s.buf = append(s.buf, prefix...)
+	s.buf = append(s.buf, '"')
+	s.buf = append(s.buf, in...)
+	s.buf = append(s.buf, `"}}`...)
+	s.eventTail("content_block_delta", start)
+}
+
 // closeOpen closes the open block; a thinking block gets its signature first.
 func (s *Stream) closeOpen() {
 	if s.open == openNone {
@@ -483,8 +786,7 @@ func (s *Stream) closeOpen() {
 	}
 	if s.open == openThinking {
 		var sum [sha256.Size]byte
-		s.deltaEvent(`{"type":"signature_delta","signature":`,
-			appendString(nil, signatureFromSum(s.thinkHash.Sum(sum[:0]))))
+		s.deltaEvent(`{"type":"signature_delta","signature":`, []byte(signatureFromSum(s.thinkHash.Sum(sum[:0]))))
 	}
 	if s.open == openToolUse && s.openTool != nil {
 		s.openTool.closed = true
@@ -498,13 +800,13 @@ func (s *Stream) closeOpen() {
 	s.open = openNone
 }
 
-// finishMessage sends what ends the message: the open block's stop,
+// finishMessage sends what ends the message: the open and held blocks,
 // message_delta and message_stop.
 func (s *Stream) finishMessage() {
 	if !s.started {
 		s.messageStart()
 	}
-	s.closeOpen()
+	s.closeAll()
 	s.done = true
 	reason, seq := stopReason(s.finish, s.anyTool, s.matched)
 	start := s.eventHead("message_delta")
@@ -550,4 +852,106 @@ func (s *Stream) eventHead(name string) int {
 func (s *Stream) eventTail(name string, start int) {
 	s.buf = append(s.buf, '\n', '\n')
 	s.marks = append(s.marks, evMark{name: name, start: start, end: len(s.buf)})
+}
+
+// isBlank reports whether escaped string content is only JSON whitespace.
+func isBlank(in []byte) bool {
+	for i := 0; i < len(in); i++ {
+		switch in[i] {
+		case ' ':
+		case '\\':
+			if i+1 < len(in) && (in[i+1] == 'n' || in[i+1] == 't' || in[i+1] == 'r') {
+				i++
+				continue
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// argScan follows the structure of a tool call's arguments as their pieces
+// arrive, to tell when they form a complete JSON object: the block can close
+// then without losing anything.
+type argScan struct {
+	depth int32
+	state uint8
+}
+
+const (
+	scanStart  uint8 = iota // before the first character that is not blank
+	scanValue               // inside the object, outside strings
+	scanString              // inside a string
+	scanEscape              // after a backslash inside a string
+	scanDone                // the object is complete
+	scanOther               // the arguments are not an object
+)
+
+func (a *argScan) complete() bool { return a.state == scanDone }
+
+// feed reads a piece of argument text, escaped as in a JSON string. Inside
+// strings only quotes and backslashes matter, and most of the text of
+// arguments is inside strings.
+func (a *argScan) feed(in []byte) {
+	for i := 0; i < len(in) && a.state < scanDone; i++ {
+		if a.state == scanString {
+			// Only an escape can end the string here: its quote is \".
+			k := bytes.IndexByte(in[i:], '\\')
+			if k < 0 {
+				return
+			}
+			i += k
+		}
+		c := in[i]
+		if c == '\\' && i+1 < len(in) {
+			// An escape of the JSON string carrying the arguments.
+			i++
+			switch in[i] {
+			case 'n', 't', 'r':
+				c = ' '
+			case 'u':
+				c = 0x80 // a character no structure depends on
+				if r, ok := hex4(in[i-1:]); ok && r < 0x80 {
+					c = byte(r)
+				}
+				i += 4
+			case '"', '\\', '/':
+				c = in[i]
+			default: // \b, \f
+				c = 0x80
+			}
+		}
+		switch a.state {
+		case scanStart:
+			switch {
+			case c == '{':
+				a.state, a.depth = scanValue, 1
+			case !isSpace(c):
+				a.state = scanOther
+			}
+		case scanValue:
+			switch c {
+			case '"':
+				a.state = scanString
+			case '{', '[':
+				a.depth++
+			case '}', ']':
+				a.depth--
+				if a.depth == 0 {
+					a.state = scanDone
+				}
+			}
+		case scanString:
+			switch c {
+			case '\\':
+				a.state = scanEscape
+			case '"':
+				a.state = scanValue
+			}
+		case scanEscape:
+			a.state = scanString
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
@@ -62,8 +63,9 @@ func BenchmarkFanOut(b *testing.B) {
 
 func benchFanOut(b *testing.B, members int, pace time.Duration) {
 	const events = 2000
-	ev := sse.Append(nil, "content_block_delta",
-		[]byte(`{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":" a few streamed words"}}`))
+	data := []byte(`{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":" a few streamed words"}}`)
+	ev := relay.Event{Raw: sse.Append(nil, "content_block_delta", data), Data: data,
+		Info: anthropic.EventInfo{Type: anthropic.EventContentBlockDelta}}
 	header := http.Header{"Content-Type": {"text/event-stream"}, "Request-Id": {"req_1"}}
 	var (
 		lags                        []int64
@@ -96,7 +98,7 @@ func benchFanOut(b *testing.B, members int, pace time.Duration) {
 					}
 				}
 				sent[k] = int64(time.Since(t0))
-				if err := out.Write(ev); err != nil {
+				if err := out.Event(ev, false); err != nil {
 					return nil
 				}
 			}
@@ -131,7 +133,7 @@ func benchFanOut(b *testing.B, members int, pace time.Duration) {
 		heapPer += float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc)) / float64(members)
 		stackPer += float64(int64(m1.StackInuse)-int64(m0.StackInuse)) / float64(members)
 		// Allocations while streaming, less the group's own copy of the events.
-		shared := float64(events * (len(ev) + 64))
+		shared := float64(events * (len(ev.Raw) + 64))
 		allocPer += (float64(m2.TotalAlloc-m1.TotalAlloc) - shared) / float64(members)
 		for _, w := range writers {
 			for k := range events {

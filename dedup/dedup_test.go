@@ -146,7 +146,7 @@ func TestLateJoinerGetsHistoryThenFollowsLive(t *testing.T) {
 				close(half)
 				<-rest
 			}
-			if err := out.Write(ev); err != nil {
+			if err := writeEvent(out, ev); err != nil {
 				return nil
 			}
 		}
@@ -200,7 +200,7 @@ func TestLeaderClientLeavingDoesNotStopJoiners(t *testing.T) {
 						close(mid)
 						<-resume
 					}
-					if err := out.Write(ev); err != nil {
+					if err := writeEvent(out, ev); err != nil {
 						runCtxErr <- err
 						return nil
 					}
@@ -242,12 +242,12 @@ func TestRunIsCancelledWhenEveryClientLeaves(t *testing.T) {
 					if err := out.Start(http.StatusOK, streamHeader(), true); err != nil {
 						t.Errorf("start: %v", err)
 					}
-					_ = out.Write(events[0])
+					_ = writeEvent(out, events[0])
 				}
 				close(reached)
 				<-ctx.Done()
 				if committed {
-					writeErr <- out.Write(events[1])
+					writeErr <- writeEvent(out, events[1])
 				} else {
 					writeErr <- out.Start(http.StatusOK, streamHeader(), true)
 				}
@@ -524,7 +524,7 @@ func TestSlowMemberIsEndedWithoutStallingOthers(t *testing.T) {
 			return nil
 		}
 		for _, ev := range many {
-			if err := out.Write(ev); err != nil {
+			if err := writeEvent(out, ev); err != nil {
 				return nil
 			}
 			// An upstream is far slower than a healthy local client: let
@@ -609,7 +609,7 @@ func TestGroupPastMaxBufferTakesNoJoinersAndReleasesSentChunks(t *testing.T) {
 		var written int64
 		signalled := false
 		for _, ev := range many {
-			if err := out.Write(ev); err != nil {
+			if err := writeEvent(out, ev); err != nil {
 				return nil
 			}
 			written += int64(len(ev))
@@ -667,7 +667,7 @@ func TestJoinerStopsWaitingForSilentLeaderAndLeadsAfresh(t *testing.T) {
 	leader := startClient(r, testKey, true, silent)
 	<-started
 	joiner := startClient(r, testKey, true, fresh)
-	eventually(t, "joiner waiting", func() bool { return r.Stats().Joins == 1 && clock.pending() == 1 })
+	eventually(t, "joiner waiting", func() bool { return r.Stats().Joins == 1 && clock.Pending() == 1 })
 	clock.Advance(time.Minute - time.Nanosecond)
 	if joiner.finished() {
 		t.Fatal("joiner gave up before Wait")
@@ -815,7 +815,7 @@ func TestFailureAfterCommitEndsTheStreamWithAnErrorFrame(t *testing.T) {
 	run := func(ctx context.Context, out relay.Output) *relay.Failure {
 		_ = out.Start(http.StatusOK, streamHeader(), true)
 		for _, ev := range events[:4] {
-			_ = out.Write(ev)
+			_ = writeEvent(out, ev)
 		}
 		return relay.NewFailure(502, apierr.API, "upstream reset")
 	}
@@ -836,7 +836,7 @@ func TestFailureAfterTheStreamEndedChangesNothing(t *testing.T) {
 		run := func(ctx context.Context, out relay.Output) *relay.Failure {
 			_ = out.Start(http.StatusOK, streamHeader(), true)
 			for _, ev := range stream {
-				_ = out.Write(ev)
+				_ = writeEvent(out, ev)
 			}
 			return relay.NewFailure(502, apierr.API, "late failure")
 		}

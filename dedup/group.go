@@ -199,7 +199,7 @@ func (g *group) finish(f *relay.Failure, perr error) {
 			if !ok || typ == "" {
 				typ, msg = apierr.TypeForStatus(f.Status), f.Message()
 			}
-			g.appendLocked(apierr.Frame(typ, msg))
+			g.appendLocked(apierr.Frame(typ, msg), anthropic.EventError)
 		}
 	case g.total == 0:
 		s.failure = f
@@ -247,8 +247,19 @@ func (g *group) Start(status int, header http.Header, stream bool) error {
 	return nil
 }
 
-// Write implements relay.Output. p is copied; the caller may reuse it.
-func (g *group) Write(p []byte) error {
+// Body implements relay.Output: a whole JSON answer. p is copied.
+func (g *group) Body(p []byte) error {
+	return g.write(p, anthropic.EventUnknown, false)
+}
+
+// Event implements relay.Output. The event's bytes are copied; what the relay
+// learned of it says whether the stream ended. Members are woken once per
+// burst: an event with more behind it waits for the last one.
+func (g *group) Event(ev relay.Event, more bool) error {
+	return g.write(ev.Raw, ev.Info.Type, more)
+}
+
+func (g *group) write(p []byte, typ anthropic.EventType, more bool) error {
 	g.mu.Lock()
 	old := g.state.Load()
 	switch {
@@ -259,7 +270,7 @@ func (g *group) Write(p []byte) error {
 		g.mu.Unlock()
 		return errors.New("dedup: write outside a started response")
 	}
-	g.appendLocked(p)
+	g.appendLocked(p, typ)
 	unmap := false
 	if g.stream {
 		if !g.full && g.total > g.opts.MaxBuffer {
@@ -268,6 +279,10 @@ func (g *group) Write(p []byte) error {
 		if g.total >= g.nextScan {
 			g.scanLocked()
 		}
+	}
+	if more && !unmap {
+		g.mu.Unlock()
+		return nil
 	}
 	s := &state{chunks: g.chunks, base: g.base, notify: make(chan struct{}), committed: true}
 	g.state.Store(s)
@@ -279,7 +294,7 @@ func (g *group) Write(p []byte) error {
 	return nil
 }
 
-func (g *group) appendLocked(p []byte) {
+func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
 	var data []byte
 	if len(p) > arenaBlock/4 {
 		data = bytes.Clone(p)
@@ -297,16 +312,11 @@ func (g *group) appendLocked(p []byte) {
 	g.total += int64(len(p))
 	g.chunks = append(g.chunks, chunk{data: data, end: g.total})
 	g.peak = max(g.peak, g.total-g.baseOff)
-	if g.stream {
-		_ = eachEvent(p, func(name, data []byte) error {
-			switch {
-			case string(name) == "message_stop" || name == nil && bytes.HasPrefix(data, []byte(`{"type":"message_stop"`)):
-				g.sawStop = true
-			case string(name) == "error" || name == nil && bytes.HasPrefix(data, []byte(`{"type":"error"`)):
-				g.sawError = true
-			}
-			return nil
-		})
+	switch typ {
+	case anthropic.EventMessageStop:
+		g.sawStop = true
+	case anthropic.EventError:
+		g.sawError = true
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/clock"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
@@ -40,76 +42,9 @@ func checkClean(t *testing.T, r *Registry) {
 	})
 }
 
-// fakeClock is a Clock that moves only when told to.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
+type fakeClock = clock.Fake
 
-type fakeTimer struct {
-	at   time.Time
-	f    func()
-	done bool
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_800_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		was := !t.done
-		t.done = true
-		return was
-	}
-}
-
-// pending counts timers neither fired nor stopped.
-func (c *fakeClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, t := range c.timers {
-		if !t.done {
-			n++
-		}
-	}
-	return n
-}
-
-// Advance moves the clock and runs the timers that came due, in order.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []func()
-	live := c.timers[:0]
-	for _, t := range c.timers {
-		switch {
-		case t.done:
-		case !t.at.After(c.now):
-			t.done = true
-			due = append(due, t.f)
-		default:
-			live = append(live, t)
-		}
-	}
-	c.timers = live
-	c.mu.Unlock()
-	for _, f := range due {
-		f()
-	}
-}
+func newFakeClock() *fakeClock { return clock.NewFake(time.Unix(1_800_000_000, 0)) }
 
 // client is one simulated HTTP client calling Serve in its own goroutine.
 type client struct {
@@ -233,7 +168,7 @@ func streamRun(calls *countedCalls, g *gate, events [][]byte) RunFunc {
 			return nil
 		}
 		for _, ev := range events {
-			if err := out.Write(ev); err != nil {
+			if err := writeEvent(out, ev); err != nil {
 				return nil
 			}
 		}
@@ -253,7 +188,7 @@ func jsonRun(calls *countedCalls, g *gate, status int, body []byte) RunFunc {
 		if err := out.Start(status, jsonHeader(), false); err != nil {
 			return nil
 		}
-		_ = out.Write(body)
+		_ = out.Body(body)
 		return nil
 	}
 }
@@ -335,4 +270,14 @@ func (g *group) caughtUp(ms []*member) bool {
 		}
 	}
 	return true
+}
+
+// writeEvent delivers one raw event the way the relay does, with what it
+// learns reading it.
+func writeEvent(out relay.Output, raw []byte) error {
+	rd := sse.NewReader(bytes.NewReader(raw))
+	defer rd.Release()
+	ev, _ := rd.Next()
+	info, _ := anthropic.Inspect(ev.Name, ev.Data)
+	return out.Event(relay.Event{Raw: raw, Data: ev.Data, Info: info}, false)
 }

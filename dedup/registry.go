@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/claude-balancer/caddy-claude-balancer/internal/clock"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 )
 
@@ -64,7 +65,7 @@ type Options struct {
 	MaxReplayBytes int64
 	// Clock is the time source; nil means the system clock. It is read once,
 	// by New.
-	Clock Clock
+	Clock clock.Clock
 }
 
 func (o Options) normalized() *Options {
@@ -84,23 +85,6 @@ func (o Options) normalized() *Options {
 		o.MaxReplayBytes = DefaultMaxReplayBytes
 	}
 	return &o
-}
-
-// Clock is the registry's time source, swappable so tests never sleep.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d has passed and returns a
-	// function that cancels the call, reporting whether it did.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
 }
 
 // RunFunc is a request's attempt loop. It runs at most once per group, in a
@@ -199,7 +183,7 @@ type Stats struct {
 // Registry holds the groups of in-flight requests. It is safe for concurrent
 // use, and meant to live across configuration reloads.
 type Registry struct {
-	clock Clock
+	clock clock.Clock
 	opts  atomic.Pointer[Options]
 
 	mu     sync.Mutex
@@ -218,7 +202,7 @@ type Registry struct {
 func New(opts Options) *Registry {
 	r := &Registry{clock: opts.Clock, groups: make(map[Key]*group)}
 	if r.clock == nil {
-		r.clock = systemClock{}
+		r.clock = clock.System
 	}
 	r.opts.Store(opts.normalized())
 	return r

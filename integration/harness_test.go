@@ -264,8 +264,13 @@ type mock struct {
 }
 
 func newMock(t *testing.T, behave func(w http.ResponseWriter, r *http.Request, n int)) *mock {
+	return newMockWith(t, behave, nil)
+}
+
+// newMockWith is newMock with a chance to set up the server before it starts.
+func newMockWith(t *testing.T, behave func(w http.ResponseWriter, r *http.Request, n int), setup func(*http.Server)) *mock {
 	m := &mock{behave: behave}
-	m.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	m.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		m.mu.Lock()
@@ -275,6 +280,10 @@ func newMock(t *testing.T, behave func(w http.ResponseWriter, r *http.Request, n
 		m.mu.Unlock()
 		b(w, r, n)
 	}))
+	if setup != nil {
+		setup(m.Server.Config)
+	}
+	m.Server.Start()
 	t.Cleanup(m.Server.Close)
 	return m
 }

@@ -19,30 +19,16 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/clock"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/oauth2"
 )
 
 // fakeClock is the time tests see; it moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = clock.Fake
 
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *fakeClock { return clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 // logBuffer collects every log line a Manager writes.
 type logBuffer struct {
@@ -319,7 +305,7 @@ func newEnvWith(t testing.TB, mk *mockOAuth, st certmagic.Storage, clock *fakeCl
 	t.Helper()
 	logger, logs := newLogger()
 	m := NewManager(mk.config(), st, logger)
-	m.now = clock.Now
+	m.clock = clock
 	m.after = func(time.Duration) <-chan time.Time { return nil }
 	t.Cleanup(m.Close)
 	return &testEnv{m: m, mock: mk, clock: clock, logs: logs, st: st}

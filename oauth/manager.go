@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/clock"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 )
@@ -102,11 +103,13 @@ type Manager struct {
 	bgCancel  context.CancelFunc
 	bgDone    chan struct{}
 
-	// now and after are the clock; tests replace them so that nothing
-	// sleeps.
-	now   func() time.Time
+	// clock is the module's one time source; after schedules the background
+	// refresher on it. Tests replace them so that nothing sleeps.
+	clock clock.Clock
 	after func(time.Duration) <-chan time.Time
 }
+
+func (m *Manager) now() time.Time { return m.clock.Now() }
 
 // account is the in-memory state of one account. Records are never modified
 // once made, so a *record read under mu stays valid after unlocking.
@@ -145,9 +148,9 @@ func NewManager(cfg Config, storage certmagic.Storage, logger *zap.Logger) *Mana
 	m := &Manager{
 		accounts:  make(map[string]*account),
 		loginPage: "/oauth/",
-		now:       time.Now,
-		after:     time.After,
+		clock:     clock.System,
 	}
+	m.after = func(d time.Duration) <-chan time.Time { return clock.After(m.clock, d) }
 	m.logins.byState = make(map[string]*pendingLogin)
 	m.apply(cfg, storage, logger)
 	return m

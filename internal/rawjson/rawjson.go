@@ -16,9 +16,9 @@
 package rawjson
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math/bits"
 )
 
 // MaxDepth is the deepest nesting of objects and arrays accepted: a hostile
@@ -192,58 +192,108 @@ const (
 	msb = 0x8080808080808080
 )
 
-// specialMask marks (with its top bit) the quotes, backslashes and control
-// characters among the eight bytes of x, the only bytes a string scan has to
-// look at. Borrows may mark bytes after a true one as well, but the lowest
-// mark is always right, and it is the only one used.
-func specialMask(x uint64) uint64 {
-	q := x ^ (lsb * '"')
-	s := x ^ (lsb * '\\')
-	return ((q-lsb)&^q | (s-lsb)&^s | (x-lsb*0x20)&^x) & msb
-}
+// stringStop marks the bytes a string scan stops at: the quote, the
+// backslash and the control characters.
+var stringStop = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 // CheckString validates the string starting at the quote b[i] and returns
 // the index just past its closing quote. Control characters must be escaped
 // and escapes must be JSON's; invalid UTF-8 and lone surrogate escapes pass.
+//
+// Strings are most of a request, so this is the grammar's hot loop. Short
+// strings (keys, types, ids) are read byte by byte with a table; past a few
+// bytes the runtime's vectorised search finds the next quote and the next
+// backslash, and the run up to the first of them only has to be free of
+// control characters, which eight bytes at a time cost three operations to
+// check.
 func CheckString(b []byte, i int) (int, error) {
 	start := i
 	i++
-	for {
-		for i+8 <= len(b) {
-			if m := specialMask(binary.LittleEndian.Uint64(b[i:])); m != 0 {
-				i += bits.TrailingZeros64(m) >> 3
-				break
-			}
-			i += 8
-		}
-		for i < len(b) && b[i] >= 0x20 && b[i] != '"' && b[i] != '\\' {
+	for short := min(i+24, len(b)); i < short; {
+		c := b[i]
+		if !stringStop[c] {
 			i++
+			continue
 		}
-		if i >= len(b) {
-			return 0, syntaxErr(start, "unterminated string")
-		}
-		switch c := b[i]; {
+		switch {
 		case c == '"':
 			return i + 1, nil
 		case c == '\\':
-			if i+1 >= len(b) {
-				return 0, syntaxErr(start, "unterminated string")
+			n, err := checkEscape(b, i, start)
+			if err != nil {
+				return 0, err
 			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
-					return 0, syntaxErr(i, "invalid \\u escape in string")
-				}
-				i += 6
-			default:
-				return 0, syntaxErr(i, "invalid escape in string")
-			}
+			i += n
 		default:
 			return 0, syntaxErr(i, "control character in string")
 		}
 	}
+	for {
+		q := bytes.IndexByte(b[i:], '"')
+		if q < 0 {
+			return 0, syntaxErr(start, "unterminated string")
+		}
+		run := b[i : i+q]
+		esc := bytes.IndexByte(run, '\\')
+		if esc >= 0 {
+			run = run[:esc]
+		}
+		if c := controlAt(run); c >= 0 {
+			return 0, syntaxErr(i+c, "control character in string")
+		}
+		if esc < 0 {
+			return i + q + 1, nil
+		}
+		i += esc
+		n, err := checkEscape(b, i, start)
+		if err != nil {
+			return 0, err
+		}
+		i += n
+	}
+}
+
+// checkEscape validates the escape at the backslash b[i] of the string that
+// starts at start, and returns its length.
+func checkEscape(b []byte, i, start int) (int, error) {
+	if i+1 >= len(b) {
+		return 0, syntaxErr(start, "unterminated string")
+	}
+	switch b[i+1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 2, nil
+	case 'u':
+		if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
+			return 0, syntaxErr(i, "invalid \\u escape in string")
+		}
+		return 6, nil
+	}
+	return 0, syntaxErr(i, "invalid escape in string")
+}
+
+// controlAt returns the index of the first control character (below 0x20)
+// in b, or -1.
+func controlAt(b []byte) int {
+	j := 0
+	for ; j+16 <= len(b); j += 16 {
+		x := binary.LittleEndian.Uint64(b[j:])
+		y := binary.LittleEndian.Uint64(b[j+8:])
+		if ((x-lsb*0x20)&^x|(y-lsb*0x20)&^y)&msb != 0 {
+			break
+		}
+	}
+	for ; j < len(b); j++ {
+		if b[j] < 0x20 {
+			return j
+		}
+	}
+	return -1
 }
 
 func isHex4(b []byte) bool {

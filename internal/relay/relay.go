@@ -1,34 +1,42 @@
 // Package relay defines how a committed upstream response travels to its
 // readers: the attempt loop writes into an Output, which is either one
 // client's ResponseWriter or a de-duplication group shared by several clients.
+// A stream travels as events, each with what the relay learned when it read
+// it, so that no reader parses an event again.
 package relay
 
 import (
 	"net/http"
 	"strconv"
 
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
 )
+
+// Event is one complete SSE event of an Anthropic stream.
+type Event struct {
+	// Raw is the event's bytes, blank line included. It is valid only during
+	// the call that delivers it.
+	Raw []byte
+	// Data is the event's data, within Raw when it has one data line.
+	Data []byte
+	// Info is what the relay learned reading it.
+	Info anthropic.EventInfo
+}
 
 // Output receives a response once the attempt loop has committed to it.
 type Output interface {
 	// Start is called once, at the commit point, with the status and headers
-	// to send. stream reports whether the body is an SSE event stream (each
-	// Write is one complete event) or a JSON body (written in one Write).
+	// to send. stream reports whether the body is an SSE event stream
+	// (delivered with Event) or a JSON body (delivered with Body).
 	Start(status int, header http.Header, stream bool) error
-	// Write delivers one chunk. An error means nobody reads any more (the
-	// client left); the caller stops and cancels its upstream call.
-	Write(p []byte) error
-}
-
-// Batcher is implemented by outputs that can hold SSE events back until a
-// flush: a relay that already holds the next event need not flush each one
-// separately, but must flush before it waits for more.
-type Batcher interface {
-	// WriteBuffered writes p without flushing it.
-	WriteBuffered(p []byte) error
-	// Flush sends what was written.
-	Flush() error
+	// Body delivers a whole JSON body. An error means nobody reads any more
+	// (the client left); the caller stops and cancels its upstream call.
+	Body(p []byte) error
+	// Event delivers one event of a stream. more reports that the relay
+	// already holds the next one: the output may hold this one back until a
+	// call without more, so that a burst costs one flush, not one per event.
+	Event(ev Event, more bool) error
 }
 
 // Failure is an error response decided before the commit point: nothing has
@@ -62,12 +70,10 @@ func (f *Failure) Message() string {
 	return msg
 }
 
-// ClientOutput writes straight to one client, flushing every SSE event as it
-// is written.
+// ClientOutput writes straight to one client.
 type ClientOutput struct {
-	w      http.ResponseWriter
-	rc     *http.ResponseController
-	stream bool
+	w  http.ResponseWriter
+	rc *http.ResponseController
 	// Started reports whether Start ran.
 	Started bool
 	// Status is the status sent by Start.
@@ -87,7 +93,6 @@ func (c *ClientOutput) Start(status int, header http.Header, stream bool) error 
 	for k, v := range header {
 		h[k] = v
 	}
-	c.stream = stream
 	c.Started = true
 	c.Status = status
 	c.w.WriteHeader(status)
@@ -98,31 +103,22 @@ func (c *ClientOutput) Start(status int, header http.Header, stream bool) error 
 	return nil
 }
 
-// Write implements Output.
-func (c *ClientOutput) Write(p []byte) error {
-	n, err := c.w.Write(p)
-	c.Bytes += int64(n)
-	if err != nil {
-		return err
-	}
-	if c.stream {
-		return c.rc.Flush()
-	}
-	return nil
-}
-
-// WriteBuffered implements Batcher.
-func (c *ClientOutput) WriteBuffered(p []byte) error {
+// Body implements Output.
+func (c *ClientOutput) Body(p []byte) error {
 	n, err := c.w.Write(p)
 	c.Bytes += int64(n)
 	return err
 }
 
-// Flush implements Batcher.
-func (c *ClientOutput) Flush() error { return c.rc.Flush() }
+// Event implements Output.
+func (c *ClientOutput) Event(ev Event, more bool) error {
+	n, err := c.w.Write(ev.Raw)
+	c.Bytes += int64(n)
+	if err != nil || more {
+		return err
+	}
+	return c.rc.Flush()
+}
 
 // Interface guards
-var (
-	_ Output  = (*ClientOutput)(nil)
-	_ Batcher = (*ClientOutput)(nil)
-)
+var _ Output = (*ClientOutput)(nil)

@@ -81,6 +81,10 @@ func (r *Reader) Ready() bool {
 	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
 }
 
+// Read reads the bytes left after the events returned so far: the reader
+// then is the rest of the stream, for a relay that drains it.
+func (r *Reader) Read(p []byte) (int, error) { return r.br.Read(p) }
+
 // SetMaxEventSize sets the largest event, in bytes, the reader accepts.
 func (r *Reader) SetMaxEventSize(n int) { r.max = n }
 

@@ -1,4 +1,4 @@
-package balancer
+package intake
 
 import (
 	"encoding/json"
@@ -9,6 +9,13 @@ import (
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
+
+// PeekBody peeks without signing, as the balancer does with de-duplication
+// off.
+func PeekBody(body []byte) (Peek, error) {
+	p, _, err := Read(body, Options{})
+	return p, err
+}
 
 func TestPeekBody(t *testing.T) {
 	for _, tc := range []struct {
@@ -54,9 +61,9 @@ func TestPeekBodyRejects(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := PeekBody([]byte(body))
-			var be *BodyError
+			var be *Error
 			if !errors.As(err, &be) {
-				t.Fatalf("err = %v, want a BodyError", err)
+				t.Fatalf("err = %v, want an Error", err)
 			}
 		})
 	}
@@ -78,7 +85,7 @@ func TestWithModelReplacesOnlyTheModel(t *testing.T) {
 }
 
 func TestPeekClaudeCodeFixture(t *testing.T) {
-	raw, err := os.ReadFile("../testdata/claude-code-2.1.332-request.json")
+	raw, err := os.ReadFile("../../testdata/claude-code-2.1.332-request.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,13 +102,10 @@ func TestPeekClaudeCodeFixture(t *testing.T) {
 	if p.Model != "claude-opus-5-5" || !p.Stream || p.Session != "00000000-0000-4000-8000-000000000000" {
 		t.Fatalf("got %+v", p)
 	}
-	if u := findTopLevel(fx.Body, "max_tokens"); string(u) != "128000" {
-		t.Fatalf("findTopLevel = %s", u)
-	}
 }
 
 func BenchmarkPeekClaudeCodeFixture(b *testing.B) {
-	raw, err := os.ReadFile("../testdata/claude-code-2.1.332-request.json")
+	raw, err := os.ReadFile("../../testdata/claude-code-2.1.332-request.json")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -147,4 +151,19 @@ func FuzzPeekBody(f *testing.F) {
 			t.Fatalf("after WithModel: %v %q", err, q.Model)
 		}
 	})
+}
+
+func TestForeignThinkingIsFoundInTheSameWalk(t *testing.T) {
+	own := `{"model":"m","messages":[{"role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"claude-balancer:v1:abc"},{"type":"text","text":"x"}]}]}`
+	genuine := `{"model":"m","messages":[{"role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"EqQBCkgIARABGAIiQ"}]}]}`
+	quoted := `{"model":"m","messages":[{"role":"user","content":"the text \"signature\":\"claude-balancer:v1:\" is not a block"}]}`
+	escaped := `{"model":"m","messages":[{"role":"assistant","content":[{"type":"thinking","thinking":"t","sign\u0061ture":"claude-balancer:v1:abc"}]}]}`
+	for _, sign := range []bool{false, true} {
+		for body, want := range map[string]bool{own: true, genuine: false, quoted: false, escaped: true} {
+			p, _, err := Read([]byte(body), Options{Sign: sign})
+			if err != nil || p.ForeignThinking != want {
+				t.Errorf("sign %v, %.60s: foreign %v, err %v", sign, body, p.ForeignThinking, err)
+			}
+		}
+	}
 }

@@ -1,0 +1,279 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
+)
+
+// Bounds on reading what a provider sends after message_stop: the end of the
+// response body, which lets the connection be used again.
+const (
+	maxDrainBytes = 64 << 10
+	maxDrainTime  = 250 * time.Millisecond
+)
+
+// responseHeader builds the headers the client gets with a committed answer.
+func responseHeader(p *Provider, upstream http.Header, stream bool) http.Header {
+	h := make(http.Header, len(upstream)+2)
+	if p.Type == TypeAnthropic {
+		copyResponseHeaders(h, upstream)
+	} else {
+		for _, k := range []string{"X-Request-Id", "Retry-After"} {
+			if v := upstream.Get(k); v != "" {
+				h.Set(k, v)
+			}
+		}
+	}
+	if stream {
+		h.Set("Content-Type", "text/event-stream; charset=utf-8")
+		h.Set("Cache-Control", "no-cache")
+	} else {
+		h.Set("Content-Type", "application/json")
+	}
+	h.Set("X-Claude-Balancer-Provider", p.Name)
+	return h
+}
+
+// relayJSON reads a complete JSON answer and commits it.
+func (c *call) relayJSON(resp *http.Response) *outcome {
+	t0 := now()
+	body, err := readBody(c.wd, resp.Body, maxResponseBody)
+	c.res.Upstream += now().Sub(t0)
+	if err != nil {
+		return c.failed(err, "reading the response failed: ")
+	}
+	if !rawjson.Valid(body) {
+		return &outcome{scope: ScopeProvider, counted: true, status: resp.StatusCode,
+			message: fmt.Sprintf("HTTP %d with a body that is not JSON: %q", resp.StatusCode, truncate(body, 120))}
+	}
+	if typ, msg, ok := errorBody(c.cd, resp.StatusCode, body); ok {
+		scope, status := c.b.classifyInBand(typ, body)
+		if typ == "" {
+			typ = apierr.TypeForStatus(status)
+		}
+		o := &outcome{scope: scope, counted: scope != ScopeRequest, status: status, errType: typ, body: body,
+			header: resp.Header, message: fmt.Sprintf("HTTP %d with an error body: %s: %s", resp.StatusCode, typ, msg)}
+		if scope == ScopeRequest {
+			o.body = apierr.Body(typ, msg)
+		}
+		return o
+	}
+	answer, err := c.cd.json(body, c.req)
+	if err != nil {
+		var ie *inBandError
+		if errors.As(err, &ie) {
+			scope, status := c.b.classifyInBand(ie.errType, ie.body)
+			return &outcome{scope: scope, counted: scope != ScopeRequest, status: status, errType: ie.errType, header: resp.Header,
+				body: apierr.Body(ie.errType, ie.message), message: "HTTP 200 with an error body: " + ie.errType + ": " + ie.message}
+		}
+		return &outcome{scope: ScopeProvider, counted: true, status: resp.StatusCode, message: "converting the response failed: " + err.Error()}
+	}
+	h := responseHeader(c.p, resp.Header, false)
+	h.Set("Content-Length", strconv.Itoa(len(answer)))
+	c.res.Usage = anthropic.UsageOf(answer)
+	c.res.StopReason = rawjson.Str(rawjson.Field(answer, "stop_reason"))
+	if err := c.commit(resp.StatusCode, h, false); err != nil {
+		return success
+	}
+	// The provider did its job even if the client left during the write.
+	_ = c.out.Body(answer)
+	return success
+}
+
+// relayStream holds a stream's opening events until the first content event
+// (the commit point), then relays everything as it arrives. Each event is
+// read once, by the codec's decoder; what it learned travels with the
+// event's bytes to the output.
+func (c *call) relayStream(resp *http.Response) *outcome {
+	idle := &idleReader{r: resp.Body, w: c.wd}
+	rd := sse.NewReader(idle)
+	defer rd.Release()
+	dec := c.cd.stream(c.req)
+	var buf, held []relay.Event
+	// next returns the events completed by the next upstream event(s);
+	// io.EOF marks the clean end, after any closing events.
+	next := func() ([]relay.Event, error) {
+		t0 := now()
+		defer func() { c.res.Upstream += now().Sub(t0) }()
+		for {
+			ev, err := rd.Next()
+			if err == io.EOF {
+				evs, cerr := dec.close(buf[:0])
+				if cerr == nil {
+					cerr = io.EOF
+				}
+				return evs, cerr
+			}
+			if err != nil {
+				if err == io.ErrUnexpectedEOF {
+					err = errTruncated
+				}
+				return nil, err
+			}
+			if !idle.active {
+				// The response has started; from now on silence is bounded
+				// by the idle timeout.
+				idle.active = true
+				c.wd.streaming()
+			}
+			evs, err := dec.feed(buf[:0], ev)
+			buf = evs
+			if err != nil || len(evs) > 0 {
+				return evs, err
+			}
+		}
+	}
+
+	// Before the commit point: hold message_start and pings; an error event
+	// or an early end fails over, invisibly to the client.
+	var pendingErr error
+	for committed := false; !committed; {
+		evs, err := next()
+		for i, ev := range evs {
+			switch {
+			case ev.Info.Type == anthropic.EventError:
+				return c.failed(inBand(ev.Info, ev.Data), "")
+			case !ev.Info.Type.Content():
+				held = append(held, ev)
+				continue
+			}
+			held = append(held, evs[i:]...)
+			committed = true
+			break
+		}
+		if err != nil {
+			if !committed {
+				return c.failed(err, "reading the stream failed: ")
+			}
+			pendingErr = err
+		}
+	}
+
+	res := c.res
+	ttft := now().Sub(c.sent)
+	res.TTFT = ttft
+	c.p.observeLatency(ttft)
+	c.p.state.stats.recordTTFT(ttft)
+	gone := &outcome{scope: ScopeClient, committed: true, message: "client went away"}
+	if err := c.commit(resp.StatusCode, responseHeader(c.p, resp.Header, true), true); err != nil {
+		return gone
+	}
+	// stopped is set by message_stop: the answer is complete, whether or not
+	// the provider closes the connection.
+	stopped := false
+	write := func(evs []relay.Event) *outcome {
+		if len(evs) == 0 {
+			return nil
+		}
+		// A client slower than the provider holds the relay here; the
+		// provider is not idle meanwhile.
+		c.wd.pause()
+		defer c.wd.resume()
+		for i, ev := range evs {
+			info := &ev.Info
+			switch info.Type {
+			case anthropic.EventMessageStart, anthropic.EventMessageDelta:
+				res.Usage.Merge(info.Usage)
+				if info.StopReason != "" {
+					res.StopReason = info.StopReason
+				}
+			case anthropic.EventMessageStop:
+				stopped = true
+			}
+			// More is already here: the output may send it all with one
+			// flush, which comes before the relay next waits on the network.
+			if c.out.Event(ev, i < len(evs)-1 || rd.Ready()) != nil {
+				return gone
+			}
+			if info.Type == anthropic.EventError {
+				ie := inBand(*info, ev.Data)
+				res.StreamError = ie.Error()
+				scope, _ := c.b.classifyInBand(ie.errType, ie.body)
+				if scope == ScopeRequest {
+					scope = ScopeProvider
+				}
+				return &outcome{scope: scope, counted: true, committed: true, message: "error event after the stream started: " + ie.message}
+			}
+		}
+		return nil
+	}
+	if o := write(held); o != nil {
+		return o
+	}
+	for err := pendingErr; ; {
+		if stopped {
+			c.drain(rd)
+			return success
+		}
+		if err == nil {
+			var evs []relay.Event
+			evs, err = next()
+			if o := write(evs); o != nil {
+				return o
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if err == io.EOF {
+			return success
+		}
+		o := c.failed(err, "reading the stream failed: ")
+		o.committed = true
+		if o.scope == ScopeClient {
+			return o
+		}
+		if o.scope == ScopeRequest {
+			o.scope = ScopeProvider
+		}
+		res.StreamError = o.message
+		typ := apierr.API
+		if o.errType == apierr.Timeout {
+			typ = apierr.Timeout
+		}
+		_ = c.out.Event(errorEvent(typ, "the provider's stream failed: "+o.message), false)
+		return o
+	}
+}
+
+// errorEvent is an error frame of this module's, as a relay event.
+func errorEvent(typ, message string) relay.Event {
+	raw := apierr.Frame(typ, message)
+	return relay.Event{Raw: raw, Info: anthropic.EventInfo{Type: anthropic.EventError, ErrorType: typ, ErrorMessage: message}}
+}
+
+// drain reads what a provider sends after message_stop, up to the end of the
+// response body, so that its connection can carry the next request: a body
+// closed before its end takes the connection with it. It is bounded in bytes
+// and time; a provider that keeps the stream open after message_stop loses
+// its connection instead.
+func (c *call) drain(rd *sse.Reader) {
+	c.wd.drain(maxDrainTime)
+	_, _ = io.CopyN(io.Discard, rd, maxDrainBytes)
+}
+
+// readBody reads a response body under the watchdog and a size limit.
+func readBody(wd *watchdog, r io.Reader, limit int64) ([]byte, error) {
+	wd.streaming()
+	ir := &idleReader{r: io.LimitReader(r, limit+1), w: wd, active: true}
+	b, err := io.ReadAll(ir)
+	if err == nil && int64(len(b)) > limit {
+		return nil, fmt.Errorf("response body larger than %d bytes", limit)
+	}
+	return b, err
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body.Close()
+}

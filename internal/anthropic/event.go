@@ -1,0 +1,233 @@
+package anthropic
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
+)
+
+// EventType says what a stream event is.
+type EventType uint8
+
+// The event types of a Messages stream.
+const (
+	// EventUnknown is a type this module does not know; it is relayed as is.
+	EventUnknown EventType = iota
+	EventPing
+	EventMessageStart
+	EventContentBlockStart
+	EventContentBlockDelta
+	EventContentBlockStop
+	EventMessageDelta
+	EventMessageStop
+	EventError
+)
+
+var eventNames = [...]string{"", "ping", "message_start", "content_block_start", "content_block_delta",
+	"content_block_stop", "message_delta", "message_stop", "error"}
+
+func (t EventType) String() string {
+	if int(t) < len(eventNames) {
+		return eventNames[t]
+	}
+	return ""
+}
+
+// TypeOf returns the type an event name stands for.
+func TypeOf(name string) EventType {
+	switch name {
+	case "content_block_delta":
+		return EventContentBlockDelta
+	case "ping":
+		return EventPing
+	case "message_start":
+		return EventMessageStart
+	case "content_block_start":
+		return EventContentBlockStart
+	case "content_block_stop":
+		return EventContentBlockStop
+	case "message_delta":
+		return EventMessageDelta
+	case "message_stop":
+		return EventMessageStop
+	case "error":
+		return EventError
+	}
+	return EventUnknown
+}
+
+// Content reports whether an event of this type carries the answer itself:
+// the first one is the relay's commit point. Opening events (message_start,
+// ping) and events this module does not know are not content.
+func (t EventType) Content() bool {
+	switch t {
+	case EventContentBlockStart, EventContentBlockDelta, EventContentBlockStop, EventMessageDelta, EventMessageStop:
+		return true
+	}
+	return false
+}
+
+// Usage is the token usage of an answer.
+type Usage struct {
+	InputTokens         int64 `json:"input_tokens,omitempty"`
+	OutputTokens        int64 `json:"output_tokens,omitempty"`
+	CacheReadTokens     int64 `json:"cache_read_input_tokens,omitempty"`
+	CacheCreationTokens int64 `json:"cache_creation_input_tokens,omitempty"`
+	// present marks the counts an event carried.
+	present uint8
+}
+
+const (
+	hasInput = 1 << iota
+	hasOutput
+	hasCacheRead
+	hasCacheCreation
+)
+
+// Merge folds the usage of a later event into u. Counts are running totals:
+// a count the later event carries replaces this one, a count it leaves out
+// (or sends as null) keeps its value. This is the stream's one rule, the
+// Accumulator's too.
+func (u *Usage) Merge(later Usage) {
+	if later.present&hasInput != 0 {
+		u.InputTokens = later.InputTokens
+	}
+	if later.present&hasOutput != 0 {
+		u.OutputTokens = later.OutputTokens
+	}
+	if later.present&hasCacheRead != 0 {
+		u.CacheReadTokens = later.CacheReadTokens
+	}
+	if later.present&hasCacheCreation != 0 {
+		u.CacheCreationTokens = later.CacheCreationTokens
+	}
+	u.present |= later.present
+}
+
+// ReadUsage reads a usage object of validated JSON. Counts that are not
+// non-negative integers count as absent.
+func ReadUsage(obj []byte) Usage {
+	var u Usage
+	o := rawjson.NewObject(rawjson.SkipSpaceLeft(obj))
+	for k, v, ok := o.Next(); ok; k, v, ok = o.Next() {
+		n, isInt := rawjson.Int(v)
+		if !isInt || n < 0 {
+			continue
+		}
+		switch {
+		case rawjson.KeyIs(k, "input_tokens"):
+			u.InputTokens, u.present = n, u.present|hasInput
+		case rawjson.KeyIs(k, "output_tokens"):
+			u.OutputTokens, u.present = n, u.present|hasOutput
+		case rawjson.KeyIs(k, "cache_read_input_tokens"):
+			u.CacheReadTokens, u.present = n, u.present|hasCacheRead
+		case rawjson.KeyIs(k, "cache_creation_input_tokens"):
+			u.CacheCreationTokens, u.present = n, u.present|hasCacheCreation
+		}
+	}
+	return u
+}
+
+// UsageOf reads the usage of a complete message of validated JSON.
+func UsageOf(message []byte) Usage {
+	if raw := rawjson.Field(message, "usage"); rawjson.IsObject(raw) {
+		return ReadUsage(raw)
+	}
+	return Usage{}
+}
+
+// EventInfo is what the relay learns of a stream event when it reads it, and
+// passes on with the event's bytes, so that nothing reads the event again.
+type EventInfo struct {
+	Type EventType
+	// Usage is message_start's message.usage, or message_delta's usage.
+	Usage Usage
+	// StopReason is message_delta's delta.stop_reason.
+	StopReason string
+	// ErrorType and ErrorMessage are an error event's.
+	ErrorType, ErrorMessage string
+}
+
+// ErrNotJSON is returned by Inspect for an event whose data is not one valid
+// JSON object.
+var ErrNotJSON = errors.New("the event's data is not a JSON object")
+
+// inspections counts Inspect calls, for the tests that hold every event to
+// one parse.
+var inspections atomic.Int64
+
+// Inspections returns how many events Inspect has read in this process.
+func Inspections() int64 { return inspections.Load() }
+
+// Inspect validates the data of a stream event with the module's grammar and
+// reads what the relay needs of it, in one walk. name is the event's "event:"
+// field; without one, the type is the data's "type" member.
+//
+// An error event is read leniently: whatever its data, it is an error, and
+// its message is kept.
+func Inspect(name string, data []byte) (EventInfo, error) {
+	inspections.Add(1)
+	info, err := inspect(name, data)
+	if err != nil && info.Type == EventError {
+		info.ErrorType, info.ErrorMessage = "api_error", string(data[:min(len(data), 200)])
+		return info, nil
+	}
+	return info, err
+}
+
+func inspect(name string, data []byte) (EventInfo, error) {
+	info := EventInfo{Type: TypeOf(name)}
+	var typ, message, usage, delta, errObj []byte
+	i := rawjson.SkipSpace(data, 0)
+	w, err := rawjson.WalkObject(data, i, 0)
+	if err != nil {
+		return info, ErrNotJSON
+	}
+	for {
+		k, ok, err := w.Key()
+		if err != nil {
+			return info, ErrNotJSON
+		}
+		if !ok {
+			break
+		}
+		v, err := w.Value()
+		if err != nil {
+			return info, ErrNotJSON
+		}
+		switch key := k[1 : len(k)-1]; {
+		case rawjson.KeyIs(key, "type"):
+			typ = v
+		case rawjson.KeyIs(key, "message"):
+			message = v
+		case rawjson.KeyIs(key, "usage"):
+			usage = v
+		case rawjson.KeyIs(key, "delta"):
+			delta = v
+		case rawjson.KeyIs(key, "error"):
+			errObj = v
+		}
+	}
+	if rawjson.SkipSpace(data, w.At()) != len(data) {
+		return info, ErrNotJSON
+	}
+	if name == "" {
+		info.Type = TypeOf(rawjson.Str(typ))
+	}
+	switch info.Type {
+	case EventMessageStart:
+		info.Usage = UsageOf(message)
+	case EventMessageDelta:
+		if rawjson.IsObject(usage) {
+			info.Usage = ReadUsage(usage)
+		}
+		if sr := rawjson.Field(delta, "stop_reason"); rawjson.IsString(sr) {
+			info.StopReason = rawjson.Str(sr)
+		}
+	case EventError:
+		info.ErrorType = rawjson.Str(rawjson.Field(errObj, "type"))
+		info.ErrorMessage = rawjson.Str(rawjson.Field(errObj, "message"))
+	}
+	return info, nil
+}

@@ -1,0 +1,183 @@
+// Package intake reads a Messages request body once: one walk over its bytes
+// validates it with the module's grammar (internal/rawjson), finds what the
+// balancer needs (model, stream, session, this module's own thinking
+// signatures) and, when asked, makes the de-duplication signature: a hash of
+// the body in canonical form. No other walk of the body happens on the way to
+// an Anthropic-compatible provider.
+package intake
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
+)
+
+// Error is a request body the balancer cannot accept.
+type Error struct{ msg string }
+
+func (e *Error) Error() string { return e.msg }
+
+func errorf(format string, a ...any) error { return &Error{msg: fmt.Sprintf(format, a...)} }
+
+// grammarError words a grammar error for the client.
+func grammarError(err error) error {
+	var se *rawjson.SyntaxError
+	if errors.As(err, &se) && se.Reason == "JSON nested too deeply" {
+		return errorf("request body is nested too deeply")
+	}
+	return errorf("request body is not valid JSON: %v", err)
+}
+
+// Key identifies a group of identical requests: the BLAKE3 hash of a
+// request's canonical body, its client identity and its anthropic-beta
+// header.
+type Key [32]byte
+
+// String returns the key in hex.
+func (k Key) String() string { return hex.EncodeToString(k[:]) }
+
+// Peek is what the balancer needs from a Messages request body.
+type Peek struct {
+	// Model is the requested model.
+	Model string
+	// Stream is the value of "stream".
+	Stream bool
+	// Session is the session id from metadata.user_id, if any.
+	Session string
+	// ForeignThinking reports a thinking block this module signed (made from
+	// an OpenAI-compatible provider's reasoning), which an Anthropic provider
+	// would reject.
+	ForeignThinking bool
+	// modelStart and modelEnd locate the model's JSON string, quotes
+	// included, so it can be replaced in place.
+	modelStart, modelEnd int
+}
+
+// WithModel returns body with the model replaced by model. The original body
+// is not modified; everything but the model's value stays byte for byte.
+func (p Peek) WithModel(body []byte, model string) []byte {
+	if p.modelEnd == 0 {
+		return body
+	}
+	q, _ := json.Marshal(model)
+	out := make([]byte, 0, len(body)-(p.modelEnd-p.modelStart)+len(q))
+	out = append(out, body[:p.modelStart]...)
+	out = append(out, q...)
+	return append(out, body[p.modelEnd:]...)
+}
+
+// Options say what Read makes besides the Peek.
+type Options struct {
+	// Sign asks for the de-duplication signature.
+	Sign bool
+	// Ignore lists the top-level fields the signature leaves out ("stream"
+	// always).
+	Ignore []string
+	// Identity is the client's identity, so that two clients never share a
+	// signature.
+	Identity string
+	// Beta is the anthropic-beta header, values joined with commas; its flags
+	// are compared as a set.
+	Beta string
+}
+
+// Read validates body and peeks at it, and with opt.Sign signs it, in one
+// walk. Duplicate "model", "stream" or "metadata" keys are refused, however
+// they are spelled, because providers disagree on which one wins.
+func Read(body []byte, opt Options) (Peek, Key, error) {
+	w := walkers.Get().(*walker)
+	defer w.release()
+	w.reset(body, opt)
+	if err := w.document(); err != nil {
+		return Peek{}, Key{}, err
+	}
+	p, err := w.peek()
+	if err != nil {
+		return Peek{}, Key{}, err
+	}
+	var k Key
+	if opt.Sign {
+		k = w.sign(opt.Identity, opt.Beta)
+	}
+	return p, k, nil
+}
+
+// field takes one top-level member: its key as spelled (escapes resolved)
+// and its value's place in the body.
+func (w *walker) field(key []byte, start, end int) error {
+	val := w.src[start:end]
+	switch string(key) {
+	case "model":
+		if w.seenModel {
+			return errorf("duplicate \"model\" key in request body")
+		}
+		w.seenModel = true
+		if !rawjson.IsString(val) {
+			return errorf("model: expected a string")
+		}
+		// Names end up in logs and metric labels, which want valid UTF-8.
+		w.p.Model = strings.ToValidUTF8(rawjson.Str(val), "\uFFFD")
+		w.p.modelStart, w.p.modelEnd = start, end
+	case "stream":
+		if w.seenStream {
+			return errorf("duplicate \"stream\" key in request body")
+		}
+		w.seenStream = true
+		switch string(val) {
+		case "true":
+			w.p.Stream = true
+		case "false", "null":
+		default:
+			return errorf("stream: expected a boolean")
+		}
+	case "metadata":
+		if w.seenMeta {
+			return errorf("duplicate \"metadata\" key in request body")
+		}
+		w.seenMeta = true
+		w.p.Session = sessionFromMetadata(val)
+	}
+	return nil
+}
+
+func (w *walker) peek() (Peek, error) {
+	if !w.seenModel || w.p.Model == "" {
+		return Peek{}, errorf("model: field required")
+	}
+	w.p.ForeignThinking = w.foreign
+	return w.p, nil
+}
+
+// sessionFromMetadata extracts Claude Code's session id from
+// metadata.user_id, which is either a JSON document
+// ({"device_id":…,"session_id":…}) or the older
+// "user_<hash>_account_<uuid>_session_<uuid>" form.
+func sessionFromMetadata(meta []byte) string {
+	raw := rawjson.Field(meta, "user_id")
+	if !rawjson.IsString(raw) {
+		return ""
+	}
+	userID := rawjson.Str(raw)
+	if userID == "" {
+		return ""
+	}
+	if strings.HasPrefix(userID, "{") {
+		doc := []byte(userID)
+		if !rawjson.Valid(doc) {
+			return ""
+		}
+		sid := rawjson.Field(doc, "session_id")
+		if !rawjson.IsString(sid) {
+			return ""
+		}
+		return rawjson.Str(sid)
+	}
+	if i := strings.LastIndex(userID, "_session_"); i >= 0 {
+		return userID[i+len("_session_"):]
+	}
+	return ""
+}
