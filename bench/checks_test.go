@@ -180,7 +180,7 @@ func TestBodiesAreDistinctClaudeCodeRequests(t *testing.T) {
 
 // TestRunStatsCrossThePipe: a run's summary reaches the test process intact.
 func TestRunStatsCrossThePipe(t *testing.T) {
-	r := run{elapsed: 2 * time.Second, upstreamConns: 3, clientConns: 1}
+	r := run{elapsed: 2 * time.Second, cpu: 1500 * time.Millisecond, upstreamConns: 3, clientConns: 1}
 	for i := range 100 {
 		r.samples = append(r.samples, sample{latency: time.Duration(i+1) * time.Millisecond, ttfb: time.Duration(i+1) * time.Microsecond})
 	}
@@ -189,6 +189,8 @@ func TestRunStatsCrossThePipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := r.stats()
+	// CPU time crosses as the helper's own, not per request.
+	want.cpuPerReq, want.peerCPU = 0, r.cpu
 	if elapsed != r.elapsed || st != want {
 		t.Errorf("decoded %+v over %v, want %+v over %v", st, elapsed, want, r.elapsed)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,6 +107,9 @@ func TestCompareProxies(t *testing.T) {
 	})
 
 	var results []modeResult
+	// others is, per measured run, the share of the machine's CPU time that
+	// neither this process nor the helper used: how loaded the machine was.
+	var others []float64
 	for _, mode := range modes {
 		res := modeResult{mode: mode, rounds: map[string][]stats{}}
 		for _, target := range compareTargets {
@@ -122,10 +124,12 @@ func TestCompareProxies(t *testing.T) {
 				// Start every run from a collected heap, so that a run
 				// does not pay for the garbage of the one before.
 				runtime.GC()
+				busy0, total0, machineOK := machineCPU()
 				cpu0 := processCPU()
 				out, err := p.call("drive", target, base[target], mode, strconv.Itoa(set.requests), strconv.Itoa(set.conc),
 					strconv.FormatInt(set.perRun.Milliseconds(), 10))
 				cpu := processCPU() - cpu0
+				busy1, total1, _ := machineCPU()
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -135,6 +139,9 @@ func TestCompareProxies(t *testing.T) {
 				}
 				st.cpuPerReq = float64(cpu.Microseconds()) / float64(max(st.requests, 1))
 				res.rounds[target] = append(res.rounds[target], st)
+				if machineOK && total1 > total0 {
+					others = append(others, max(0, float64(busy1-busy0-cpu-st.peerCPU)/float64(total1-total0)))
+				}
 			}
 		}
 		results = append(results, res)
@@ -147,20 +154,27 @@ func TestCompareProxies(t *testing.T) {
 		fx.body[modeJSON].size(), fx.body[modeStream].size(), len(fx.dropped), strings.Join(fx.dropped, ", "))
 	fmt.Fprintf(&head, "c=%d; %d rounds rotating the targets; each run is %d requests or %v, whichever ends first; GOMAXPROCS=%d.\n",
 		set.conc, set.rounds, set.requests, set.perRun, runtime.GOMAXPROCS(0))
+	if len(others) > 0 {
+		fmt.Fprintf(&head, "Other processes used %.0f%% of the machine's CPU time during the median run, %.0f%% at most (read the ranges with that in mind).\n",
+			100*median(others), 100*slices.Max(others))
+	}
 	if set.rounds < minRounds {
 		fmt.Fprintf(&head, "Only %d rounds: read the goal from at least %d.\n", set.rounds, minRounds)
 	}
 	fmt.Printf("\n%s\n%s\n%s\n", head.String(), compareTable(results), goalLines(results))
 }
 
-// caddyVersion is the version of the Caddy module this binary was built
-// with.
+// caddyVersion is the version of Caddy the module requires: the one this
+// test binary runs (test binaries carry no dependency versions).
 func caddyVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, m := range bi.Deps {
-			if m.Path == "github.com/caddyserver/caddy/v2" {
-				return m.Version
-			}
+	b, err := os.ReadFile("../go.mod")
+	if err != nil {
+		return "(unknown version)"
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "require"))
+		if len(f) >= 2 && f[0] == "github.com/caddyserver/caddy/v2" {
+			return f[1]
 		}
 	}
 	return "(unknown version)"

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -715,4 +716,28 @@ func mockStream() [][]byte {
 			`"usage":{"input_tokens":3,"cache_creation_input_tokens":1204,"cache_read_input_tokens":36017,"output_tokens":92}}`),
 		ev("message_stop", `{"type":"message_stop"}`),
 	)
+}
+
+// machineCPU reads the whole machine's busy and total CPU time from
+// /proc/stat (Linux); ok is false elsewhere.
+func machineCPU() (busy, total time.Duration, ok bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, 0, false
+	}
+	// user nice system idle iowait irq softirq steal, in clock ticks (USER_HZ, 100 on Linux).
+	var ticks [8]int64
+	for i := range ticks {
+		if i+1 < len(f) {
+			ticks[i], _ = strconv.ParseInt(f[i+1], 10, 64)
+		}
+	}
+	const tick = 10 * time.Millisecond
+	busyTicks := ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+	return time.Duration(busyTicks) * tick, time.Duration(busyTicks+ticks[3]+ticks[4]) * tick, true
 }

@@ -183,6 +183,8 @@ type stats struct {
 	p50, p99, ttfbP50, ttfbP99 float64 // milliseconds
 	cpuPerReq                  float64 // microseconds of CPU per request
 	upstreamConns, clientConns int64
+	// peerCPU is the helper process's CPU time over a run it drove.
+	peerCPU time.Duration
 }
 
 func (r run) stats() stats {

@@ -197,7 +197,8 @@ func (st *peerState) do(f []string) (string, error) {
 
 // drive runs one measured (or warm-up) run through a site in front of
 // target's mock and answers its stats: requests, elapsed ns, p50, p99, ttfb
-// p50 and ttfb p99 in ns, new upstream connections, new client connections.
+// p50 and ttfb p99 in ns, new upstream connections, new client connections,
+// and this process's CPU time in ns.
 func (st *peerState) drive(target, base, mode, n, conc, millis string) (string, error) {
 	mock := st.mocks[target]
 	if mock == nil {
@@ -231,14 +232,14 @@ func encodeRun(r run) string {
 	lat := func(msec float64) string { return strconv.FormatInt(int64(msec*float64(time.Millisecond)), 10) }
 	return strings.Join([]string{strconv.Itoa(s.requests), strconv.FormatInt(int64(r.elapsed), 10),
 		lat(s.p50), lat(s.p99), lat(s.ttfbP50), lat(s.ttfbP99),
-		strconv.FormatInt(r.upstreamConns, 10), strconv.FormatInt(r.clientConns, 10)}, " ")
+		strconv.FormatInt(r.upstreamConns, 10), strconv.FormatInt(r.clientConns, 10), strconv.FormatInt(int64(r.cpu), 10)}, " ")
 }
 
 func decodeRun(f []string) (stats, time.Duration, error) {
-	if len(f) != 8 {
-		return stats{}, 0, fmt.Errorf("helper stats %q: want 8 fields", f)
+	if len(f) != 9 {
+		return stats{}, 0, fmt.Errorf("helper stats %q: want 9 fields", f)
 	}
-	var v [8]int64
+	var v [9]int64
 	for i, s := range f {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
@@ -248,7 +249,7 @@ func decodeRun(f []string) (stats, time.Duration, error) {
 	}
 	elapsed := time.Duration(v[1])
 	st := stats{requests: int(v[0]), p50: ms(time.Duration(v[2])), p99: ms(time.Duration(v[3])),
-		ttfbP50: ms(time.Duration(v[4])), ttfbP99: ms(time.Duration(v[5])), upstreamConns: v[6], clientConns: v[7]}
+		ttfbP50: ms(time.Duration(v[4])), ttfbP99: ms(time.Duration(v[5])), upstreamConns: v[6], clientConns: v[7], peerCPU: time.Duration(v[8])}
 	if elapsed > 0 {
 		st.rps = float64(st.requests) / elapsed.Seconds()
 	}
