@@ -23,6 +23,10 @@ type compareSettings struct {
 	conc     int
 }
 
+// compareWarmRequests is how many requests each worker sends through each
+// target before the rounds of a mode.
+const compareWarmRequests = 64
+
 // minRounds is the fewest rounds whose median the goal may be read from.
 const minRounds = 5
 
@@ -113,8 +117,10 @@ func TestCompareProxies(t *testing.T) {
 	for _, mode := range modes {
 		res := modeResult{mode: mode, rounds: map[string][]stats{}}
 		for _, target := range compareTargets {
-			// Warm-up: opens the connections and fills every pool.
-			if _, err := p.call("drive", target, base[target], mode, strconv.Itoa(warmRequests*set.conc), strconv.Itoa(set.conc), "0"); err != nil {
+			// Warm-up: opens the connections and lets every pool grow to
+			// what c concurrent requests need, so that a connection opened
+			// while measuring is one a proxy threw away.
+			if _, err := p.call("drive", target, base[target], mode, strconv.Itoa(compareWarmRequests*set.conc), strconv.Itoa(set.conc), "0"); err != nil {
 				t.Fatal(err)
 			}
 		}
