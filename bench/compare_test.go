@@ -117,10 +117,12 @@ func TestCompareProxies(t *testing.T) {
 	for _, mode := range modes {
 		res := modeResult{mode: mode, rounds: map[string][]stats{}}
 		for _, target := range compareTargets {
-			// Warm-up: opens the connections and lets every pool grow to
-			// what c concurrent requests need, so that a connection opened
+			// Warm-up at twice the concurrency: every pool then holds more
+			// connections than c concurrent requests can need (a pool
+			// dials when a request finds every connection busy, even if
+			// one is about to come back), so that a connection opened
 			// while measuring is one a proxy threw away.
-			if _, err := p.call("drive", target, base[target], mode, strconv.Itoa(compareWarmRequests*set.conc), strconv.Itoa(set.conc), "0"); err != nil {
+			if _, err := p.call("drive", target, base[target], mode, strconv.Itoa(compareWarmRequests*set.conc), strconv.Itoa(2*set.conc), "0"); err != nil {
 				t.Fatal(err)
 			}
 		}
