@@ -27,6 +27,10 @@ type compareSettings struct {
 // target before the rounds of a mode.
 const compareWarmRequests = 64
 
+// busyMachine is the share of the machine's CPU time that other processes
+// may take during the median run before the table warns.
+const busyMachine = 0.25
+
 // minRounds is the fewest rounds whose median the goal may be read from.
 const minRounds = 5
 
@@ -165,6 +169,9 @@ func TestCompareProxies(t *testing.T) {
 	if len(others) > 0 {
 		fmt.Fprintf(&head, "Other processes used %.0f%% of the machine's CPU time during the median run, %.0f%% at most (read the ranges with that in mind).\n",
 			100*median(others), 100*slices.Max(others))
+		if median(others) > busyMachine {
+			fmt.Fprintf(&head, "WARNING: the machine was busy: throughput and latency ratios are unreliable in this run; the CPU columns hold better.\n")
+		}
 	}
 	if set.rounds < minRounds {
 		fmt.Fprintf(&head, "Only %d rounds: read the goal from at least %d.\n", set.rounds, minRounds)
