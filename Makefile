@@ -6,13 +6,27 @@ CLAUDE_CODE_VERSION ?= 2.1.332
 CLAUDE_DIR ?= .cache/claude-code
 export CLAUDE_BIN ?= $(CURDIR)/$(CLAUDE_DIR)/node_modules/.bin/claude
 
-.PHONY: all build run test lint unit integration claude-code claude-code-latest examples bench capacity fuzz soak clean
+.PHONY: all build xcaddy run test lint unit integration claude-code claude-code-latest examples bench capacity fuzz soak clean
 
 all: build
 
 # Caddy with the standard modules and claude_balancer; no xcaddy needed.
 build:
 	$(GO) build -o $(BIN) ./cmd/caddy
+
+# The same through xcaddy, as users build it, from this checkout: Caddy
+# $(CADDY_VERSION) with the module replaced by this directory. A missing
+# xcaddy is installed into bin/. The GOPROXY falls back to the local module
+# cache, for machines whose proxy cannot serve everything.
+CADDY_VERSION  ?= v2.11.9
+XCADDY_VERSION ?= v0.4.5
+XCADDY         ?= $(or $(shell command -v xcaddy 2>/dev/null),$(CURDIR)/bin/xcaddy)
+xcaddy: $(XCADDY)
+	GOPROXY="$$($(GO) env GOPROXY | cut -d, -f1)|file://$$($(GO) env GOMODCACHE)/cache/download" \
+		$(XCADDY) build $(CADDY_VERSION) --output bin/caddy-xcaddy --with $$($(GO) list -m)=$(CURDIR)
+	bin/caddy-xcaddy list-modules | grep claude_balancer
+$(CURDIR)/bin/xcaddy:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)
 
 run: build
 	$(BIN) run --config $(CONFIG)
@@ -48,11 +62,17 @@ integration: claude-code build
 EXAMPLE_ENV = ANTHROPIC_API_KEY=x OPENROUTER_API_KEY=x RELAY_TOKEN=x TEAM_KEY_ALICE=x TEAM_KEY_BOB=x BALANCER_ADMIN_KEY=x
 
 # Everything CI runs: lint, every test under the race detector, each fuzz
-# target briefly, and a short soak.
-test: lint build claude-code examples
-	$(GO) test -race -count=1 -p 1 ./...
+# target briefly, and a short soak; then every test that was skipped, and
+# why. testreport prints what go test prints and keeps the JSON stream in
+# .cache/ (test-go.json, test-soak.json).
+test: lint build claude-code examples bin/testreport
+	bin/testreport -json .cache/test-go.json -- $(GO) test -json -race -count=1 -p 1 ./...
 	./scripts/fuzz.sh 5s
-	$(GO) test -count=1 -run '^TestSoak$$' -v ./soak/ -soak -soak.short
+	bin/testreport -v -json .cache/test-soak.json -- $(GO) test -json -count=1 -run '^TestSoak$$' ./soak/ -soak -soak.short
+	bin/testreport -summary .cache/test-go.json .cache/test-soak.json
+
+bin/testreport: scripts/testreport/main.go
+	$(GO) build -o $@ ./scripts/testreport
 
 # Every example validates and is caddy fmt clean.
 examples: build
@@ -66,7 +86,7 @@ examples: build
 # reverse_proxy (a table with ratios).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
-	CB_BENCH=1 $(GO) test -count=1 -run '^TestCompareProxies$$' -v ./bench/
+	CB_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestCompareProxies$$' -v ./bench/
 
 # Memory per idle stream and CPU per relayed event, against reverse_proxy.
 capacity:

@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// BenchmarkProxy drives b.N requests through each target at each
-// concurrency. Targets alternate inside every (mode, concurrency) cell so
-// that machine noise falls on all. allocs/op and cpu_us/op count the whole
-// process (client, Caddy, mock), so compare them between targets.
+// BenchmarkProxy drives b.N requests, each body distinct, through each
+// target at each concurrency. Targets alternate inside every (mode,
+// concurrency) cell so that machine noise falls on all. allocs/op and
+// cpu_us/op count the whole process (client, Caddy, mocks), so compare them
+// between targets; TestCompareProxies measures Caddy alone.
 func BenchmarkProxy(b *testing.B) {
 	e := setup(b)
 	for _, mode := range modes {
@@ -24,12 +25,13 @@ func BenchmarkProxy(b *testing.B) {
 }
 
 func benchTarget(b *testing.B, e *environment, target, mode string, conc int) {
-	if err := e.warm(target, mode, conc); err != nil {
+	base, mock := e.base[target], e.mocks[target]
+	if err := e.warm(base, mock, target, mode, conc); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	r, err := e.drive(target, mode, b.N, conc, time.Time{})
+	r, err := e.drive(base, mock, target, mode, b.N, conc, time.Time{})
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -43,4 +45,5 @@ func benchTarget(b *testing.B, e *environment, target, mode string, conc int) {
 		b.ReportMetric(st.ttfbP99, "ttfb_p99_ms")
 	}
 	b.ReportMetric(st.cpuPerReq, "cpu_us/op")
+	b.ReportMetric(float64(st.upstreamConns), "upstream_conns")
 }

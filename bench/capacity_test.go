@@ -1,5 +1,3 @@
-//go:build unix
-
 package bench
 
 import (
@@ -11,33 +9,22 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
 var capacityFlag = flag.Bool("capacity", false, "run TestCapacity (same as CB_BENCH=1)")
-
-// peerEnv marks the helper process that runs the clients and the mock
-// upstream of TestCapacity, so that the test's own process holds nothing but
-// Caddy and its measurements cover the proxy alone.
-const peerEnv = "CB_CAPACITY_PEER"
 
 // capacitySettings bound TestCapacity.
 type capacitySettings struct {
@@ -48,16 +35,25 @@ type capacitySettings struct {
 	burstStreams, burstEvents int
 	pacedStreams, pacedEvents int
 	pacedGap                  time.Duration
+	// cpuRounds is how many times each CPU run is repeated.
+	cpuRounds int
 }
 
 func capacityFromEnv() (capacitySettings, error) {
-	s := capacitySettings{streams: 5000, burstStreams: 8, burstEvents: 20000, pacedStreams: 50, pacedEvents: 1000, pacedGap: 2 * time.Millisecond}
+	s := capacitySettings{streams: 5000, burstStreams: 8, burstEvents: 20000, pacedStreams: 50, pacedEvents: 1000, pacedGap: 2 * time.Millisecond, cpuRounds: 3}
 	if v := os.Getenv("CB_CAPACITY_STREAMS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100_000 {
 			return s, fmt.Errorf("CB_CAPACITY_STREAMS=%q: want 1 to 100000", v)
 		}
 		s.streams = n
+	}
+	if v := os.Getenv("CB_CAPACITY_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 20 {
+			return s, fmt.Errorf("CB_CAPACITY_ROUNDS=%q: want 1 to 20", v)
+		}
+		s.cpuRounds = n
 	}
 	return s, nil
 }
@@ -101,12 +97,17 @@ func TestCapacity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sites, err := loadCapacityConfig(mock[0])
+	upstreams := map[string]string{}
+	for _, target := range targets {
+		upstreams[target] = mock[0]
+	}
+	// Streams held open must not trip the balancer's idle timeout.
+	sites, _, err := loadSites(targets, upstreams, "timeouts {\n\t\t\t\tidle 10m\n\t\t\t}")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := restoreBenchConfig(); err != nil {
+		if err := restoreEnvironment(); err != nil {
 			t.Errorf("restoring the benchmark config: %v", err)
 		}
 	})
@@ -121,7 +122,9 @@ func TestCapacity(t *testing.T) {
 			rows = append(rows, row)
 		}
 	}
-	var cpuRows []cpuRow
+	// CPU per event: rounds that rotate the targets, so that the machine's
+	// noise falls on all of them; the table takes the median round.
+	cpuRows := map[string][]cpuRow{}
 	for _, c := range []struct {
 		cadence         string
 		streams, events int
@@ -130,141 +133,18 @@ func TestCapacity(t *testing.T) {
 		{"burst", set.burstStreams, set.burstEvents, 0},
 		{"paced", set.pacedStreams, set.pacedEvents, set.pacedGap},
 	} {
-		for _, target := range targets {
-			row, err := relayEvents(p, target, sites[target], c.cadence, c.streams, c.events, c.gap)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cpuRows = append(cpuRows, row)
-		}
-	}
-	t.Logf("\n%s\n%s", capacityTable(rows, n), cpuTable(cpuRows, set))
-}
-
-// TestCapacityPeer is the helper process of TestCapacity; it does nothing
-// unless started by it.
-func TestCapacityPeer(t *testing.T) {
-	if os.Getenv(peerEnv) != "1" {
-		t.Skip("the helper process of TestCapacity")
-	}
-	if _, err := raiseFileLimit(); err != nil {
-		t.Fatal(err)
-	}
-	if err := runPeer(os.Stdin, os.Stdout); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// raiseFileLimit lifts the soft limit on open files to the hard limit and
-// returns it.
-func raiseFileLimit() (uint64, error) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, fmt.Errorf("reading the open file limit: %w", err)
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return 0, fmt.Errorf("raising the open file limit: %w", err)
-		}
-	}
-	return uint64(lim.Cur), nil
-}
-
-const capacityCaddyfile = `{
-	admin off
-	persist_config off
-	auto_https off
-	skip_install_trust
-	log {
-		output discard
-		level INFO
-	}
-}
-
-http://:%d {
-	bind 127.0.0.1
-	claude_balancer {
-		name capacity
-		provider m {
-			base_url http://%s
-			api_key k
-			timeouts {
-				idle 10m
+		for round := range set.cpuRounds {
+			k := round % len(targets)
+			for _, target := range append(targets[k:len(targets):len(targets)], targets[:k]...) {
+				row, err := relayEvents(p, target, sites[target], c.cadence, c.streams, c.events, c.gap)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cpuRows[c.cadence] = append(cpuRows[c.cadence], row)
 			}
 		}
 	}
-}
-
-http://:%d {
-	bind 127.0.0.1
-	claude_balancer {
-		name capacity_nodedup
-		dedup off
-		provider m {
-			base_url http://%s
-			api_key k
-			timeouts {
-				idle 10m
-			}
-		}
-	}
-}
-
-http://:%d {
-	bind 127.0.0.1
-	reverse_proxy %s
-}
-`
-
-// loadCapacityConfig loads one site per target in front of the helper's
-// mock and returns each target's base URL.
-func loadCapacityConfig(upstream string) (map[string]string, error) {
-	ports, err := freePorts(len(targets))
-	if err != nil {
-		return nil, err
-	}
-	cfg := fmt.Sprintf(capacityCaddyfile, ports[0], upstream, ports[1], upstream, ports[2], upstream)
-	if err := loadCaddyfile(cfg); err != nil {
-		return nil, err
-	}
-	return map[string]string{
-		targetBalancer:        fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		targetBalancerNoDedup: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		targetReverseProxy:    fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
-	}, nil
-}
-
-func loadCaddyfile(cfg string) error {
-	adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), map[string]any{"filename": "Caddyfile"})
-	if err != nil {
-		return fmt.Errorf("adapting the Caddyfile: %w", err)
-	}
-	if len(warnings) > 0 {
-		return fmt.Errorf("adapting the Caddyfile: %v", warnings)
-	}
-	if err := caddy.Load(adapted, true); err != nil {
-		return fmt.Errorf("loading the config: %w", err)
-	}
-	return nil
-}
-
-// restoreBenchConfig puts back the config of the other benchmarks when they
-// started Caddy in this process, and stops Caddy otherwise.
-func restoreBenchConfig() error {
-	if !started {
-		return caddy.Stop()
-	}
-	ports := make([]any, 0, 2*len(targets))
-	upstream := strings.TrimPrefix(env.mock.URL, "http://")
-	for _, target := range targets {
-		u, err := url.Parse(env.base[target])
-		if err != nil {
-			return err
-		}
-		ports = append(ports, u.Port(), upstream)
-	}
-	return loadCaddyfile(fmt.Sprintf(strings.ReplaceAll(caddyfileTemplate, "%d", "%s"), ports...))
+	fmt.Printf("\n%s\n%s\n%s\n", capacityTable(rows, n), cpuTable(cpuRows, set), capacityGoals(rows, cpuRows))
 }
 
 // writeHeapProfile saves the live heap, to see what the held streams keep.
@@ -388,12 +268,18 @@ func relayEvents(p *peer, target, base, cadence string, streams, events int, gap
 	return row, nil
 }
 
+// memoryGoal is the most an idle stream may cost with the defaults.
+const memoryGoal = 64 << 10
+
 func capacityTable(rows []capacityRow, n int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Idle streams: %d per target, each read up to its first content event; this process runs Caddy only.\n", n)
-	fmt.Fprintf(&b, "Per stream: heap in use, goroutine stacks, their sum, resident set, goroutines.\n\n")
-	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "target\tbody\theap KiB\tstack KiB\ttotal KiB\tvs reverse_proxy\tRSS KiB\tgoroutines\topen s\t")
+	fmt.Fprintf(&b, "Memory per idle stream: %d streams per target, each read up to its first content event; this process runs Caddy only.\n", n)
+	fmt.Fprintf(&b, "Per stream: heap in use, goroutine stacks, their sum (total), resident set, goroutines. "+
+		"Memory ratio = target total ÷ reverse_proxy total with the same body; ≤ 1.00 means no more memory than reverse_proxy.\n\n")
+	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', 0)
+	row := func(cols ...string) { fmt.Fprintln(w, "| "+strings.Join(cols, "\t| ")+"\t|") }
+	row("target", "body", "heap KiB", "stack KiB", "total KiB", "memory ratio vs reverse_proxy", "RSS KiB", "goroutines", "open s")
+	row("---", "---", "--:", "--:", "--:", "--:", "--:", "--:", "--:")
 	rp := map[string]float64{}
 	for _, r := range rows {
 		if r.target == targetReverseProxy {
@@ -402,12 +288,14 @@ func capacityTable(rows []capacityRow, n int) string {
 	}
 	for _, r := range rows {
 		total := r.heapPer + r.stackPer
-		fmt.Fprintf(w, "%s\t%s (%s)\t%.1f\t%.1f\t%.1f\t%.2fx\t%.1f\t%.2f\t%.1f\t\n", r.target, r.body, kib(r.bodyBytes),
-			r.heapPer/1024, r.stackPer/1024, total/1024, safeDiv(total, rp[r.body]), r.rssPer/1024, r.goroutinesPer, r.open.Seconds())
+		row(r.target, fmt.Sprintf("%s (%s)", r.body, kib(r.bodyBytes)), f1(r.heapPer/1024), f1(r.stackPer/1024), f1(total/1024),
+			fmt.Sprintf("%.2f", safeDiv(total, rp[r.body])), f1(r.rssPer/1024), fmt.Sprintf("%.2f", r.goroutinesPer), f1(r.open.Seconds()))
 	}
 	w.Flush()
 	return b.String()
 }
+
+func f1(x float64) string { return fmt.Sprintf("%.1f", x) }
 
 func kib(n int) string {
 	if n < 1024 {
@@ -416,23 +304,80 @@ func kib(n int) string {
 	return fmt.Sprintf("%.1f KiB", float64(n)/1024)
 }
 
-func cpuTable(rows []cpuRow, set capacitySettings) string {
+// cpuTable has one row per cadence and target: the median of its rounds'
+// µs per event, and the median of the per-round ratios against
+// reverse_proxy with their range.
+func cpuTable(rows map[string][]cpuRow, set capacitySettings) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CPU per relayed event (this process: Caddy only). burst: %d streams × %d events back to back; "+
-		"paced: %d streams × %d events, %v apart.\n\n", set.burstStreams, set.burstEvents, set.pacedStreams, set.pacedEvents, set.pacedGap)
-	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "target\tcadence\tevents\tcpu ms\tµs/event\tvs reverse_proxy\twall s\t")
-	rp := map[string]float64{}
+	fmt.Fprintf(&b, "CPU per relayed event (this process: Caddy only), %d rounds rotating the targets. burst: %d streams × %d events back to back; "+
+		"paced: %d streams × %d events, %v apart.\n", set.cpuRounds, set.burstStreams, set.burstEvents, set.pacedStreams, set.pacedEvents, set.pacedGap)
+	b.WriteString("CPU ratio = target µs/event ÷ reverse_proxy µs/event in the same round, median [min–max] over rounds; ≤ 1.00 means no more CPU than reverse_proxy.\n\n")
+	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', 0)
+	row := func(cols ...string) { fmt.Fprintln(w, "| "+strings.Join(cols, "\t| ")+"\t|") }
+	row("target", "cadence", "events per round", "µs/event", "CPU ratio vs reverse_proxy", "wall s")
+	row("---", "---", "--:", "--:", "--:", "--:")
+	for _, cadence := range []string{"burst", "paced"} {
+		for _, target := range targets {
+			per, ratios, wall, events := cpuOf(rows[cadence], target)
+			ratio := "1.00"
+			if target != targetReverseProxy {
+				ratio = fmt.Sprintf("%.2f [%.2f–%.2f]", median(ratios), slices.Min(ratios), slices.Max(ratios))
+			}
+			row(target, cadence, strconv.Itoa(events), fmt.Sprintf("%.2f", median(per)), ratio, f1(median(wall)))
+		}
+	}
+	w.Flush()
+	return b.String()
+}
+
+// cpuOf gathers a target's rounds of one cadence: µs per event, the ratio to
+// reverse_proxy's run of the same round, and the wall time. Rows come round
+// by round, every target once per round.
+func cpuOf(rows []cpuRow, target string) (per, ratios, wall []float64, events int) {
+	var rp []float64
 	for _, r := range rows {
 		if r.target == targetReverseProxy {
-			rp[r.cadence] = perEvent(r)
+			rp = append(rp, perEvent(r))
 		}
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%.0f\t%.2f\t%.2fx\t%.1f\t\n", r.target, r.cadence, r.events,
-			float64(r.cpu)/float64(time.Millisecond), perEvent(r), safeDiv(perEvent(r), rp[r.cadence]), r.elapsed.Seconds())
+		if r.target != target {
+			continue
+		}
+		i := len(per)
+		per = append(per, perEvent(r))
+		wall = append(wall, r.elapsed.Seconds())
+		if i < len(rp) {
+			ratios = append(ratios, safeDiv(perEvent(r), rp[i]))
+		}
+		events = r.events
 	}
-	w.Flush()
+	return per, ratios, wall, events
+}
+
+// capacityGoals states whether the defaults hold an idle stream in less than
+// 64 KiB and whether both balancer configurations relay a burst for no more
+// CPU per event than reverse_proxy.
+func capacityGoals(rows []capacityRow, cpuRows map[string][]cpuRow) string {
+	var b strings.Builder
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	b.WriteString("Goals:\n")
+	for _, r := range rows {
+		if r.target != targetBalancer {
+			continue
+		}
+		total := r.heapPer + r.stackPer
+		fmt.Fprintf(&b, "  memory per idle stream with the defaults < 64 KiB, %s body: %.1f KiB (%s)\n", r.body, total/1024, verdict(total < memoryGoal))
+	}
+	for _, target := range []string{targetBalancerNoDedup, targetBalancer} {
+		_, ratios, _, _ := cpuOf(cpuRows["burst"], target)
+		fmt.Fprintf(&b, "  CPU per event in a burst ≤ reverse_proxy's, %s: %.2f× (%s)\n", target, median(ratios), verdict(median(ratios) <= 1))
+	}
 	return b.String()
 }
 
@@ -440,145 +385,10 @@ func perEvent(r cpuRow) float64 {
 	return float64(r.cpu) / float64(time.Microsecond) / float64(max(r.events, 1))
 }
 
-// peer is the helper process, driven one command line at a time; it answers
-// each with a line "peer ok <values...>" or "peer err <message>".
-type peer struct {
-	in    io.WriteCloser
-	lines chan string
-}
-
-func startPeer(t *testing.T) *peer {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCapacityPeer$", "-test.count=1")
-	cmd.Env = append(os.Environ(), peerEnv+"=1")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &peer{in: in, lines: make(chan string)}
-	go func() {
-		defer close(p.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if line, ok := strings.CutPrefix(sc.Text(), "peer "); ok {
-				p.lines <- line
-			} else {
-				fmt.Fprintln(os.Stderr, "helper:", sc.Text())
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		in.Close()
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("helper process: %v", err)
-		}
-	})
-	return p
-}
-
-// call sends a command and waits for its answer, at most five minutes.
-func (p *peer) call(args ...string) ([]string, error) {
-	if _, err := fmt.Fprintln(p.in, strings.Join(args, " ")); err != nil {
-		return nil, fmt.Errorf("helper %s: %w", args[0], err)
-	}
-	select {
-	case line, ok := <-p.lines:
-		if !ok {
-			return nil, fmt.Errorf("helper %s: the helper exited", args[0])
-		}
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "ok" {
-			return nil, fmt.Errorf("helper %s: %s", args[0], line)
-		}
-		return f[1:], nil
-	case <-time.After(5 * time.Minute):
-		return nil, fmt.Errorf("helper %s: no answer in five minutes", args[0])
-	}
-}
-
-// peerState is the helper's side: the mock upstream, the client and the
-// streams it holds open.
-type peerState struct {
-	mock    *httptest.Server
-	active  atomic.Int64
-	client  *http.Client
-	fixture []byte
-	held    []heldStream
-}
-
+// heldStream is one stream the helper holds open.
 type heldStream struct {
 	cancel context.CancelFunc
 	body   io.Closer
-}
-
-// runPeer serves commands from in until it closes:
-//
-//	mock                 start the mock upstream; answers its host:port
-//	hold <url> <n> <body> open n streams and read each to its first content event; answers the body size
-//	release              close the held streams and wait for the mock to see them go
-//	relay <url> <n>      run n streams to their end at once; answers the content events read
-func runPeer(in io.Reader, out io.Writer) error {
-	st := &peerState{client: &http.Client{Transport: &http.Transport{
-		Proxy:               nil,
-		MaxIdleConnsPerHost: 256,
-		DisableCompression:  true,
-	}}}
-	defer func() {
-		st.release()
-		if st.mock != nil {
-			st.mock.Close()
-		}
-	}()
-	var fx environment
-	if err := fx.loadFixture(); err != nil {
-		return err
-	}
-	st.fixture = fx.body[modeStream]
-	sc := bufio.NewScanner(in)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		answer, err := st.do(f)
-		if err != nil {
-			fmt.Fprintf(out, "peer err %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
-			continue
-		}
-		fmt.Fprintf(out, "peer ok %s\n", answer)
-	}
-	return sc.Err()
-}
-
-func (st *peerState) do(f []string) (string, error) {
-	switch {
-	case f[0] == "mock" && len(f) == 1:
-		st.mock = httptest.NewServer(http.HandlerFunc(st.serveMock))
-		return strings.TrimPrefix(st.mock.URL, "http://"), nil
-	case f[0] == "hold" && len(f) == 4:
-		n, err := strconv.Atoi(f[2])
-		if err != nil {
-			return "", err
-		}
-		return st.hold(f[1], n, f[3])
-	case f[0] == "release" && len(f) == 1:
-		return "", st.release()
-	case f[0] == "relay" && len(f) == 3:
-		n, err := strconv.Atoi(f[2])
-		if err != nil {
-			return "", err
-		}
-		return st.relay(f[1], n)
-	}
-	return "", fmt.Errorf("unknown command %q", strings.Join(f, " "))
 }
 
 // body returns request i's body: distinct for every request, so that no two

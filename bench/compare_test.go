@@ -1,12 +1,10 @@
 package bench
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,48 +20,69 @@ type compareSettings struct {
 	rounds   int
 	requests int
 	perRun   time.Duration
+	conc     int
 }
 
-// settingsFromEnv reads CB_BENCH_ROUNDS, CB_BENCH_REQUESTS and
-// CB_BENCH_SECONDS, falling back to defaults that keep the whole test under
-// a minute.
+// compareWarmRequests is how many requests each worker sends through each
+// target before the rounds of a mode.
+const compareWarmRequests = 64
+
+// busyMachine is the share of the machine's CPU time that other processes
+// may take during the median run before the table warns.
+const busyMachine = 0.25
+
+// minRounds is the fewest rounds whose median the goal may be read from.
+const minRounds = 5
+
+// settingsFromEnv reads CB_BENCH_ROUNDS, CB_BENCH_REQUESTS,
+// CB_BENCH_SECONDS and CB_BENCH_CONCURRENCY, falling back to defaults that
+// keep the whole test around two minutes.
 func settingsFromEnv() (compareSettings, error) {
-	s := compareSettings{rounds: 5, requests: 3000, perRun: 600 * time.Millisecond}
-	if v := os.Getenv("CB_BENCH_ROUNDS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 50 {
-			return s, fmt.Errorf("CB_BENCH_ROUNDS=%q: want 1 to 50", v)
+	s := compareSettings{rounds: 7, requests: 20000, perRun: 1500 * time.Millisecond, conc: 16}
+	for _, v := range []struct {
+		name     string
+		min, max int
+		into     *int
+	}{
+		{"CB_BENCH_ROUNDS", 1, 50, &s.rounds},
+		{"CB_BENCH_REQUESTS", 1, 1_000_000, &s.requests},
+		{"CB_BENCH_CONCURRENCY", 1, 512, &s.conc},
+	} {
+		if str := os.Getenv(v.name); str != "" {
+			n, err := strconv.Atoi(str)
+			if err != nil || n < v.min || n > v.max {
+				return s, fmt.Errorf("%s=%q: want %d to %d", v.name, str, v.min, v.max)
+			}
+			*v.into = n
 		}
-		s.rounds = n
-	}
-	if v := os.Getenv("CB_BENCH_REQUESTS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1_000_000 {
-			return s, fmt.Errorf("CB_BENCH_REQUESTS=%q: want 1 to 1000000", v)
-		}
-		s.requests = n
 	}
 	if v := os.Getenv("CB_BENCH_SECONDS"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 || f > 60 {
-			return s, fmt.Errorf("CB_BENCH_SECONDS=%q: want a number of seconds up to 60", v)
+		if err != nil || f < 0.05 || f > 60 {
+			return s, fmt.Errorf("CB_BENCH_SECONDS=%q: want a number of seconds from 0.05 to 60", v)
 		}
 		s.perRun = time.Duration(f * float64(time.Second))
 	}
 	return s, nil
 }
 
-// cell is one (mode, concurrency) comparison over several rounds.
-type cell struct {
+// modeResult is one mode's rounds: every target's stats, round by round.
+type modeResult struct {
 	mode   string
-	conc   int
 	rounds map[string][]stats
 }
 
-// TestCompareProxies runs every target against the same mock for every mode
-// and concurrency, rotating which goes first in each round, and prints the
-// median of the rounds. It runs only when asked (CB_BENCH=1 or -compare)
-// because it takes about a minute and its numbers depend on the machine.
+// TestCompareProxies runs every target side by side in front of identical
+// mocks, in rounds that rotate which target goes first, and prints one
+// Markdown table: per mode and target, the median of the per-round ratios
+// against reverse_proxy, the medians of the absolute numbers, Caddy's CPU
+// time per request and the upstream connections opened while measuring.
+//
+// Caddy runs in this process and nothing else does: the load client and the
+// mocks run in a helper process (the test binary again), so this process's
+// CPU time over a run is what Caddy spent serving it. It runs only when asked
+// (CB_BENCH=1 or -compare) because it takes about two minutes and its
+// numbers depend on the machine.
 func TestCompareProxies(t *testing.T) {
 	if !*compareFlag && os.Getenv("CB_BENCH") != "1" {
 		t.Skip("set CB_BENCH=1 or pass -compare to run the proxy comparison")
@@ -72,51 +91,132 @@ func TestCompareProxies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := setup(t)
-	t.Logf("%d rounds; each run is %d requests or %v, whichever ends first; body %d bytes (json) / %d bytes (stream)",
-		set.rounds, set.requests, set.perRun, len(e.body[modeJSON]), len(e.body[modeStream]))
-	var cells []cell
+	fx, err := loadFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPeer(t)
+	addrs, err := p.call(append([]string{"mocks"}, compareTargets...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstreams := map[string]string{}
+	for i, target := range compareTargets {
+		upstreams[target] = addrs[i]
+	}
+	base, _, err := loadSites(compareTargets, upstreams, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := restoreEnvironment(); err != nil {
+			t.Errorf("restoring the benchmark config: %v", err)
+		}
+	})
+
+	var results []modeResult
+	// others is, per measured run, the share of the machine's CPU time that
+	// neither this process nor the helper used: how loaded the machine was.
+	var others []float64
 	for _, mode := range modes {
-		for _, conc := range concurrences {
-			c := cell{mode: mode, conc: conc, rounds: map[string][]stats{}}
-			for _, target := range compareTargets {
-				if err := e.warm(target, mode, conc); err != nil {
+		res := modeResult{mode: mode, rounds: map[string][]stats{}}
+		for _, target := range compareTargets {
+			// Warm-up at twice the concurrency: every pool then holds more
+			// connections than c concurrent requests can need (a pool
+			// dials when a request finds every connection busy, even if
+			// one is about to come back), so that a connection opened
+			// while measuring is one a proxy threw away.
+			if _, err := p.call("drive", target, base[target], mode, strconv.Itoa(compareWarmRequests*set.conc), strconv.Itoa(2*set.conc), "0"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for round := range set.rounds {
+			k := round % len(compareTargets)
+			for _, target := range append(compareTargets[k:len(compareTargets):len(compareTargets)], compareTargets[:k]...) {
+				// Start every run from a collected heap, so that a run
+				// does not pay for the garbage of the one before.
+				runtime.GC()
+				busy0, total0, machineOK := machineCPU()
+				cpu0 := processCPU()
+				out, err := p.call("drive", target, base[target], mode, strconv.Itoa(set.requests), strconv.Itoa(set.conc),
+					strconv.FormatInt(set.perRun.Milliseconds(), 10))
+				cpu := processCPU() - cpu0
+				busy1, total1, _ := machineCPU()
+				if err != nil {
 					t.Fatal(err)
 				}
-			}
-			for round := range set.rounds {
-				k := round % len(compareTargets)
-				for _, target := range append(compareTargets[k:len(compareTargets):len(compareTargets)], compareTargets[:k]...) {
-					r, err := e.drive(target, mode, set.requests, conc, time.Now().Add(set.perRun))
-					if err != nil {
-						t.Fatal(err)
-					}
-					c.rounds[target] = append(c.rounds[target], r.stats())
+				st, _, err := decodeRun(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.cpuPerReq = float64(cpu.Microseconds()) / float64(max(st.requests, 1))
+				res.rounds[target] = append(res.rounds[target], st)
+				if machineOK && total1 > total0 {
+					others = append(others, max(0, float64(busy1-busy0-cpu-st.peerCPU)/float64(total1-total0)))
 				}
 			}
-			cells = append(cells, c)
+		}
+		results = append(results, res)
+	}
+	var head strings.Builder
+	fmt.Fprintf(&head, "Caddy %s in one process (pid %d) with one site per target; the client and the mocks in a helper process.\n",
+		caddyVersion(), os.Getpid())
+	fmt.Fprintf(&head, "Body: Claude Code's request cut to %d bytes (json) / %d bytes (stream) by dropping %d tools (%s), "+
+		"distinct per request; one client key for all.\n",
+		fx.body[modeJSON].size(), fx.body[modeStream].size(), len(fx.dropped), strings.Join(fx.dropped, ", "))
+	fmt.Fprintf(&head, "c=%d; %d rounds rotating the targets; each run is %d requests or %v, whichever ends first; GOMAXPROCS=%d.\n",
+		set.conc, set.rounds, set.requests, set.perRun, runtime.GOMAXPROCS(0))
+	if len(others) > 0 {
+		fmt.Fprintf(&head, "Other processes used %.0f%% of the machine's CPU time during the median run, %.0f%% at most (read the ranges with that in mind).\n",
+			100*median(others), 100*slices.Max(others))
+		if median(others) > busyMachine {
+			fmt.Fprintf(&head, "WARNING: the machine was busy: throughput and latency ratios are unreliable in this run; the CPU columns hold better.\n")
 		}
 	}
-	t.Log("\n" + table(cells))
+	if set.rounds < minRounds {
+		fmt.Fprintf(&head, "Only %d rounds: read the goal from at least %d.\n", set.rounds, minRounds)
+	}
+	fmt.Printf("\n%s\n%s\n%s\n", head.String(), compareTable(results), goalLines(results))
 }
 
-// table renders the median round of every cell as a Markdown table, one row
-// per target. A balancer row's ratios compare it with reverse_proxy: they
-// are the medians of the per-round ratios (the runs of a round shared the
-// machine's state), with their range across rounds.
-func table(cells []cell) string {
+// caddyVersion is the version of Caddy the module requires: the one this
+// test binary runs (test binaries carry no dependency versions).
+func caddyVersion() string {
+	b, err := os.ReadFile("../go.mod")
+	if err != nil {
+		return "(unknown version)"
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "require"))
+		if len(f) >= 2 && f[0] == "github.com/caddyserver/caddy/v2" {
+			return f[1]
+		}
+	}
+	return "(unknown version)"
+}
+
+// compareTable renders one row per mode and target. A row's ratios compare
+// it with the reverse_proxy run of the same round and are the median of the
+// per-round ratios with their range across rounds: the runs of a round
+// shared the machine's state, so their ratio is less noisy than a ratio of
+// separate medians. The absolute columns are medians across rounds; the
+// connection and request columns are totals over the measured runs.
+func compareTable(results []modeResult) string {
 	var sb strings.Builder
+	sb.WriteString("Ratios vs reverse_proxy, median [min–max] of the per-round ratios: throughput and p99 ≥ 1.00 means at least " +
+		"as good as reverse_proxy (p99 ratio = reverse_proxy p99 ÷ target p99); CPU ≤ 1.00 means no more CPU per request.\n" +
+		"CPU µs/req: the Caddy process's user + system time over the run ÷ requests. New conns: TCP connections the " +
+		"target's mock accepted (upstream) and the client opened (client) during the measured runs, after warm-up.\n\n")
 	tw := tabwriter.NewWriter(&sb, 0, 0, 1, ' ', 0)
 	row := func(cols ...string) { fmt.Fprintln(tw, "| "+strings.Join(cols, "\t| ")+"\t|") }
-	row("mode", "c", "target", "req/s", "p50 ms", "p99 ms", "ttfb p50", "ttfb p99", "cpu µs/req",
-		"tput ratio", "p99 ratio", "ttfb p99 ratio", "n")
-	row("---", "--:", "---", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:")
+	row("mode", "target", "throughput ratio", "p99 ratio", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "CPU ratio",
+		"new upstream conns", "new client conns", "requests")
+	row("---", "---", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:")
 	f0 := func(x float64) string { return strconv.FormatFloat(x, 'f', 0, 64) }
 	f2 := func(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
-	for _, c := range cells {
-		rp := c.rounds[targetReverseProxy]
+	for _, res := range results {
 		for _, target := range compareTargets {
-			rs := c.rounds[target]
+			rs := res.rounds[target]
 			med := func(f func(stats) float64) float64 {
 				v := make([]float64, len(rs))
 				for i, s := range rs {
@@ -126,33 +226,68 @@ func table(cells []cell) string {
 			}
 			ratio := func(f func(self, rp stats) float64) string {
 				if target == targetReverseProxy {
-					return ""
+					return "1.00"
 				}
-				v := make([]float64, len(rs))
-				for i := range rs {
-					v[i] = f(rs[i], rp[i])
-				}
+				v := perRound(res, target, f)
 				return fmt.Sprintf("%.2f [%.2f–%.2f]", median(v), slices.Min(v), slices.Max(v))
 			}
-			ttfb50, ttfb99, ttfbRatio := "–", "–", "–"
-			if c.mode == modeStream {
-				ttfb50 = f2(med(func(s stats) float64 { return s.ttfbP50 }))
-				ttfb99 = f2(med(func(s stats) float64 { return s.ttfbP99 }))
-				ttfbRatio = ratio(func(s, r stats) float64 { return safeDiv(r.ttfbP99, s.ttfbP99) })
+			var upstream, client, requests int64
+			for _, s := range rs {
+				upstream += s.upstreamConns
+				client += s.clientConns
+				requests += int64(s.requests)
 			}
-			row(c.mode, strconv.Itoa(c.conc), target,
+			row(res.mode, target,
+				ratio(throughputRatio), ratio(p99Ratio),
 				f0(med(func(s stats) float64 { return s.rps })),
 				f2(med(func(s stats) float64 { return s.p50 })),
 				f2(med(func(s stats) float64 { return s.p99 })),
-				ttfb50, ttfb99,
 				f0(med(func(s stats) float64 { return s.cpuPerReq })),
-				ratio(func(s, r stats) float64 { return safeDiv(s.rps, r.rps) }),
-				ratio(func(s, r stats) float64 { return safeDiv(r.p99, s.p99) }),
-				ttfbRatio,
-				f0(med(func(s stats) float64 { return float64(s.requests) })))
+				ratio(cpuRatio),
+				strconv.FormatInt(upstream, 10), strconv.FormatInt(client, 10), strconv.FormatInt(requests, 10))
 		}
 	}
 	tw.Flush()
+	return sb.String()
+}
+
+func throughputRatio(s, rp stats) float64 { return safeDiv(s.rps, rp.rps) }
+func p99Ratio(s, rp stats) float64        { return safeDiv(rp.p99, s.p99) }
+func cpuRatio(s, rp stats) float64        { return safeDiv(s.cpuPerReq, rp.cpuPerReq) }
+
+// perRound is f of target against reverse_proxy, round by round.
+func perRound(res modeResult, target string, f func(self, rp stats) float64) []float64 {
+	rs, rp := res.rounds[target], res.rounds[targetReverseProxy]
+	v := make([]float64, min(len(rs), len(rp)))
+	for i := range v {
+		v[i] = f(rs[i], rp[i])
+	}
+	return v
+}
+
+// goalLines states, for both balancer configurations in each mode, whether
+// the median throughput ratio reaches 1.00 and whether any upstream
+// connection was opened while measuring.
+func goalLines(results []modeResult) string {
+	var sb strings.Builder
+	sb.WriteString("Goal: median throughput ratio ≥ 1.00 and no new upstream connection, for json and stream, with dedup off and the defaults.\n")
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	for _, res := range results {
+		for _, target := range []string{targetBalancerNoDedup, targetBalancer} {
+			tput := median(perRound(res, target, throughputRatio))
+			var conns int64
+			for _, s := range res.rounds[target] {
+				conns += s.upstreamConns
+			}
+			fmt.Fprintf(&sb, "  %-6s %-16s throughput %.2f (%s), new upstream conns %d (%s)\n",
+				res.mode, target, tput, verdict(tput >= 1), conns, verdict(conns == 0))
+		}
+	}
 	return sb.String()
 }
 
@@ -173,126 +308,4 @@ func safeDiv(a, b float64) float64 {
 		return 0
 	}
 	return a / b
-}
-
-// TestEveryTargetRelaysTheMockAnswerByteForByte checks the harness itself:
-// each site reaches the mock through its own proxy and returns exactly what
-// the mock sent, so all are measured doing the same work.
-func TestEveryTargetRelaysTheMockAnswerByteForByte(t *testing.T) {
-	e := setup(t)
-	for _, target := range targets {
-		for _, mode := range modes {
-			t.Run(target+"/"+mode, func(t *testing.T) {
-				req, err := http.NewRequest(http.MethodPost, e.base[target]+e.path, bytes.NewReader(e.body[mode]))
-				if err != nil {
-					t.Fatal(err)
-				}
-				req.Header = e.header.Clone()
-				resp, err := e.client.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer resp.Body.Close()
-				got, err := io.ReadAll(resp.Body)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if resp.StatusCode != http.StatusOK {
-					t.Fatalf("status %d: %s", resp.StatusCode, got)
-				}
-				if !bytes.Equal(got, e.answer[mode]) {
-					t.Fatalf("body differs from the mock's answer:\n got %d bytes: %.200q\nwant %d bytes: %.200q",
-						len(got), got, len(e.answer[mode]), e.answer[mode])
-				}
-				via := resp.Header.Get("X-Claude-Balancer-Provider")
-				want := map[string]string{targetBalancer: "m", targetBalancerNoDedup: "m", targetReverseProxy: ""}[target]
-				if via != want {
-					t.Errorf("X-Claude-Balancer-Provider = %q, want %q", via, want)
-				}
-				if rid := resp.Header.Get("Request-Id"); rid != mockHeaders.Get("Request-Id") {
-					t.Errorf("Request-Id = %q, want the mock's", rid)
-				}
-			})
-		}
-	}
-}
-
-func TestPercentileIsNearestRank(t *testing.T) {
-	ds := func(ms ...int) []time.Duration {
-		out := make([]time.Duration, len(ms))
-		for i, m := range ms {
-			out[i] = time.Duration(m) * time.Millisecond
-		}
-		return out
-	}
-	hundred := make([]int, 100)
-	for i := range hundred {
-		hundred[i] = i + 1
-	}
-	tests := []struct {
-		name   string
-		sorted []time.Duration
-		p      float64
-		want   time.Duration
-	}{
-		{"empty is zero", nil, 0.5, 0},
-		{"single sample is every percentile", ds(7), 0.99, 7 * time.Millisecond},
-		{"p50 of an even count is the lower middle", ds(1, 2, 3, 4), 0.5, 2 * time.Millisecond},
-		{"p99 of 100 is the 99th", ds(hundred...), 0.99, 99 * time.Millisecond},
-		{"p99 of 10 is the largest", ds(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.99, 10 * time.Millisecond},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := percentile(tc.sorted, tc.p); got != tc.want {
-				t.Errorf("percentile(%v, %v) = %v, want %v", tc.sorted, tc.p, got, tc.want)
-			}
-		})
-	}
-}
-
-func TestMedianOfRounds(t *testing.T) {
-	tests := []struct {
-		name string
-		in   []float64
-		want float64
-	}{
-		{"empty is zero", nil, 0},
-		{"odd count takes the middle", []float64{3, 1, 2}, 2},
-		{"even count averages the middle two", []float64{4, 1, 3, 2}, 2.5},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := median(tc.in); got != tc.want {
-				t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
-			}
-		})
-	}
-}
-
-// TestOpenAITargetConverts checks that the conversion path answers the same
-// text as an Anthropic message and stream.
-func TestOpenAITargetConverts(t *testing.T) {
-	e := setup(t)
-	for _, mode := range modes {
-		req, err := http.NewRequest(http.MethodPost, e.base[targetBalancerOpenAI]+e.path, bytes.NewReader(e.body[mode]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header = e.header.Clone()
-		resp, err := e.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s: %d %v", mode, resp.StatusCode, err)
-		}
-		if mode == modeStream && (!bytes.Contains(b, []byte("event: message_stop")) || bytes.Count(b, []byte("text_delta")) != bytes.Count(e.answer[modeStream], []byte("text_delta"))) {
-			t.Fatalf("stream (%d deltas): %s", bytes.Count(b, []byte("text_delta")), b[len(b)-min(len(b), 600):])
-		}
-		if mode == modeJSON && !bytes.Contains(b, []byte(`"type":"message"`)) {
-			t.Fatalf("json: %s", b)
-		}
-	}
 }

@@ -2,16 +2,49 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 )
+
+// driver is the load client: Claude Code's request, made distinct per
+// request, sent by keep-alive workers that check every answer.
+type driver struct {
+	*fixture
+	client *http.Client
+	// dials counts the connections the client opened.
+	dials atomic.Int64
+	// answer maps a mode to the exact bytes the mock answers with.
+	answer map[string][]byte
+}
+
+func newDriver() (*driver, error) {
+	fx, err := loadFixture()
+	if err != nil {
+		return nil, err
+	}
+	d := &driver{fixture: fx, answer: map[string][]byte{modeJSON: mockJSON(), modeStream: bytes.Join(mockStream(), nil)}}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	d.client = &http.Client{Transport: &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			d.dials.Add(1)
+			return dialer.DialContext(ctx, network, addr)
+		},
+		MaxIdleConns:        512,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     5 * time.Minute,
+		DisableCompression:  true,
+	}}
+	return d, nil
+}
 
 // sample is one request as the client saw it.
 type sample struct {
@@ -25,23 +58,25 @@ type sample struct {
 type run struct {
 	samples []sample
 	elapsed time.Duration
-	cpu     time.Duration
+	// cpu is the process's CPU time over the run (in-process runs only).
+	cpu time.Duration
+	// upstreamConns and clientConns count the connections the mock accepted
+	// and the client opened during the run.
+	upstreamConns, clientConns int64
 }
-
-// keySeq numbers the client keys, so that no two requests are identical.
-var keySeq atomic.Uint64
 
 // drive sends n requests for mode to target from conc workers sharing one
 // keep-alive client, and stops early at the deadline (if not zero). Every
-// answer must be the mock's answer, byte count for byte count, and every
-// request must have reached the mock: no request may be answered from
-// another's upstream call, or the targets would not do the same work.
-func (e *environment) drive(target, mode string, n, conc int, deadline time.Time) (run, error) {
-	url := e.base[target] + e.path
-	body, want := e.body[mode], len(e.answer[mode])
+// body is distinct. Every answer must be the mock's answer, byte for byte,
+// and every request must have reached the target's mock: no request may be
+// answered from another's upstream call, or the targets would not do the
+// same work.
+func (d *driver) drive(base string, mock *mockServer, target, mode string, n, conc int, deadline time.Time) (run, error) {
+	url := base + d.path
+	body, want := d.body[mode], d.answer[mode]
 	if target == targetBalancerOpenAI {
-		// Converted answers differ in length from the mock's Anthropic one.
-		want = -1
+		// Converted answers differ from the mock's Anthropic one.
+		want = nil
 	}
 	var (
 		next    atomic.Int64
@@ -51,7 +86,7 @@ func (e *environment) drive(target, mode string, n, conc int, deadline time.Time
 		stop    atomic.Bool
 		perWkr  = make([][]sample, conc)
 	)
-	served0 := e.served.Load()
+	served0, conns0, dials0 := mock.served.Load(), mock.conns.Load(), d.dials.Load()
 	cpu0 := processCPU()
 	t0 := time.Now()
 	for w := range conc {
@@ -62,7 +97,7 @@ func (e *environment) drive(target, mode string, n, conc int, deadline time.Time
 				if !deadline.IsZero() && time.Now().After(deadline) {
 					break
 				}
-				s, err := e.do(url, body, buf, want)
+				s, err := d.do(url, body.next(), buf, want)
 				if err != nil {
 					errOnce.Do(func() { failure = fmt.Errorf("%s %s: %w", target, mode, err) })
 					stop.Store(true)
@@ -75,42 +110,47 @@ func (e *environment) drive(target, mode string, n, conc int, deadline time.Time
 	}
 	wg.Wait()
 	r := run{elapsed: time.Since(t0), cpu: processCPU() - cpu0}
+	r.upstreamConns, r.clientConns = mock.conns.Load()-conns0, d.dials.Load()-dials0
 	for _, s := range perWkr {
 		r.samples = append(r.samples, s...)
 	}
 	if failure == nil {
-		if got := e.served.Load() - served0; got != int64(len(r.samples)) {
+		if got := mock.served.Load() - served0; got != int64(len(r.samples)) {
 			failure = fmt.Errorf("%s %s: the mock answered %d requests for %d answers", target, mode, got, len(r.samples))
 		}
 	}
 	return r, failure
 }
 
-// do sends one request and reads the whole answer.
-func (e *environment) do(url string, body, buf []byte, want int) (sample, error) {
+// do sends one request and reads the whole answer, which must be want
+// (when not nil) or at least not empty.
+func (d *driver) do(url string, body, buf, want []byte) (sample, error) {
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return sample{}, err
 	}
-	// Each request carries its own API key, as distinct Claude Code users
-	// would: the key is part of the balancer's de-duplication signature, so
-	// concurrent requests with the same body never share an upstream call.
-	req.Header = e.header.Clone()
-	req.Header["X-Api-Key"] = []string{"sk-ant-bench-" + strconv.FormatUint(keySeq.Add(1), 10)}
+	// Every request carries the same header set, client key included; the
+	// transport only reads it.
+	req.Header = d.header
 	t0 := time.Now()
-	resp, err := e.client.Do(req)
+	resp, err := d.client.Do(req)
 	if err != nil {
 		return sample{}, err
 	}
 	defer resp.Body.Close()
 	var s sample
-	got := 0
+	got, same := 0, true
 	for {
 		k, err := resp.Body.Read(buf)
-		if k > 0 && got == 0 {
-			s.ttfb = time.Since(t0)
+		if k > 0 {
+			if got == 0 {
+				s.ttfb = time.Since(t0)
+			}
+			if want != nil {
+				same = same && got+k <= len(want) && bytes.Equal(buf[:k], want[got:got+k])
+			}
+			got += k
 		}
-		got += k
 		if err == io.EOF {
 			break
 		}
@@ -119,16 +159,20 @@ func (e *environment) do(url string, body, buf []byte, want int) (sample, error)
 		}
 	}
 	s.latency = time.Since(t0)
-	if resp.StatusCode != http.StatusOK || (want >= 0 && got != want) || got == 0 {
-		return sample{}, fmt.Errorf("got status %d with %d body bytes, want 200 with %d", resp.StatusCode, got, want)
+	if resp.StatusCode != http.StatusOK || got == 0 || (want != nil && (!same || got != len(want))) {
+		return sample{}, fmt.Errorf("got status %d with %d body bytes (same bytes as the mock's: %v), want 200 with the mock's %d bytes",
+			resp.StatusCode, got, same, len(want))
 	}
 	return s, nil
 }
 
+// warmRequests is how many requests a warm-up sends per worker.
+const warmRequests = 16
+
 // warm opens conc connections to target and lets both Caddy's and the
 // client's pools settle before a measurement.
-func (e *environment) warm(target, mode string, conc int) error {
-	_, err := e.drive(target, mode, 4*conc, conc, time.Time{})
+func (d *driver) warm(base string, mock *mockServer, target, mode string, conc int) error {
+	_, err := d.drive(base, mock, target, mode, warmRequests*conc, conc, time.Time{})
 	return err
 }
 
@@ -137,11 +181,14 @@ type stats struct {
 	requests                   int
 	rps                        float64
 	p50, p99, ttfbP50, ttfbP99 float64 // milliseconds
-	cpuPerReq                  float64 // microseconds of process CPU per request
+	cpuPerReq                  float64 // microseconds of CPU per request
+	upstreamConns, clientConns int64
+	// peerCPU is the helper process's CPU time over a run it drove.
+	peerCPU time.Duration
 }
 
 func (r run) stats() stats {
-	st := stats{requests: len(r.samples)}
+	st := stats{requests: len(r.samples), upstreamConns: r.upstreamConns, clientConns: r.clientConns}
 	if st.requests == 0 {
 		return st
 	}
