@@ -31,7 +31,9 @@ type benchEnv struct {
 	body      []byte
 	counterAt int
 	stream    []byte
-	n         int
+	// burst is a stream of 2,000 text deltas.
+	burst []byte
+	n     int
 }
 
 func newBenchEnv(b *testing.B) *benchEnv {
@@ -69,8 +71,13 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		// costs any proxy, and keeps what reading them costs the balancer.
 		plainHeader.Set("x-ratelimit-padding-"+strings.TrimPrefix(k, "anthropic-ratelimit-"), v)
 	}
+	e.burst = burstStream(2000)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
+		if strings.HasPrefix(r.URL.Path, "/burst/") {
+			_, _ = w.Write(e.burst)
+			return
+		}
 		// Built once, so that the upstream's own cost stays out of the
 		// comparison as far as it can.
 		extra := plainHeader
@@ -96,8 +103,8 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	}
 	cfg := fmt.Sprintf(`{"admin":{"disabled":true},"logging":{"logs":{"default":{"level":"ERROR"}}},
 	"storage":{"module":"file_system","root":%q},
-	"apps":{"http":{"servers":{"bench":{"listen":["127.0.0.1:0"],"routes":[%s,%s]}}}}}`,
-		b.TempDir(), handler("bench-plain", "plain"), handler("bench-quota", "quota"))
+	"apps":{"http":{"servers":{"bench":{"listen":["127.0.0.1:0"],"routes":[%s,%s,%s]}}}}}`,
+		b.TempDir(), handler("bench-plain", "plain"), handler("bench-quota", "quota"), handler("bench-burst", "burst"))
 	if err := caddy.Load([]byte(cfg), true); err != nil {
 		b.Fatal(err)
 	}
@@ -196,4 +203,47 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkStreamBurst relays one stream of 2,000 text deltas, sent by the
+// upstream in one go, through the handler (de-duplication on, the default):
+// what the balancer spends per relayed event.
+func BenchmarkStreamBurst(b *testing.B) {
+	e := newBenchEnv(b)
+	h := liveHandler("bench-burst")
+	if h == nil {
+		b.Fatal("balancer bench-burst not provisioned")
+	}
+	const deltas = 2000
+	body := []byte(`{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"hi"}],"metadata":{"user_id":"0000000000"}}`)
+	at := bytes.Index(body, []byte("0000000000"))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		copy(body[at:], fmt.Sprintf("%010d", i))
+		r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/messages", bytes.NewReader(body))
+		r.RemoteAddr = "127.0.0.1:40000"
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("X-Api-Key", "anon-key")
+		w := &sink{header: http.Header{}}
+		r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, nil)
+		if err := h.ServeHTTP(w, r, nil); err != nil || w.status != http.StatusOK || w.n != len(e.burst) {
+			b.Fatalf("status %d, %d of %d bytes, %v", w.status, w.n, len(e.burst), err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*deltas), "ns/event")
+}
+
+// burstStream is a streamed message with n text deltas.
+func burstStream(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n")
+	b.WriteString("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n")
+	for range n {
+		b.WriteString("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" a few words of text\"}}\n\n")
+	}
+	b.WriteString("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n")
+	b.WriteString("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":2000}}\n\n")
+	b.WriteString("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+	return b.Bytes()
 }

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -95,16 +96,21 @@ func (c *call) relayJSON(resp *http.Response) *outcome {
 // read once, by the codec's decoder; what it learned travels with the
 // event's bytes to the output.
 func (c *call) relayStream(resp *http.Response) *outcome {
-	idle := &idleReader{r: resp.Body, w: c.wd}
+	idle := &idleReader{r: resp.Body, w: c.wd, spent: &c.res.Upstream}
 	rd := sse.NewReader(idle)
 	defer rd.Release()
 	dec := c.cd.stream(c.req)
+	if _, passthrough := dec.(*anthropicStream); passthrough {
+		// Events go on as read, each before the next is read: they need
+		// no copy of their own, except the few held back before the
+		// commit point (below).
+		rd.Borrow()
+	}
 	var buf, held []relay.Event
 	// next returns the events completed by the next upstream event(s);
 	// io.EOF marks the clean end, after any closing events.
+	streaming := false
 	next := func() ([]relay.Event, error) {
-		t0 := now()
-		defer func() { c.res.Upstream += now().Sub(t0) }()
 		for {
 			ev, err := rd.Next()
 			if err == io.EOF {
@@ -120,10 +126,10 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 				}
 				return nil, err
 			}
-			if !idle.active {
+			if !streaming {
 				// The response has started; from now on silence is bounded
 				// by the idle timeout.
-				idle.active = true
+				streaming = true
 				c.wd.streaming()
 			}
 			evs, err := dec.feed(buf[:0], ev)
@@ -142,12 +148,14 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 		for i, ev := range evs {
 			switch {
 			case ev.Info.Type == anthropic.EventError:
-				return c.failed(inBand(ev.Info, ev.Data), "")
+				return c.failed(inBand(ev.Info, bytes.Clone(ev.Data)), "")
 			case !ev.Info.Type.Content():
-				held = append(held, ev)
+				held = append(held, ownEvent(ev))
 				continue
 			}
-			held = append(held, evs[i:]...)
+			for _, ev := range evs[i:] {
+				held = append(held, ownEvent(ev))
+			}
 			committed = true
 			break
 		}
@@ -176,9 +184,7 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 			return nil
 		}
 		// A client slower than the provider holds the relay here; the
-		// provider is not idle meanwhile.
-		c.wd.pause()
-		defer c.wd.resume()
+		// provider is not idle meanwhile (the watchdog only counts reads).
 		for i, ev := range evs {
 			info := &ev.Info
 			switch info.Type {
@@ -265,7 +271,7 @@ func (c *call) drain(rd *sse.Reader) {
 // readBody reads a response body under the watchdog and a size limit.
 func readBody(wd *watchdog, r io.Reader, limit int64) ([]byte, error) {
 	wd.streaming()
-	ir := &idleReader{r: io.LimitReader(r, limit+1), w: wd, active: true}
+	ir := &idleReader{r: io.LimitReader(r, limit+1), w: wd}
 	b, err := io.ReadAll(ir)
 	if err == nil && int64(len(b)) > limit {
 		return nil, fmt.Errorf("response body larger than %d bytes", limit)
@@ -276,4 +282,19 @@ func readBody(wd *watchdog, r io.Reader, limit int64) ([]byte, error) {
 func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body.Close()
+}
+
+// ownEvent returns an event whose bytes are its own, for one kept while the
+// stream reader moves on.
+func ownEvent(ev relay.Event) relay.Event {
+	raw := bytes.Clone(ev.Raw)
+	if ev.Data != nil {
+		if i := bytes.Index(ev.Raw, ev.Data); i >= 0 && len(ev.Data) > 0 {
+			ev.Data = raw[i : i+len(ev.Data) : i+len(ev.Data)]
+		} else {
+			ev.Data = bytes.Clone(ev.Data)
+		}
+	}
+	ev.Raw = raw
+	return ev
 }

@@ -198,21 +198,34 @@ func (u *upstreamBody) reopen() (io.ReadCloser, error) {
 	return &upstreamBody{b: u.b}, nil
 }
 
-// watchdog cancels an attempt that waits too long: first for the response
-// to start, then between two reads of its body.
+// watchdog bounds an attempt in time: until the answer starts, the wait for
+// it (first_byte); then each wait on the provider inside the answer (idle),
+// counted only while the relay waits on a read, so that time spent on a slow
+// client or on the relay's own work is never the provider's silence; and,
+// once the answer is complete, what is left of it (drain). Reads cost it two
+// clock readings and two atomic stores, events nothing.
 type watchdog struct {
 	timer  *time.Timer
 	reason atomic.Pointer[string]
 	cancel context.CancelFunc
 	idle   time.Duration
 	phase  atomic.Pointer[string]
-	// paused is set while the relay writes to its client: time spent
-	// waiting on a slow client is not silence of the provider.
-	paused atomic.Bool
-	// draining is set once the answer is complete: reads no longer re-arm
-	// the timer.
+	// inAnswer is set once the answer has started: from then on the timer
+	// measures silence (idle) instead of the whole wait.
+	inAnswer atomic.Bool
+	// waiting is when the pending read on the provider began, in
+	// nanoseconds on the watchdog's monotonic clock; 0 when no read is
+	// pending.
+	waiting atomic.Int64
+	// draining is set once the answer is complete: the drain bound holds,
+	// whatever the reads.
 	draining atomic.Bool
 }
+
+// wdEpoch is the origin of the watchdogs' monotonic clock.
+var wdEpoch = time.Now()
+
+func wdNow() int64 { return int64(time.Since(wdEpoch)) + 1 }
 
 func newWatchdog(cancel context.CancelFunc, firstByte, idle time.Duration) *watchdog {
 	w := &watchdog{cancel: cancel, idle: idle}
@@ -223,29 +236,29 @@ func newWatchdog(cancel context.CancelFunc, firstByte, idle time.Duration) *watc
 }
 
 func (w *watchdog) fire() {
-	if w.paused.Load() {
-		w.timer.Reset(w.idle)
-		return
+	if w.inAnswer.Load() && !w.draining.Load() {
+		since := w.waiting.Load()
+		if since == 0 {
+			// The relay is not waiting on the provider: it is busy, or
+			// writing to a slow client. Look again a full period later.
+			w.timer.Reset(w.idle)
+			return
+		}
+		if silent := time.Duration(wdNow() - since); silent < w.idle {
+			w.timer.Reset(w.idle - silent)
+			return
+		}
 	}
 	w.reason.Store(w.phase.Load())
 	w.cancel()
 }
 
-// pause stops the clock while the relay writes to its client.
-func (w *watchdog) pause() { w.paused.Store(true) }
-
-// resume restarts the clock, with a full idle period, after a write. The
-// timer is re-armed before the pause ends, so a timer that expired during
-// the write re-arms itself instead of cancelling.
-func (w *watchdog) resume() {
-	w.timer.Reset(w.idle)
-	w.paused.Store(false)
-}
-
-// streaming switches the watchdog to the idle timeout, re-armed on every read.
+// streaming switches the watchdog to the idle timeout: from now on only the
+// time spent waiting on a read counts.
 func (w *watchdog) streaming() {
 	msg := "no data from the provider within the idle timeout (" + w.idle.String() + ")"
 	w.phase.Store(&msg)
+	w.inAnswer.Store(true)
 	w.timer.Reset(w.idle)
 }
 
@@ -268,17 +281,22 @@ func (w *watchdog) fired() string {
 	return ""
 }
 
-// idleReader re-arms the watchdog on every read that made progress.
+// idleReader reads the provider's answer for the watchdog: each read is a
+// wait on the provider, which the watchdog bounds once the answer has
+// started. spent, when set, adds up the time the reads took.
 type idleReader struct {
-	r      io.Reader
-	w      *watchdog
-	active bool
+	r     io.Reader
+	w     *watchdog
+	spent *time.Duration
 }
 
 func (ir *idleReader) Read(p []byte) (int, error) {
+	t0 := wdNow()
+	ir.w.waiting.Store(t0)
 	n, err := ir.r.Read(p)
-	if n > 0 && ir.active && !ir.w.draining.Load() {
-		ir.w.timer.Reset(ir.w.idle)
+	ir.w.waiting.Store(0)
+	if ir.spent != nil {
+		*ir.spent += time.Duration(wdNow() - t0)
 	}
 	return n, err
 }

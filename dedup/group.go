@@ -48,6 +48,12 @@ type group struct {
 	nextScan  int64 // total at which members are next checked for lag
 	peak      int64 // most bytes retained at once
 	arena     []byte
+	// lastAt is where the last chunk starts in arena, or -1 when it is not
+	// there; pubEnd is the absolute index just past the last chunk of the
+	// latest published state. Events of one burst go into one chunk: an
+	// event extends the last chunk while no state has shown it.
+	lastAt    int
+	pubEnd    int64
 	full      bool // outgrew MaxBuffer: no new members, no replay
 	abandoned bool // every member left before the run ended
 	sawStop   bool
@@ -210,6 +216,7 @@ func (g *group) finish(f *relay.Failure, perr error) {
 	s.done = true
 	s.runErr = perr
 	s.chunks, s.base = g.chunks, g.base
+	g.pubEnd = g.base + int64(len(g.chunks))
 	replayable := g.opts.Replay > 0 && s.committed && s.failure == nil && perr == nil &&
 		g.status >= 200 && g.status < 300 && !g.full && !g.abandoned &&
 		g.total > 0 && g.total <= g.opts.MaxBuffer && (!g.stream || (g.sawStop && !g.sawError))
@@ -299,6 +306,7 @@ func (g *group) write(p []byte, typ anthropic.EventType, more bool) error {
 		return nil
 	}
 	s := &state{chunks: g.chunks, base: g.base, notify: make(chan struct{}), committed: true}
+	g.pubEnd = g.base + int64(len(g.chunks))
 	g.state.Store(s)
 	g.mu.Unlock()
 	close(old.notify)
@@ -309,10 +317,17 @@ func (g *group) write(p []byte, typ anthropic.EventType, more bool) error {
 }
 
 func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
-	var data []byte
-	if len(p) > arenaBlock/4 {
-		data = bytes.Clone(p)
-	} else {
+	g.total += int64(len(p))
+	switch n := len(g.chunks); {
+	case n > 0 && g.lastAt >= 0 && g.base+int64(n) > g.pubEnd && len(p) <= cap(g.arena)-len(g.arena):
+		// The last chunk is unpublished and ends where the arena does:
+		// this event joins it.
+		g.arena = append(g.arena, p...)
+		g.chunks[n-1] = chunk{data: g.arena[g.lastAt:len(g.arena):len(g.arena)], end: g.total}
+	case len(p) > arenaBlock/4:
+		g.chunks = append(g.chunks, chunk{data: bytes.Clone(p), end: g.total})
+		g.lastAt = -1
+	default:
 		if cap(g.arena)-len(g.arena) < len(p) {
 			// Blocks grow from small, so that a one-kilobyte answer does
 			// not cost a full block.
@@ -321,10 +336,9 @@ func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
 		}
 		start := len(g.arena)
 		g.arena = append(g.arena, p...)
-		data = g.arena[start:len(g.arena):len(g.arena)]
+		g.chunks = append(g.chunks, chunk{data: g.arena[start:len(g.arena):len(g.arena)], end: g.total})
+		g.lastAt = start
 	}
-	g.total += int64(len(p))
-	g.chunks = append(g.chunks, chunk{data: data, end: g.total})
 	g.peak = max(g.peak, g.total-g.baseOff)
 	switch typ {
 	case anthropic.EventMessageStop:

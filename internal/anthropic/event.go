@@ -168,6 +168,9 @@ func Inspections() int64 { return inspections.Load() }
 // its message is kept.
 func Inspect(name string, data []byte) (EventInfo, error) {
 	inspections.Add(1)
+	if name == "content_block_delta" && plainDelta(data) {
+		return EventInfo{Type: EventContentBlockDelta}, nil
+	}
 	info, err := inspect(name, data)
 	if err != nil && info.Type == EventError {
 		info.ErrorType, info.ErrorMessage = "api_error", string(data[:min(len(data), 200)])
@@ -175,6 +178,56 @@ func Inspect(name string, data []byte) (EventInfo, error) {
 	}
 	return info, err
 }
+
+// plainDelta reports whether data is a content_block_delta in the exact
+// form the API writes, with nothing the relay needs to read:
+//
+//	{"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":"..."}}
+//
+// (or thinking_delta, input_json_delta, signature_delta with their field).
+// Such an event is valid JSON when its string is, which the grammar checks;
+// anything else is left to the full walk. Most events of a stream are these.
+func plainDelta(data []byte) bool {
+	const head = `{"type":"content_block_delta","index":`
+	if len(data) < len(head)+40 || string(data[:len(head)]) != head {
+		return false
+	}
+	i := len(head)
+	start := i
+	for i < len(data) && data[i] >= '0' && data[i] <= '9' {
+		i++
+	}
+	if i == start || i-start > 9 || (data[start] == '0' && i-start > 1) {
+		return false
+	}
+	const mid = `,"delta":{"type":"`
+	if len(data)-i < len(mid) || string(data[i:i+len(mid)]) != mid {
+		return false
+	}
+	i += len(mid)
+	rest := data[i:]
+	var field int
+	switch {
+	case hasPrefix(rest, `text_delta","text":`):
+		field = len(`text_delta","text":`)
+	case hasPrefix(rest, `input_json_delta","partial_json":`):
+		field = len(`input_json_delta","partial_json":`)
+	case hasPrefix(rest, `thinking_delta","thinking":`):
+		field = len(`thinking_delta","thinking":`)
+	case hasPrefix(rest, `signature_delta","signature":`):
+		field = len(`signature_delta","signature":`)
+	default:
+		return false
+	}
+	i += field
+	if i >= len(data) || data[i] != '"' {
+		return false
+	}
+	end, err := rawjson.CheckString(data, i)
+	return err == nil && len(data)-end == 2 && data[end] == '}' && data[end+1] == '}'
+}
+
+func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
 
 func inspect(name string, data []byte) (EventInfo, error) {
 	info := EventInfo{Type: TypeOf(name)}

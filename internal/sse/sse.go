@@ -28,7 +28,8 @@ type Event struct {
 	Data []byte
 	// Raw holds the exact bytes of the event as read, including comment lines,
 	// line endings and the blank line that ended it. An event made by Encode has
-	// Raw set too. Raw and Data are not reused by the reader.
+	// Raw set too. Raw and Data are not reused by the reader, unless it was
+	// told to lend them (Borrow).
 	Raw []byte
 }
 
@@ -42,7 +43,18 @@ type Reader struct {
 	br      *bufio.Reader
 	max     int
 	scratch []byte
+	// lineByLine turns the fast path off, for the tests that compare the
+	// two.
+	lineByLine bool
+	// borrow lends events out of the reader's buffers (see Borrow).
+	borrow bool
 }
+
+// Borrow makes the reader lend the events it returns instead of copying
+// them: their Raw and Data are valid only until the next call to Next, Read
+// or Release. A relay that hands each event on before it reads the next,
+// and copies the few it keeps, saves an allocation per event.
+func (r *Reader) Borrow() { r.borrow = true }
 
 // bufPool recycles the readers' buffers: a relay reads one stream per
 // request.
@@ -92,6 +104,11 @@ func (r *Reader) SetMaxEventSize(n int) { r.max = n }
 // io.EOF; if the stream ends inside an event it returns that partial event
 // (when it has a name or data) together with io.ErrUnexpectedEOF.
 func (r *Reader) Next() (Event, error) {
+	if !r.lineByLine {
+		if ev, ok := r.buffered(); ok {
+			return ev, nil
+		}
+	}
 	raw := r.scratch[:0]
 	var (
 		name     string
@@ -166,9 +183,79 @@ func (r *Reader) Next() (Event, error) {
 	}
 }
 
+// buffered returns the next event when it is already in the buffer, in
+// the common form (lines ending in "\n", at most one data line, every field
+// with a colon), reading it in place and copying it once; ok is false for
+// anything else, which the line-by-line path reads.
+func (r *Reader) buffered() (Event, bool) {
+	n := r.br.Buffered()
+	if n < 2 {
+		return Event{}, false
+	}
+	b, _ := r.br.Peek(n)
+	if b[0] == '\n' || b[0] == '\r' {
+		return Event{}, false
+	}
+	var name string
+	ds, de := -1, -1
+	pos := 0
+	for {
+		nl := bytes.IndexByte(b[pos:], '\n')
+		if nl < 0 || pos+nl+1 > r.max {
+			return Event{}, false
+		}
+		line := b[pos : pos+nl]
+		if len(line) == 0 {
+			break
+		}
+		if line[len(line)-1] == '\r' {
+			return Event{}, false
+		}
+		if line[0] != ':' {
+			colon := bytes.IndexByte(line, ':')
+			if colon < 0 {
+				return Event{}, false
+			}
+			vs := pos + colon + 1
+			if vs < pos+nl && b[vs] == ' ' {
+				vs++
+			}
+			switch string(line[:colon]) {
+			case "event":
+				name = eventName(b[vs : pos+nl])
+			case "data":
+				if ds >= 0 {
+					return Event{}, false
+				}
+				ds, de = vs, pos+nl
+			}
+		}
+		pos += nl + 1
+	}
+	size := pos + 1
+	var out []byte
+	if r.borrow {
+		// Discard leaves the bytes in place until the next read fills the
+		// buffer again.
+		out = b[:size:size]
+	} else {
+		out = make([]byte, size)
+		copy(out, b)
+	}
+	_, _ = r.br.Discard(size)
+	ev := Event{Name: name, Raw: out}
+	if ds >= 0 {
+		ev.Data = out[ds:de:de]
+	}
+	return ev, true
+}
+
 func (r *Reader) finish(raw []byte, name string, data []byte, dataSeen, multi bool, ds, de int, err error) (Event, error) {
-	out := make([]byte, len(raw))
-	copy(out, raw)
+	out := raw
+	if !r.borrow {
+		out = make([]byte, len(raw))
+		copy(out, raw)
+	}
 	r.scratch = raw[:0]
 	ev := Event{Name: name, Raw: out}
 	switch {

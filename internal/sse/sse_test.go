@@ -162,3 +162,72 @@ func TestKnownEventNamesCostNoAllocation(t *testing.T) {
 		_ = sink
 	}
 }
+
+// Events read from the buffer in place are the events the line-by-line path
+// reads, whatever the input and however it arrives.
+func FuzzBufferedMatchesLineByLine(f *testing.F) {
+	f.Add([]byte("event: a\ndata: 1\n\n"), uint8(3))
+	f.Add([]byte("data: x\r\ndata: y\r\n\r\n: c\n\n"), uint8(1))
+	f.Add([]byte("\n\nevent: b\ndata:2\nid: 7\n\ndata\n\n"), uint8(5))
+	f.Add([]byte("event: c\ndata: 1\ndata: 2\n\n:only a comment\n\n"), uint8(200))
+	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
+		read := func(lineByLine bool) ([]Event, error) {
+			var src io.Reader = bytes.NewReader(in)
+			if chunk%4 == 0 {
+				src = iotest.OneByteReader(src)
+			}
+			rd := NewReader(src)
+			rd.lineByLine = lineByLine
+			rd.SetMaxEventSize(int(chunk) + 16)
+			var evs []Event
+			for range len(in) + 2 {
+				ev, err := rd.Next()
+				if err != nil {
+					return append(evs, ev), err
+				}
+				evs = append(evs, ev)
+			}
+			t.Fatal("reader did not terminate")
+			return nil, nil
+		}
+		fast, ferr := read(false)
+		slow, serr := read(true)
+		if ferr != serr || len(fast) != len(slow) {
+			t.Fatalf("%q: %d events (%v) in place, %d (%v) line by line", in, len(fast), ferr, len(slow), serr)
+		}
+		for i := range fast {
+			a, b := fast[i], slow[i]
+			if a.Name != b.Name || !bytes.Equal(a.Data, b.Data) || (a.Data == nil) != (b.Data == nil) || !bytes.Equal(a.Raw, b.Raw) {
+				t.Fatalf("%q: event %d is %+v in place, %+v line by line", in, i, a, b)
+			}
+		}
+	})
+}
+
+// BenchmarkReader reads a stream of 2,000 text deltas, in place and line by
+// line.
+func BenchmarkReader(b *testing.B) {
+	var in bytes.Buffer
+	for range 2000 {
+		in.WriteString("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" a few words of text\"}}\n\n")
+	}
+	for _, mode := range []struct {
+		name       string
+		lineByLine bool
+	}{{"buffered", false}, {"line_by_line", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			b.SetBytes(int64(in.Len()))
+			b.ReportAllocs()
+			for b.Loop() {
+				rd := NewReader(bytes.NewReader(in.Bytes()))
+				rd.lineByLine = mode.lineByLine
+				for {
+					if _, err := rd.Next(); err != nil {
+						break
+					}
+				}
+				rd.Release()
+			}
+		})
+	}
+}
