@@ -39,15 +39,15 @@ type group struct {
 	header http.Header
 	stream bool
 
-	mu        sync.Mutex
-	members   []*member
-	chunks    []chunk
-	base      int64 // absolute index of chunks[0]
-	baseOff   int64 // byte offset at which chunks[0] starts
-	total     int64 // bytes written
-	nextScan  int64 // total at which members are next checked for lag
-	peak      int64 // most bytes retained at once
-	arena     []byte
+	mu       sync.Mutex
+	members  []*member
+	chunks   []chunk
+	base     int64 // absolute index of chunks[0]
+	baseOff  int64 // byte offset at which chunks[0] starts
+	total    int64 // bytes written
+	nextScan int64 // total at which members are next checked for lag
+	peak     int64 // most bytes retained at once
+	arena    []byte
 	// lastAt is where the last chunk starts in arena, or -1 when it is not
 	// there; pubEnd is the absolute index just past the last chunk of the
 	// latest published state. Events of one burst go into one chunk: an
