@@ -302,6 +302,12 @@ func (p *Provider) newTransport() (*http.Transport, error) {
 		// The module reads upstream streams itself, so it asks for them
 		// uncompressed.
 		DisableCompression: true,
+		// A connection keeps its buffers while a stream lasts, and a
+		// stream mostly waits: small ones cost no more syscalls here (the
+		// request body and the stream reader's reads bypass them) and keep
+		// an open stream's memory down.
+		ReadBufferSize:  2 << 10,
+		WriteBufferSize: 2 << 10,
 	}
 	if p.dialContext != nil {
 		t.DialContext = p.dialContext

@@ -329,9 +329,10 @@ func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
 		g.lastAt = -1
 	default:
 		if cap(g.arena)-len(g.arena) < len(p) {
-			// Blocks grow from small, so that a one-kilobyte answer does
-			// not cost a full block.
-			size := min(max(2*cap(g.arena), 4<<10, len(p)), arenaBlock)
+			// Blocks grow from small, so that a short answer, or a stream
+			// that waits after its first events, does not hold a full
+			// block.
+			size := min(max(2*cap(g.arena), 1<<10, len(p)), arenaBlock)
 			g.arena = make([]byte, 0, size)
 		}
 		start := len(g.arena)
