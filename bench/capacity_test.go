@@ -80,6 +80,10 @@ func TestCapacity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if os.Getenv("CB_CAPACITY_PROFILE") != "" {
+		// Every allocation, so that the profiles of two targets compare.
+		runtime.MemProfileRate = 1
+	}
 	limit, err := raiseFileLimit()
 	if err != nil {
 		t.Fatal(err)

@@ -213,9 +213,11 @@ func TestLeaderClientLeavingDoesNotStopJoiners(t *testing.T) {
 			joiner := startClient(r, testKey, true, run)
 			eventually(t, "joiner joined", func() bool { return r.Stats().Joins == 1 })
 			leader.cancel()
-			leader.wait(t)
+			// The run goes on in the leader's goroutine, which returns
+			// when the run ends.
 			close(resume)
 			joiner.wait(t)
+			leader.wait(t)
 			if err := <-runCtxErr; err != nil {
 				t.Fatalf("run was stopped: %v", err)
 			}
@@ -258,12 +260,13 @@ func TestRunIsCancelledWhenEveryClientLeaves(t *testing.T) {
 			<-reached
 			eventually(t, "second client joined", func() bool { return r.Stats().Joins == 1 })
 			a.cancel()
-			a.wait(t)
+			eventually(t, "the leader left", func() bool { return groupMembers(r) == 1 })
 			if r.Stats().Active != 1 {
 				t.Fatal("run ended while a client still waited")
 			}
 			b.cancel()
 			b.wait(t)
+			a.wait(t)
 			if err := <-writeErr; !errors.Is(err, ErrNoReaders) {
 				t.Errorf("output after every client left: %v, want ErrNoReaders", err)
 			}

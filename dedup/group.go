@@ -62,6 +62,9 @@ type group struct {
 	// Set by finish before the group is offered for replay; read only after.
 	replayUntil time.Time
 
+	// leader is the leading client while the run serves it (see leader.go).
+	leader *pump
+
 	// kept is what the run kept (Keep); members read it once done.
 	kept atomic.Pointer[any]
 
@@ -255,7 +258,8 @@ func (g *group) Start(status int, header http.Header, stream bool) error {
 		g.mu.Unlock()
 		return errors.New("dedup: response started twice")
 	}
-	g.status, g.header, g.stream = status, header.Clone(), stream
+	// The header is the output's from now on (relay.Output).
+	g.status, g.header, g.stream = status, header, stream
 	if g.header == nil {
 		g.header = http.Header{}
 	}
@@ -265,6 +269,11 @@ func (g *group) Start(status int, header http.Header, stream bool) error {
 	g.state.Store(&s)
 	g.mu.Unlock()
 	close(old.notify)
+	if stream {
+		// The stream's headers go to the leader at once, as the API sends
+		// them.
+		g.published()
+	}
 	return nil
 }
 
@@ -313,6 +322,7 @@ func (g *group) write(p []byte, typ anthropic.EventType, more bool) error {
 	if unmap {
 		g.reg.unmap(g)
 	}
+	g.published()
 	return nil
 }
 

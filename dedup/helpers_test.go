@@ -281,3 +281,16 @@ func writeEvent(out relay.Output, raw []byte) error {
 	info, _ := anthropic.Inspect(ev.Name, ev.Data)
 	return out.Event(relay.Event{Raw: raw, Data: ev.Data, Info: info}, false)
 }
+
+// groupMembers returns the members of the registry's only group, or -1.
+func groupMembers(r *Registry) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, g := range r.groups {
+		g.mu.Lock()
+		n := len(g.members)
+		g.mu.Unlock()
+		return n
+	}
+	return -1
+}

@@ -109,7 +109,12 @@ func (g *group) sendFailure(w http.ResponseWriter, s *state, res *Result) {
 // sendStream relays the group's event stream as it grows: everything so far,
 // then each chunk as it is published, flushing after every batch.
 func (g *group) sendStream(ctx context.Context, w http.ResponseWriter, m *member, res *Result) (delivered int64) {
-	rc := http.NewResponseController(w)
+	return g.streamFrom(ctx, w, http.NewResponseController(w), m, false, 0, res)
+}
+
+// startStream sends the stream's status and headers; false when the client
+// is gone.
+func (g *group) startStream(w http.ResponseWriter, rc *http.ResponseController, res *Result) bool {
 	h := w.Header()
 	copyHeader(h, g.header)
 	h.Del("Content-Length")
@@ -117,9 +122,17 @@ func (g *group) sendStream(ctx context.Context, w http.ResponseWriter, m *member
 	res.Status = g.status
 	if err := flush(rc); err != nil {
 		res.Err = err
+		return false
+	}
+	return true
+}
+
+// streamFrom relays the stream from chunk pos on, its headers first unless
+// started.
+func (g *group) streamFrom(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, m *member, started bool, pos int64, res *Result) (delivered int64) {
+	if !started && !g.startStream(w, rc, res) {
 		return 0
 	}
-	var pos int64
 	for {
 		s := g.state.Load()
 		if m.dropped.Load() || pos < s.base {
@@ -270,6 +283,11 @@ func (g *group) sendBody(ctx context.Context, w http.ResponseWriter, res *Result
 		res.Err = err
 		return 0
 	}
+	return g.sendDone(w, s, res)
+}
+
+// sendDone answers a JSON client from the final state of a JSON group.
+func (g *group) sendDone(w http.ResponseWriter, s *state, res *Result) (delivered int64) {
 	res.Err = s.runErr
 	if s.failure != nil {
 		g.sendFailure(w, s, res)

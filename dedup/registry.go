@@ -91,10 +91,9 @@ func (o Options) normalized() *Options {
 	return &o
 }
 
-// RunFunc is a request's attempt loop. It runs at most once per group, in a
-// goroutine of its own, and may outlive the request that started it (while
-// other members still read), so it must not use anything its handler releases
-// on return. It writes the committed response into out, or returns the
+// RunFunc is a request's attempt loop. It runs at most once per group, in
+// the leading request's goroutine, and may outlive the leading client (while
+// other members still read): its handler does not return before it ends. It writes the committed response into out, or returns the
 // failure decided before commit. ctx carries the leading request's values but
 // not its cancellation; it is cancelled when the last member leaves.
 type RunFunc func(ctx context.Context, out relay.Output) *relay.Failure
@@ -272,10 +271,15 @@ func (r *Registry) Serve(w http.ResponseWriter, req *http.Request, key Key, stre
 	expired := false
 	for {
 		g, m, role := r.enter(key, req, avoid, opts)
-		if role == Leader {
+		switch role {
+		case Leader:
 			r.runs.Add(1)
 			r.active.Add(1)
-			go g.run(run)
+			res := g.leadInline(w, req, m, stream, run)
+			res.WaitExpired = expired
+			return res
+		case Joined:
+			g.joined()
 		}
 		res, gaveUp := g.serve(w, req, m, stream, role)
 		if !gaveUp {

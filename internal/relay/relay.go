@@ -27,8 +27,9 @@ type Event struct {
 // Output receives a response once the attempt loop has committed to it.
 type Output interface {
 	// Start is called once, at the commit point, with the status and headers
-	// to send. stream reports whether the body is an SSE event stream
-	// (delivered with Event) or a JSON body (delivered with Body).
+	// to send; the header is the output's from then on, and the caller does
+	// not touch it again. stream reports whether the body is an SSE event
+	// stream (delivered with Event) or a JSON body (delivered with Body).
 	Start(status int, header http.Header, stream bool) error
 	// Body delivers a whole JSON body. An error means nobody reads any more
 	// (the client left); the caller stops and cancels its upstream call.
