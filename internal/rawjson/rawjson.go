@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 )
 
 // MaxDepth is the deepest nesting of objects and arrays accepted: a hostile
@@ -237,57 +238,110 @@ var stringStop = func() (t [256]bool) {
 // the index just past its closing quote. Control characters must be escaped
 // and escapes must be JSON's; invalid UTF-8 and lone surrogate escapes pass.
 //
-// Strings are most of a request, so this is the grammar's hot loop. Short
-// strings (keys, types, ids) are read byte by byte with a table; past a few
-// bytes the runtime's vectorised search finds the next quote and the next
-// backslash, and the run up to the first of them only has to be free of
-// control characters, which eight bytes at a time cost three operations to
-// check.
+// Strings are most of a request, so this is the grammar's hot loop. The
+// first bytes (keys, types, ids are short) are read eight at a time, looking
+// for the quote, the backslash and the control characters at once. Past
+// them, the runtime's vectorised search finds the closing quote once, the
+// run before it is checked for control characters eight bytes at a time, and
+// the escapes in that run are found with the vectorised search too; the
+// closing quote is only looked for again when an escape took the one found.
 func CheckString(b []byte, i int) (int, error) {
 	start := i
 	i++
-	for short := min(i+24, len(b)); i < short; {
-		c := b[i]
-		if !stringStop[c] {
-			i++
+	// Errors come in the order of the bytes, but once a string is longer
+	// than a key, a string that never ends says so first (see
+	// unterminated): the words read here stop at that limit.
+	short := i + shortString
+	for i < short && i+8 <= len(b) {
+		m := stops(binary.LittleEndian.Uint64(b[i:]))
+		if m == 0 {
+			i += 8
 			continue
 		}
-		switch {
-		case c == '"':
-			return i + 1, nil
-		case c == '\\':
-			n, err := checkEscape(b, i, start)
+		p := i + bits.TrailingZeros64(m)>>3
+		if p >= short {
+			break
+		}
+		switch b[p] {
+		case '"':
+			return p + 1, nil
+		case '\\':
+			n, err := checkEscape(b, p, start)
 			if err != nil {
 				return 0, err
 			}
-			i += n
+			i = p + n
 		default:
-			return 0, syntaxErr(i, "control character in string")
+			return 0, syntaxErr(p, "control character in string")
 		}
 	}
 	for {
 		q := bytes.IndexByte(b[i:], '"')
 		if q < 0 {
-			return 0, syntaxErr(start, "unterminated string")
+			return unterminated(b, i, start)
 		}
-		run := b[i : i+q]
-		esc := bytes.IndexByte(run, '\\')
-		if esc >= 0 {
-			run = run[:esc]
+		q += i
+		// The first control character before the quote, if any: escapes
+		// before it are checked first, and none can hide it.
+		c := q
+		if k := controlAt(b[i:q]); k >= 0 {
+			c = i + k
 		}
-		if c := controlAt(run); c >= 0 {
-			return 0, syntaxErr(i+c, "control character in string")
+		for {
+			e := bytes.IndexByte(b[i:c], '\\')
+			if e < 0 {
+				if c < q {
+					return 0, syntaxErr(c, "control character in string")
+				}
+				return q + 1, nil
+			}
+			n, err := checkEscape(b, i+e, start)
+			if err != nil {
+				return 0, err
+			}
+			i += e + n
+			if i > q {
+				// The quote found was escaped.
+				break
+			}
 		}
-		if esc < 0 {
-			return i + q + 1, nil
+	}
+}
+
+// shortString is how many bytes of a string are checked in order before a
+// missing closing quote takes precedence over errors after them.
+const shortString = 24
+
+// unterminated reports the error of the string that starts at start and has
+// no quote at or after b[i]: the first error among its first shortString
+// bytes, else that it is unterminated.
+func unterminated(b []byte, i, start int) (int, error) {
+	for short := min(start+1+shortString, len(b)); i < short; {
+		c := b[i]
+		if !stringStop[c] {
+			i++
+			continue
 		}
-		i += esc
+		if c != '\\' {
+			return 0, syntaxErr(i, "control character in string")
+		}
 		n, err := checkEscape(b, i, start)
 		if err != nil {
 			return 0, err
 		}
 		i += n
 	}
+	return 0, syntaxErr(start, "unterminated string")
+}
+
+// stops marks with its high bit each byte of x (eight bytes of a string,
+// little-endian) that a string scan stops at: the quote, the backslash and
+// the control characters. Only the lowest mark is exact (a borrow can mark
+// the bytes above a stop), which is the one the scan takes.
+func stops(x uint64) uint64 {
+	q := x ^ (lsb * '"')
+	s := x ^ (lsb * '\\')
+	return ((q-lsb)&^q | (s-lsb)&^s | (x-lsb*0x20)&^x) & msb
 }
 
 // checkEscape validates the escape at the backslash b[i] of the string that
@@ -311,17 +365,27 @@ func checkEscape(b []byte, i, start int) (int, error) {
 // controlAt returns the index of the first control character (below 0x20)
 // in b, or -1.
 func controlAt(b []byte) int {
-	j := 0
-	for ; j+16 <= len(b); j += 16 {
-		x := binary.LittleEndian.Uint64(b[j:])
-		y := binary.LittleEndian.Uint64(b[j+8:])
-		if ((x-lsb*0x20)&^x|(y-lsb*0x20)&^y)&msb != 0 {
+	n := len(b)
+	for len(b) >= 32 {
+		x0 := binary.LittleEndian.Uint64(b)
+		x1 := binary.LittleEndian.Uint64(b[8:])
+		x2 := binary.LittleEndian.Uint64(b[16:])
+		x3 := binary.LittleEndian.Uint64(b[24:])
+		if ((x0-lsb*0x20)&^x0|(x1-lsb*0x20)&^x1|(x2-lsb*0x20)&^x2|(x3-lsb*0x20)&^x3)&msb != 0 {
 			break
 		}
+		b = b[32:]
 	}
-	for ; j < len(b); j++ {
-		if b[j] < 0x20 {
-			return j
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		if m := (x - lsb*0x20) &^ x & msb; m != 0 {
+			return n - len(b) + bits.TrailingZeros64(m)>>3
+		}
+		b = b[8:]
+	}
+	for j, c := range b {
+		if c < 0x20 {
+			return n - len(b) + j
 		}
 	}
 	return -1
