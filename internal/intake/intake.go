@@ -7,11 +7,14 @@
 package intake
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/zeebo/xxh3"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
@@ -32,13 +35,27 @@ func grammarError(err error) error {
 	return errorf("request body is not valid JSON: %v", err)
 }
 
-// Key identifies a group of identical requests: the BLAKE3 hash of a
-// request's canonical body, its client identity and its anthropic-beta
-// header.
-type Key [32]byte
+// Key identifies a group of identical requests: a request's client
+// identity and anthropic-beta flags, compared as they are, and a 128-bit hash
+// of its canonical body. Two clients never share a key, whatever their
+// bodies: a collision of the hash could only ever join a client's request
+// with another of its own. Keys are comparable, and are only meaningful
+// within one process.
+type Key struct {
+	sum      [16]byte
+	identity string
+	beta     string
+}
 
-// String returns the key in hex.
-func (k Key) String() string { return hex.EncodeToString(k[:]) }
+// String returns the hash of the body in hex, followed by a short hash of
+// the identity and beta flags (which may hold credentials, so they are never
+// written out).
+func (k Key) String() string {
+	who := xxh3.HashString128Seed(k.identity+"\x00"+k.beta, seed)
+	var tag [4]byte
+	binary.BigEndian.PutUint32(tag[:], uint32(who.Lo))
+	return hex.EncodeToString(k.sum[:]) + "-" + hex.EncodeToString(tag[:])
+}
 
 // Peek is what the balancer needs from a Messages request body.
 type Peek struct {

@@ -2,48 +2,87 @@ package intake
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
-	"io"
 	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
 
-	"github.com/zeebo/blake3"
+	"github.com/zeebo/xxh3"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
-// signatureVersion starts every hashed input, so that a change to the
+// signatureVersion starts every hashed document, so that a change to the
 // canonical form can never make old and new signatures collide.
-const signatureVersion = "claude_balancer/dedup/v1\n"
+const signatureVersion = "claude_balancer/dedup/v2\n"
 
 // foreignSignature starts the signatures of thinking blocks this module made
 // (convert.OwnSignaturePrefix), as a JSON string value starts.
 var foreignSignature = []byte(`"claude-balancer:v1:`)
 
+// The canonical form, and what is hashed of it.
+//
+// A value's canonical text is its JSON without insignificant white space,
+// object members sorted by key at every level, strings and numbers as
+// written. Hashing that text as one stream would copy it, and copy it again
+// at every level whose members need reordering. Instead, a value whose
+// canonical text is longer than inlineMax bytes stands in its parent's text
+// as hashMark followed by the 16 bytes of its hash: long strings are hashed
+// where they lie in the body, and an object or array is hashed as soon as it
+// is complete. What is hashed is then a tree of small texts, each read once.
+//
+// The encoding stays one-to-one: hashMark can start no JSON value, a hash
+// has a fixed length, and whether a value is replaced depends only on its
+// own canonical text. Two documents sign alike exactly when their canonical
+// texts are equal, but for a collision of the hash.
+const (
+	inlineMax = 64
+	hashMark  = 0x01
+	hashLen   = 1 + 16
+)
+
+// seed keys the hash for this process: signatures are never kept or
+// compared across processes, and unknown seeds leave no fixed collisions to
+// aim at.
+var seed = func() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}()
+
+// hash is the 128-bit hash of one text.
+func hash(b []byte) [16]byte {
+	h := xxh3.Hash128Seed(b, seed)
+	var s [16]byte
+	binary.LittleEndian.PutUint64(s[:8], h.Lo)
+	binary.LittleEndian.PutUint64(s[8:], h.Hi)
+	return s
+}
+
 var walkers = sync.Pool{New: func() any { return new(walker) }}
 
 // walker validates a body in one pass over its bytes and, for a signature,
-// writes its canonical form into out as it goes: object members sorted by key
-// at every level, insignificant white space removed, strings and numbers kept
-// as written. Objects are written member by member; when an object's keys turn
-// out not to be in order, its members (each already canonical) are reordered
-// in place.
+// writes the canonical form into out as it goes (see inlineMax). Objects are
+// written member by member; when an object's keys turn out not to be in
+// order, its members (each already canonical) are reordered in place.
 type walker struct {
 	src   []byte
 	pos   int
 	canon bool
-	out   []byte
-	tmp   []byte
-	spans []span
-	top   []span
+	// inline is the longest canonical text written out in full: inlineMax,
+	// or all of them for the canonical text itself (in tests).
+	inline int
+	out    []byte
+	tmp    []byte
+	spans  []span
+	top    []span
 	// topPlain is set when every top-level key is valid UTF-8.
 	topPlain bool
 	depth    int
 	ignore   []string
-	hasher   *blake3.Hasher
 
 	p                               Peek
 	seenModel, seenStream, seenMeta bool
@@ -51,16 +90,33 @@ type walker struct {
 }
 
 // span locates one object member in out: the quoted key is out[start:keyEnd],
-// the whole member out[start:end].
-type span struct{ start, keyEnd, end int }
+// the whole member out[start:end]. pre holds the key's first bytes, for
+// ordering keys without reading them (see keyPrefix).
+type span struct {
+	start, keyEnd, end int
+	pre                uint64
+}
+
+// keyPrefix returns the first eight bytes after the opening quote of the
+// quoted key q, big-endian, with zeros past the closing quote. Compared as
+// numbers, prefixes order keys as their bytes do; when two are equal and the
+// keys are no longer than the prefix, the keys are equal. A quote only ends
+// a key, and zeros pad only after it.
+func keyPrefix(q []byte) uint64 {
+	if len(q) >= 9 {
+		return binary.BigEndian.Uint64(q[1:])
+	}
+	var x uint64
+	for _, c := range q[1:] {
+		x = x<<8 | uint64(c)
+	}
+	return x << (8 * (9 - len(q)))
+}
 
 func (w *walker) reset(src []byte, opt Options) {
-	w.src, w.pos, w.depth, w.ignore, w.canon = src, 0, 0, opt.Ignore, opt.Sign
+	w.src, w.pos, w.depth, w.ignore, w.canon, w.inline = src, 0, 0, opt.Ignore, opt.Sign, inlineMax
 	w.out, w.tmp, w.spans, w.top, w.topPlain = w.out[:0], w.tmp[:0], w.spans[:0], w.top[:0], true
 	w.p, w.seenModel, w.seenStream, w.seenMeta, w.foreign = Peek{}, false, false, false, false
-	if w.canon && cap(w.out) < len(src) {
-		w.out = make([]byte, 0, len(src))
-	}
 }
 
 // release returns w to the pool unless it grew so large that keeping it would
@@ -112,10 +168,32 @@ func (w *walker) value() error {
 		return grammarError(err)
 	}
 	if w.canon {
-		w.out = append(w.out, w.src[w.pos:end]...)
+		if v := w.src[w.pos:end]; len(v) > w.inline {
+			w.appendHash(v)
+		} else {
+			w.out = append(w.out, v...)
+		}
 	}
 	w.pos = end
 	return nil
+}
+
+// appendHash writes a long value as its hash.
+func (w *walker) appendHash(v []byte) {
+	s := hash(v)
+	w.out = append(w.out, hashMark)
+	w.out = append(w.out, s[:]...)
+}
+
+// fold replaces the canonical text of the value written from out[start] by
+// its hash when it is long.
+func (w *walker) fold(start int) {
+	if len(w.out)-start <= w.inline {
+		return
+	}
+	s := hash(w.out[start:])
+	w.out = append(w.out[:start], hashMark)
+	w.out = append(w.out, s[:]...)
 }
 
 func (w *walker) array() error {
@@ -124,6 +202,7 @@ func (w *walker) array() error {
 	}
 	w.depth++
 	w.pos++
+	open := len(w.out)
 	if w.canon {
 		w.out = append(w.out, '[')
 	}
@@ -152,10 +231,11 @@ func (w *walker) array() error {
 			}
 		case ']':
 			w.pos++
+			w.depth--
 			if w.canon {
 				w.out = append(w.out, ']')
+				w.fold(open)
 			}
-			w.depth--
 			return nil
 		default:
 			return w.syntax("expected ',' or ']'")
@@ -190,13 +270,13 @@ func (w *walker) object(top bool) error {
 			return w.syntax("expected a string key")
 		}
 		ks := w.pos
-		ke, err := rawjson.CheckString(w.src, ks)
+		ke, ascii, err := rawjson.CheckKey(w.src, ks)
 		if err != nil {
 			return grammarError(err)
 		}
 		w.pos = ke
 		inner := w.src[ks+1 : ke-1]
-		escaped := rawjson.HasBackslash(inner)
+		escaped := !ascii && rawjson.HasBackslash(inner)
 		start := len(w.out)
 		if w.canon {
 			if escaped {
@@ -206,11 +286,23 @@ func (w *walker) object(top bool) error {
 			} else {
 				w.out = append(w.out, w.src[ks:ke]...)
 			}
-			if plain && !utf8.Valid(w.out[start:]) {
+			if !ascii && plain && !utf8.Valid(w.out[start:]) {
 				plain = false
 			}
 		}
 		keyEnd := len(w.out)
+		var pre uint64
+		if w.canon {
+			if !escaped && ks+9 <= len(w.src) {
+				// The key as written, and what follows it masked off.
+				pre = binary.BigEndian.Uint64(w.src[ks+1:])
+				if n := ke - ks - 1; n < 8 {
+					pre &^= ^uint64(0) >> (8 * n)
+				}
+			} else {
+				pre = keyPrefix(w.out[start:keyEnd])
+			}
+		}
 		w.skipSpace()
 		if w.pos >= len(w.src) || w.src[w.pos] != ':' {
 			return w.syntax("expected ':'")
@@ -251,7 +343,7 @@ func (w *walker) object(top bool) error {
 			if top && w.ignored(spelled) {
 				w.out = w.out[:start]
 			} else {
-				w.spans = append(w.spans, span{start, keyEnd, len(w.out)})
+				w.spans = append(w.spans, span{start, keyEnd, len(w.out), pre})
 				w.out = append(w.out, ',')
 			}
 		}
@@ -273,9 +365,9 @@ func (w *walker) object(top bool) error {
 		return nil
 	}
 	members := w.spans[first:]
-	defer func() { w.spans = w.spans[:first] }()
+	w.spans = w.spans[:first]
 	if top {
-		// The signature hashes the top level in order itself.
+		// The signature writes the top level in order itself.
 		w.top = append(w.top[:0], members...)
 		w.topPlain = plain
 		return nil
@@ -284,37 +376,85 @@ func (w *walker) object(top bool) error {
 		w.out = append(w.out[:open+1], '}')
 		return nil
 	}
-	cmp := keyOrder(plain)
-	if !w.sorted(members, cmp) {
-		w.reorder(open, members, cmp)
+	if !sorted(w.out, members, plain) {
+		w.reorder(open, members, plain)
+		return nil
 	}
 	// Every member is followed by a comma; the last one becomes the brace.
 	w.out[len(w.out)-1] = '}'
+	w.fold(open)
 	return nil
 }
 
-func (w *walker) sorted(members []span, cmp func(a, b []byte) int) bool {
+// sorted reports whether members are in key order.
+func sorted(out []byte, members []span, plain bool) bool {
 	for i := 1; i < len(members); i++ {
-		if cmp(w.out[members[i-1].start:members[i-1].keyEnd], w.out[members[i].start:members[i].keyEnd]) > 0 {
-			return false
+		if a, b := &members[i-1], &members[i]; !plain || a.pre >= b.pre {
+			if compare(out, a, b, plain) > 0 {
+				return false
+			}
 		}
 	}
 	return true
 }
 
-// reorder rewrites the members written after out[open] sorted by key, in the
-// order cmp gives (see keyOrder): any fixed order serves, as long as it is the
-// same for every request.
-func (w *walker) reorder(open int, members []span, cmp func(a, b []byte) int) {
-	base := open + 1
-	w.tmp = append(w.tmp[:0], w.out[base:]...)
-	slices.SortStableFunc(members, func(a, b span) int {
-		return cmp(w.tmp[a.start-base:a.keyEnd-base], w.tmp[b.start-base:b.keyEnd-base])
-	})
-	w.out = w.out[:base]
+// compare orders two members by key, in the order keyOrder gives.
+func compare(out []byte, a, b *span, plain bool) int {
+	if plain {
+		if a.pre != b.pre {
+			if a.pre < b.pre {
+				return -1
+			}
+			return 1
+		}
+		if a.keyEnd-a.start <= 9 {
+			return 0
+		}
+	}
+	return keyOrder(plain)(out[a.start:a.keyEnd], out[b.start:b.keyEnd])
+}
+
+// reorder writes the object whose members were written after out[open],
+// with its members sorted by key (in the order compare gives: any fixed
+// order serves, as long as it is the same for every request), in place of
+// what was written, or its hash when it is long.
+func (w *walker) reorder(open int, members []span, plain bool) {
+	sortMembers(w.out, members, plain)
+	end := len(w.out)
+	w.out = append(w.out, '{')
 	for _, m := range members {
-		w.out = append(w.out, w.tmp[m.start-base:m.end-base]...)
+		w.out = append(w.out, w.out[m.start:m.end]...)
 		w.out = append(w.out, ',')
+	}
+	w.out[len(w.out)-1] = '}'
+	text := w.out[end:]
+	if len(text) > w.inline {
+		s := hash(text)
+		w.out = append(w.out[:open], hashMark)
+		w.out = append(w.out, s[:]...)
+		return
+	}
+	w.out = w.out[:open+copy(w.out[open:], text)]
+}
+
+// sortMembers sorts members by key; members with equal keys keep their
+// order.
+func sortMembers(out []byte, members []span, plain bool) {
+	if len(members) > 12 {
+		slices.SortStableFunc(members, func(a, b span) int { return compare(out, &a, &b, plain) })
+		return
+	}
+	for i := 1; i < len(members); i++ {
+		m := members[i]
+		j := i
+		for ; j > 0; j-- {
+			p := &members[j-1]
+			if plain && p.pre < m.pre || (!plain || p.pre == m.pre) && compare(out, p, &m, plain) <= 0 {
+				break
+			}
+			members[j] = *p
+		}
+		members[j] = m
 	}
 }
 
@@ -366,49 +506,32 @@ func (w *walker) ignored(key []byte) bool {
 	return false
 }
 
-// sign hashes the canonical body with the client's identity and beta flags.
+// sign makes the key of the walked body: the hash of its canonical form,
+// with the client's identity and beta flags as they are.
 func (w *walker) sign(identity, beta string) Key {
-	h := w.hasher
-	if h == nil {
-		h = blake3.New()
-		w.hasher = h
-	}
-	h.Reset()
-	var n [binary.MaxVarintLen64]byte
-	h.Write([]byte(signatureVersion))
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(identity)))])
-	h.Write([]byte(identity))
-	beta = normalizeBeta(beta)
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(beta)))])
-	h.Write([]byte(beta))
-	w.writeTop(h)
-	var k Key
-	h.Sum(k[:0])
-	return k
+	w.tmp = append(w.tmp[:0], signatureVersion...)
+	w.tmp = w.appendTop(w.tmp)
+	return Key{sum: hash(w.tmp), identity: identity, beta: normalizeBeta(beta)}
 }
 
-// writeTop writes the canonical document: its top-level members in key
-// order, straight from where they were written, sparing the copy a reorder
-// would make of the request's largest values.
-func (w *walker) writeTop(dst io.Writer) {
-	cmp := keyOrder(w.topPlain)
-	slices.SortStableFunc(w.top, func(a, b span) int {
-		return cmp(w.out[a.start:a.keyEnd], w.out[b.start:b.keyEnd])
-	})
-	dst.Write([]byte{'{'})
+// appendTop appends the canonical document: its top-level members in key
+// order, straight from where they were written.
+func (w *walker) appendTop(dst []byte) []byte {
+	sortMembers(w.out, w.top, w.topPlain)
+	dst = append(dst, '{')
 	for i, m := range w.top {
 		if i > 0 {
-			dst.Write([]byte{','})
+			dst = append(dst, ',')
 		}
-		dst.Write(w.out[m.start:m.end])
+		dst = append(dst, w.out[m.start:m.end]...)
 	}
-	dst.Write([]byte{'}'})
+	return append(dst, '}')
 }
 
 // normalizeBeta returns the header's flags sorted and joined with commas.
 func normalizeBeta(beta string) string {
-	if beta == "" {
-		return ""
+	if beta == "" || normalBeta(beta) {
+		return beta
 	}
 	flags := strings.Split(beta, ",")
 	n := 0
@@ -421,4 +544,17 @@ func normalizeBeta(beta string) string {
 	flags = flags[:n]
 	slices.Sort(flags)
 	return strings.Join(slices.Compact(flags), ",")
+}
+
+// normalBeta reports whether beta is already what normalizeBeta makes of it,
+// as a client that sends its flags in one header, in order, writes it.
+func normalBeta(beta string) bool {
+	prev := ""
+	for f := range strings.SplitSeq(beta, ",") {
+		if f == "" || f <= prev || strings.TrimSpace(f) != f {
+			return false
+		}
+		prev = f
+	}
+	return true
 }

@@ -120,7 +120,7 @@ func TestCheckStringMatchesReference(t *testing.T) {
 }
 
 // FuzzCheckStringMatchesReference holds CheckString to the reference scan on
-// any input.
+// any input, and CheckKey to CheckString.
 func FuzzCheckStringMatchesReference(f *testing.F) {
 	for _, c := range cases {
 		f.Add([]byte(c), uint8(0))
@@ -136,6 +136,14 @@ func FuzzCheckStringMatchesReference(f *testing.F) {
 			b = append(append(b[:i:i], '"'), b[i:]...)
 		}
 		sameCheck(t, b, i)
+		end, plain, err := CheckKey(b, i)
+		wantEnd, wantErr := CheckString(b, i)
+		if end != wantEnd || (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+			t.Fatalf("CheckKey(%q, %d) = %d, %v; CheckString says %d, %v", b, i, end, err, wantEnd, wantErr)
+		}
+		if plain && (bytes.IndexByte(b[i+1:end-1], '\\') >= 0 || bytes.ContainsFunc(b[i+1:end-1], func(r rune) bool { return r >= 0x80 })) {
+			t.Fatalf("CheckKey(%q, %d) says plain", b, i)
+		}
 	})
 }
 
@@ -157,5 +165,33 @@ func BenchmarkCheckString(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestCheckKeyIsCheckString holds CheckKey to CheckString, and its plain to
+// what the key holds.
+func TestCheckKeyIsCheckString(t *testing.T) {
+	for _, k := range []string{`""`, `"a"`, `"type"`, `"1234567"`, `"12345678"`, `"123456789012345"`,
+		`"1234567890123456"`, `"12345678901234567"`, `"é"`, `"abcdefgé"`, `"abcdefghé"`, `"a\nb"`, `"a\u0062"`,
+		"\"a\x01\"", `"unterminated`, `"abcdefghijklmno\"pq"`, "\"abcdefghijklmn\xff\""} {
+		for _, after := range []string{``, `:1}`, `:"a long value that follows the key"}`} {
+			in := []byte(k + after)
+			end, plain, err := CheckKey(in, 0)
+			wantEnd, wantErr := CheckString(in, 0)
+			if end != wantEnd || (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+				t.Fatalf("CheckKey(%q) = %d, %v; CheckString says %d, %v", in, end, err, wantEnd, wantErr)
+			}
+			if err != nil {
+				continue
+			}
+			inner := in[1 : end-1]
+			isPlain := !bytes.ContainsAny(inner, "\\") && !bytes.ContainsFunc(inner, func(r rune) bool { return r >= 0x80 })
+			if plain && !isPlain {
+				t.Errorf("CheckKey(%q) says plain", in)
+			}
+			if !plain && isPlain && len(after) > 3 && len(inner) < 16 {
+				t.Errorf("CheckKey(%q) missed a plain key", in)
+			}
+		}
 	}
 }

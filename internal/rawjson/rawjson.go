@@ -308,6 +308,32 @@ func CheckString(b []byte, i int) (int, error) {
 	}
 }
 
+// CheckKey is CheckString for an object key, which is short, and also
+// reports whether the key is plain: ASCII without escapes. A key is only
+// found plain when that costs nothing more; false says nothing.
+func CheckKey(b []byte, i int) (end int, plain bool, err error) {
+	if j := i + 1; j+16 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[j:])
+		var high uint64
+		m := stops(x)
+		if m == 0 {
+			high = x & msb
+			j += 8
+			x = binary.LittleEndian.Uint64(b[j:])
+			m = stops(x)
+		}
+		if m != 0 {
+			n := bits.TrailingZeros64(m) >> 3
+			if b[j+n] == '"' {
+				before := uint64(1)<<(8*n) - 1
+				return j + n + 1, (high|x&before)&msb == 0, nil
+			}
+		}
+	}
+	end, err = CheckString(b, i)
+	return end, false, err
+}
+
 // shortString is how many bytes of a string are checked in order before a
 // missing closing quote takes precedence over errors after them.
 const shortString = 24
