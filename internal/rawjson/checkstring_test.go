@@ -155,6 +155,7 @@ func BenchmarkCheckString(b *testing.B) {
 		{"100B", `"` + strings.Repeat("lorem ips ", 10) + `"`},
 		{"4KB", `"` + strings.Repeat("lorem ipsum dolor sit amet ", 150) + `"`},
 		{"4KB-escapes", `"` + strings.Repeat(`lorem ipsum dolor sit amet\n`, 150) + `"`},
+		{"4KB-cjk", `"` + strings.Repeat("日本語のテキストです。", 120) + `"`},
 	} {
 		in := []byte(tt.s + `,"next":1}`)
 		b.Run(tt.name, func(b *testing.B) {
@@ -191,6 +192,41 @@ func TestCheckKeyIsCheckString(t *testing.T) {
 			}
 			if !plain && isPlain && len(after) > 3 && len(inner) < 16 {
 				t.Errorf("CheckKey(%q) missed a plain key", in)
+			}
+		}
+	}
+}
+
+// TestControlAtFindsTheFirstControlCharacter compares controlAt with a byte
+// loop on runs of every length, with bytes that look like control
+// characters to a subtraction (0x80 and up) and real ones.
+func TestControlAtFindsTheFirstControlCharacter(t *testing.T) {
+	alphabet := []byte{0x00, 0x01, 0x1f, 0x20, 'a', 0x7f, 0x80, 0x9f, 0xa0, 0xe4, 0xff}
+	state := uint64(1)
+	next := func() uint64 {
+		state ^= state << 13
+		state ^= state >> 7
+		state ^= state << 17
+		return state
+	}
+	for n := range 300 {
+		for range 20 {
+			b := bytes.Repeat([]byte{'x'}, n)
+			// Mostly text, with a few special bytes anywhere.
+			for range next() % 4 {
+				if n > 0 {
+					b[next()%uint64(n)] = alphabet[next()%uint64(len(alphabet))]
+				}
+			}
+			want := -1
+			for j, c := range b {
+				if c < 0x20 {
+					want = j
+					break
+				}
+			}
+			if got := controlAt(b); got != want {
+				t.Fatalf("controlAt(%q) = %d, want %d", b, got, want)
 			}
 		}
 	}

@@ -253,7 +253,7 @@ func CheckString(b []byte, i int) (int, error) {
 	// unterminated): the words read here stop at that limit.
 	short := i + shortString
 	for i < short && i+8 <= len(b) {
-		m := stops(binary.LittleEndian.Uint64(b[i:]))
+		m := Stops(binary.LittleEndian.Uint64(b[i:]))
 		if m == 0 {
 			i += 8
 			continue
@@ -315,12 +315,12 @@ func CheckKey(b []byte, i int) (end int, plain bool, err error) {
 	if j := i + 1; j+16 <= len(b) {
 		x := binary.LittleEndian.Uint64(b[j:])
 		var high uint64
-		m := stops(x)
+		m := Stops(x)
 		if m == 0 {
 			high = x & msb
 			j += 8
 			x = binary.LittleEndian.Uint64(b[j:])
-			m = stops(x)
+			m = Stops(x)
 		}
 		if m != 0 {
 			n := bits.TrailingZeros64(m) >> 3
@@ -360,11 +360,11 @@ func unterminated(b []byte, i, start int) (int, error) {
 	return 0, syntaxErr(start, "unterminated string")
 }
 
-// stops marks with its high bit each byte of x (eight bytes of a string,
+// Stops marks with its high bit each byte of x (eight bytes of a string,
 // little-endian) that a string scan stops at: the quote, the backslash and
 // the control characters. Only the lowest mark is exact (a borrow can mark
-// the bytes above a stop), which is the one the scan takes.
-func stops(x uint64) uint64 {
+// the bytes above a stop), which is the one a scan takes.
+func Stops(x uint64) uint64 {
 	q := x ^ (lsb * '"')
 	s := x ^ (lsb * '\\')
 	return ((q-lsb)&^q | (s-lsb)&^s | (x-lsb*0x20)&^x) & msb
@@ -390,31 +390,50 @@ func checkEscape(b []byte, i, start int) (int, error) {
 
 // controlAt returns the index of the first control character (below 0x20)
 // in b, or -1.
+//
+// Sixty-four bytes at a time, a subtraction that borrows from each byte below
+// 0x20 sets its high bit, which passes ASCII text at less than an instruction
+// a byte. Bytes from 0xa0 up set it too: after the first block where that
+// misleads, the rest of the run, likely more of the same text, is read with
+// the exact test.
 func controlAt(b []byte) int {
-	n := len(b)
-	for len(b) >= 32 {
-		x0 := binary.LittleEndian.Uint64(b)
-		x1 := binary.LittleEndian.Uint64(b[8:])
-		x2 := binary.LittleEndian.Uint64(b[16:])
-		x3 := binary.LittleEndian.Uint64(b[24:])
-		if ((x0-lsb*0x20)&^x0|(x1-lsb*0x20)&^x1|(x2-lsb*0x20)&^x2|(x3-lsb*0x20)&^x3)&msb != 0 {
+	const c = lsb * 0x20
+	j := 0
+	for ; j+64 <= len(b); j += 64 {
+		w := (*[64]byte)(b[j : j+64])
+		if ((le64(w, 0)-c)|(le64(w, 8)-c)|(le64(w, 16)-c)|(le64(w, 24)-c)|
+			(le64(w, 32)-c)|(le64(w, 40)-c)|(le64(w, 48)-c)|(le64(w, 56)-c))&msb != 0 {
 			break
 		}
-		b = b[32:]
 	}
-	for len(b) >= 8 {
-		x := binary.LittleEndian.Uint64(b)
-		if m := (x - lsb*0x20) &^ x & msb; m != 0 {
-			return n - len(b) + bits.TrailingZeros64(m)>>3
+	for ; j+32 <= len(b); j += 32 {
+		w := (*[32]byte)(b[j : j+32])
+		x0 := binary.LittleEndian.Uint64(w[:])
+		x1 := binary.LittleEndian.Uint64(w[8:])
+		x2 := binary.LittleEndian.Uint64(w[16:])
+		x3 := binary.LittleEndian.Uint64(w[24:])
+		if ((x0-c)&^x0|(x1-c)&^x1|(x2-c)&^x2|(x3-c)&^x3)&msb != 0 {
+			break
 		}
-		b = b[8:]
 	}
-	for j, c := range b {
-		if c < 0x20 {
-			return n - len(b) + j
+	for ; j+8 <= len(b); j += 8 {
+		x := binary.LittleEndian.Uint64(b[j:])
+		if m := (x - c) &^ x & msb; m != 0 {
+			return j + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for ; j < len(b); j++ {
+		if b[j] < 0x20 {
+			return j
 		}
 	}
 	return -1
+}
+
+// le64 reads the eight bytes at w[i:], little-endian.
+func le64(w *[64]byte, i int) uint64 {
+	return uint64(w[i]) | uint64(w[i+1])<<8 | uint64(w[i+2])<<16 | uint64(w[i+3])<<24 |
+		uint64(w[i+4])<<32 | uint64(w[i+5])<<40 | uint64(w[i+6])<<48 | uint64(w[i+7])<<56
 }
 
 func isHex4(b []byte) bool {
