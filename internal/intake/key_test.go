@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
 // signWith signs body with values whose canonical text is longer than
@@ -165,6 +167,64 @@ func TestNormalizeBeta(t *testing.T) {
 	} {
 		if got := normalizeBeta(in); got != want {
 			t.Errorf("normalizeBeta(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestMembersAreSortedStably builds objects of up to forty members, with
+// keys that share long prefixes, repeat, or differ past the eighth byte, and
+// values short and long: the canonical form lists the members sorted by key,
+// repeated keys in their order, and signs as the body does.
+func TestMembersAreSortedStably(t *testing.T) {
+	keys := []string{"a", "b", "type", "text", "abcdefgh", "abcdefghi", "abcdefghj", "abcdefgh_long_key_1",
+		"abcdefgh_long_key_2", "description", "descriptions", "input_schema", "z", "cache_control"}
+	values := []string{`1`, `"x"`, `null`, `"` + strings.Repeat("v", 40) + `"`, `"` + strings.Repeat("w", 600) + `"`,
+		`[1,2]`, `{"q":1,"p":2}`}
+	state := uint64(7)
+	next := func(n int) int {
+		state ^= state << 13
+		state ^= state >> 7
+		state ^= state << 17
+		return int(state % uint64(n))
+	}
+	type pair struct{ k, v string }
+	for round := range 400 {
+		n := 1 + round%40
+		pairs := make([]pair, n)
+		var body strings.Builder
+		body.WriteString(`{"model":"m","x":{`)
+		for i := range pairs {
+			pairs[i] = pair{`"` + keys[next(len(keys))] + `"`, values[next(len(values))]}
+			if i > 0 {
+				body.WriteByte(',')
+			}
+			body.WriteString(pairs[i].k + ":" + pairs[i].v)
+		}
+		body.WriteString("}}")
+		canon, err := canonical([]byte(body.String()), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := rawjson.Field(canon, "x")
+		var got []pair
+		o := rawjson.NewObject(x)
+		for k, v, ok := o.Next(); ok; k, v, ok = o.Next() {
+			got = append(got, pair{`"` + string(k) + `"`, string(v)})
+		}
+		want := slices.Clone(pairs)
+		slices.SortStableFunc(want, func(a, b pair) int { return strings.Compare(a.k, b.k) })
+		for i := range want {
+			if c, err := canonical([]byte(`{"v":`+want[i].v+`}`), nil); err == nil {
+				want[i].v = string(rawjson.Field(c, "v"))
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s:\ncanonical %s", body.String(), x)
+		}
+		for _, inline := range []int{0, 17, inlineMax} {
+			if signWith(t, []byte(body.String()), inline, "c", "") != signWith(t, canon, inline, "c", "") {
+				t.Fatalf("inline %d: %s signs unlike its canonical form", inline, body.String())
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -39,7 +40,7 @@ var foreignSignature = []byte(`"claude-balancer:v1:`)
 // own canonical text. Two documents sign alike exactly when their canonical
 // texts are equal, but for a collision of the hash.
 const (
-	inlineMax = 64
+	inlineMax = 512
 	hashMark  = 0x01
 	hashLen   = 1 + 16
 )
@@ -70,7 +71,6 @@ var walkers = sync.Pool{New: func() any { return new(walker) }}
 // order, its members (each already canonical) are reordered in place.
 type walker struct {
 	src   []byte
-	pos   int
 	canon bool
 	// inline is the longest canonical text written out in full: inlineMax,
 	// or all of them for the canonical text itself (in tests).
@@ -114,9 +114,13 @@ func keyPrefix(q []byte) uint64 {
 }
 
 func (w *walker) reset(src []byte, opt Options) {
-	w.src, w.pos, w.depth, w.ignore, w.canon, w.inline = src, 0, 0, opt.Ignore, opt.Sign, inlineMax
+	w.src, w.depth, w.ignore, w.canon, w.inline = src, 0, opt.Ignore, opt.Sign, inlineMax
 	w.out, w.tmp, w.spans, w.top, w.topPlain = w.out[:0], w.tmp[:0], w.spans[:0], w.top[:0], true
 	w.p, w.seenModel, w.seenStream, w.seenMeta, w.foreign = Peek{}, false, false, false, false
+	if w.canon && cap(w.out) < 4096 {
+		// Room for the words short keys and values are copied with.
+		w.out = make([]byte, 0, 4096)
+	}
 }
 
 // release returns w to the pool unless it grew so large that keeping it would
@@ -130,52 +134,53 @@ func (w *walker) release() {
 	walkers.Put(w)
 }
 
-func (w *walker) syntax(reason string) error {
-	return grammarError(&rawjson.SyntaxError{Offset: w.pos, Reason: reason})
+func (w *walker) syntax(at int, reason string) error {
+	return grammarError(&rawjson.SyntaxError{Offset: at, Reason: reason})
 }
 
 func (w *walker) document() error {
-	w.skipSpace()
-	if w.pos >= len(w.src) || w.src[w.pos] != '{' {
+	src := w.src
+	i := rawjson.SkipSpace(src, 0)
+	if i >= len(src) || src[i] != '{' {
 		return errorf("request body must be a JSON object")
 	}
-	if err := w.object(true); err != nil {
+	i, err := w.object(i, true)
+	if err != nil {
 		return err
 	}
-	w.skipSpace()
-	if w.pos != len(w.src) {
-		return w.syntax("unexpected data after the JSON object")
+	if i = rawjson.SkipSpace(src, i); i != len(src) {
+		return w.syntax(i, "unexpected data after the JSON object")
 	}
 	return nil
 }
 
-func (w *walker) skipSpace() { w.pos = rawjson.SkipSpace(w.src, w.pos) }
-
-func (w *walker) value() error {
-	w.skipSpace()
-	if w.pos >= len(w.src) {
-		return w.syntax("unexpected end of JSON input")
+// value walks the value at or after src[i] (white space first) and returns
+// where it ends.
+func (w *walker) value(i int) (int, error) {
+	src := w.src
+	i = rawjson.SkipSpace(src, i)
+	if i >= len(src) {
+		return 0, w.syntax(i, "unexpected end of JSON input")
 	}
-	switch ch := w.src[w.pos]; {
-	case ch == '{':
-		return w.object(false)
-	case ch == '[':
-		return w.array()
+	switch src[i] {
+	case '{':
+		return w.object(i, false)
+	case '[':
+		return w.array(i)
 	}
 	// Strings, numbers and literals: the grammar's own checks.
-	end, err := rawjson.CheckValue(w.src, w.pos, w.depth)
+	end, err := rawjson.CheckValue(src, i, w.depth)
 	if err != nil {
-		return grammarError(err)
+		return 0, grammarError(err)
 	}
 	if w.canon {
-		if v := w.src[w.pos:end]; len(v) > w.inline {
-			w.appendHash(v)
+		if end-i > w.inline {
+			w.appendHash(src[i:end])
 		} else {
-			w.out = append(w.out, v...)
+			w.appendValue(i, end)
 		}
 	}
-	w.pos = end
-	return nil
+	return end, nil
 }
 
 // appendHash writes a long value as its hash.
@@ -196,173 +201,117 @@ func (w *walker) fold(start int) {
 	w.out = append(w.out, s[:]...)
 }
 
-func (w *walker) array() error {
+// array walks the array at src[i] and returns where it ends.
+func (w *walker) array(i int) (int, error) {
 	if w.depth >= rawjson.MaxDepth {
-		return errorf("request body is nested too deeply")
+		return 0, errorf("request body is nested too deeply")
 	}
+	src, canon := w.src, w.canon
 	w.depth++
-	w.pos++
 	open := len(w.out)
-	if w.canon {
+	if canon {
 		w.out = append(w.out, '[')
 	}
-	w.skipSpace()
-	if w.pos < len(w.src) && w.src[w.pos] == ']' {
-		w.pos++
-		if w.canon {
+	if i = rawjson.SkipSpace(src, i+1); i < len(src) && src[i] == ']' {
+		if canon {
 			w.out = append(w.out, ']')
 		}
 		w.depth--
-		return nil
+		return i + 1, nil
 	}
 	for {
-		if err := w.value(); err != nil {
-			return err
+		var err error
+		if i, err = w.value(i); err != nil {
+			return 0, err
 		}
-		w.skipSpace()
-		if w.pos >= len(w.src) {
-			return w.syntax("unexpected end of JSON input")
+		if i = rawjson.SkipSpace(src, i); i >= len(src) {
+			return 0, w.syntax(i, "unexpected end of JSON input")
 		}
-		switch w.src[w.pos] {
+		switch src[i] {
 		case ',':
-			w.pos++
-			if w.canon {
+			i++
+			if canon {
 				w.out = append(w.out, ',')
 			}
 		case ']':
-			w.pos++
 			w.depth--
-			if w.canon {
+			if canon {
 				w.out = append(w.out, ']')
 				w.fold(open)
 			}
-			return nil
+			return i + 1, nil
 		default:
-			return w.syntax("expected ',' or ']'")
+			return 0, w.syntax(i, "expected ',' or ']'")
 		}
 	}
 }
 
-func (w *walker) object(top bool) error {
+// object walks the object at src[i] and returns where it ends.
+func (w *walker) object(i int, top bool) (int, error) {
 	if w.depth >= rawjson.MaxDepth {
-		return errorf("request body is nested too deeply")
+		return 0, errorf("request body is nested too deeply")
 	}
+	src, canon := w.src, w.canon
 	w.depth++
-	w.pos++
 	open := len(w.out)
-	if w.canon {
+	if canon {
 		w.out = append(w.out, '{')
 	}
 	first := len(w.spans)
 	plain := true
-	w.skipSpace()
-	if w.pos < len(w.src) && w.src[w.pos] == '}' {
-		w.pos++
-		if w.canon {
+	if i = rawjson.SkipSpace(src, i+1); i < len(src) && src[i] == '}' {
+		if canon {
 			w.out = append(w.out, '}')
 		}
 		w.depth--
-		return nil
+		return i + 1, nil
 	}
 	for {
-		w.skipSpace()
-		if w.pos >= len(w.src) || w.src[w.pos] != '"' {
-			return w.syntax("expected a string key")
+		if i = rawjson.SkipSpace(src, i); i >= len(src) || src[i] != '"' {
+			return 0, w.syntax(i, "expected a string key")
 		}
-		ks := w.pos
-		ke, ascii, err := rawjson.CheckKey(w.src, ks)
+		ks := i
+		ke, escaped, keyPlain, err := w.memberKey(ks)
 		if err != nil {
-			return grammarError(err)
+			return 0, err
 		}
-		w.pos = ke
-		inner := w.src[ks+1 : ke-1]
-		escaped := !ascii && rawjson.HasBackslash(inner)
-		start := len(w.out)
-		if w.canon {
-			if escaped {
-				// One spelling per key, so that keys are ordered by what
-				// they mean ("syst\u0065m" is "system").
-				w.out = append(w.out, canonicalKey(w.src[ks:ke])...)
-			} else {
-				w.out = append(w.out, w.src[ks:ke]...)
-			}
-			if !ascii && plain && !utf8.Valid(w.out[start:]) {
-				plain = false
-			}
+		plain = plain && keyPlain
+		if i = rawjson.SkipSpace(src, ke); i >= len(src) || src[i] != ':' {
+			return 0, w.syntax(i, "expected ':'")
 		}
-		keyEnd := len(w.out)
-		var pre uint64
-		if w.canon {
-			if !escaped && ks+9 <= len(w.src) {
-				// The key as written, and what follows it masked off.
-				pre = binary.BigEndian.Uint64(w.src[ks+1:])
-				if n := ke - ks - 1; n < 8 {
-					pre &^= ^uint64(0) >> (8 * n)
-				}
-			} else {
-				pre = keyPrefix(w.out[start:keyEnd])
-			}
-		}
-		w.skipSpace()
-		if w.pos >= len(w.src) || w.src[w.pos] != ':' {
-			return w.syntax("expected ':'")
-		}
-		w.pos++
-		if w.canon {
-			w.out = append(w.out, ':')
-		}
-		w.skipSpace()
-		valueStart := w.pos
-		var spelled []byte
-		if top || len(inner) >= len("signature") {
-			spelled = inner
-			if escaped {
-				spelled = rawjson.AppendUnescaped(nil, inner)
-			}
-		}
-		if top && !w.canon && string(spelled) != "messages" {
-			// Outside the conversation nothing needs a closer look: the
-			// grammar's own walk validates it.
-			end, err := rawjson.CheckValue(w.src, w.pos, w.depth)
-			if err != nil {
-				return grammarError(err)
-			}
-			w.pos = end
-		} else if err := w.value(); err != nil {
-			return err
-		}
-		if !top && string(spelled) == "signature" && bytes.HasPrefix(w.src[valueStart:w.pos], foreignSignature) {
-			w.foreign = true
-		}
+		valueStart := rawjson.SkipSpace(src, i+1)
 		if top {
-			if err := w.field(spelled, valueStart, w.pos); err != nil {
-				return err
+			if i, err = w.topMember(ks, ke, escaped, valueStart); err != nil {
+				return 0, err
 			}
-		}
-		if w.canon {
-			if top && w.ignored(spelled) {
-				w.out = w.out[:start]
-			} else {
-				w.spans = append(w.spans, span{start, keyEnd, len(w.out), pre})
+		} else {
+			sig := isSignature(src[ks+1:ke-1], escaped)
+			if i, err = w.value(valueStart); err != nil {
+				return 0, err
+			}
+			if sig && bytes.HasPrefix(src[valueStart:i], foreignSignature) {
+				w.foreign = true
+			}
+			if canon {
+				w.spans[len(w.spans)-1].end = len(w.out)
 				w.out = append(w.out, ',')
 			}
 		}
-		w.skipSpace()
-		if w.pos >= len(w.src) {
-			return w.syntax("unexpected end of JSON input")
+		if i = rawjson.SkipSpace(src, i); i >= len(src) {
+			return 0, w.syntax(i, "unexpected end of JSON input")
 		}
-		if w.src[w.pos] == '}' {
-			w.pos++
+		if src[i] == '}' {
+			i++
 			break
 		}
-		if w.src[w.pos] != ',' {
-			return w.syntax("expected ',' or '}'")
+		if src[i] != ',' {
+			return 0, w.syntax(i, "expected ',' or '}'")
 		}
-		w.pos++
+		i++
 	}
 	w.depth--
-	if !w.canon {
-		return nil
+	if !canon {
+		return i, nil
 	}
 	members := w.spans[first:]
 	w.spans = w.spans[:first]
@@ -370,20 +319,165 @@ func (w *walker) object(top bool) error {
 		// The signature writes the top level in order itself.
 		w.top = append(w.top[:0], members...)
 		w.topPlain = plain
-		return nil
+		return i, nil
 	}
 	if len(members) == 0 {
 		w.out = append(w.out[:open+1], '}')
-		return nil
+		return i, nil
 	}
 	if !sorted(w.out, members, plain) {
 		w.reorder(open, members, plain)
-		return nil
+		return i, nil
 	}
 	// Every member is followed by a comma; the last one becomes the brace.
 	w.out[len(w.out)-1] = '}'
 	w.fold(open)
-	return nil
+	return i, nil
+}
+
+// memberKey reads the key at src[ks] and returns where it ends, whether it
+// holds escapes and, for a signature, whether it is valid UTF-8. For a
+// signature it writes the key and a colon, and starts the member's span (its
+// end is set once the value is written).
+func (w *walker) memberKey(ks int) (ke int, escaped, plain bool, err error) {
+	start := len(w.out)
+	if w.canon {
+		if ke, pre, ok := w.plainKey(ks); ok {
+			w.spans = append(w.spans, span{start: start, keyEnd: len(w.out) - 1, pre: pre})
+			return ke, false, true, nil
+		}
+	}
+	ke, ascii, err := rawjson.CheckKey(w.src, ks)
+	if err != nil {
+		return 0, false, false, grammarError(err)
+	}
+	escaped = !ascii && rawjson.HasBackslash(w.src[ks+1:ke-1])
+	if !w.canon {
+		return ke, escaped, true, nil
+	}
+	keyEnd, pre := w.key(ks, ke, escaped)
+	w.spans = append(w.spans, span{start: start, keyEnd: keyEnd, pre: pre})
+	return ke, escaped, ascii || utf8.Valid(w.out[start:keyEnd]), nil
+}
+
+// isSignature reports whether a key, as written between its quotes, is
+// "signature".
+func isSignature(inner []byte, escaped bool) bool {
+	if len(inner) < len("signature") {
+		return false
+	}
+	if escaped {
+		return string(rawjson.AppendUnescaped(nil, inner)) == "signature"
+	}
+	return string(inner) == "signature"
+}
+
+// topMember walks the value of the top-level member whose key is src[ks:ke]
+// and finds what the balancer needs in it; for a signature it ends the
+// member, or drops it when it is ignored.
+func (w *walker) topMember(ks, ke int, escaped bool, valueStart int) (int, error) {
+	spelled := w.src[ks+1 : ke-1]
+	if escaped {
+		spelled = rawjson.AppendUnescaped(nil, spelled)
+	}
+	var end int
+	var err error
+	if !w.canon && string(spelled) != "messages" {
+		// Outside the conversation nothing needs a closer look: the
+		// grammar's own walk validates it.
+		if end, err = rawjson.CheckValue(w.src, valueStart, w.depth); err != nil {
+			return 0, grammarError(err)
+		}
+	} else if end, err = w.value(valueStart); err != nil {
+		return 0, err
+	}
+	if err := w.field(spelled, valueStart, end); err != nil {
+		return 0, err
+	}
+	if w.canon {
+		m := &w.spans[len(w.spans)-1]
+		if w.ignored(spelled) {
+			w.out = w.out[:m.start]
+			w.spans = w.spans[:len(w.spans)-1]
+		} else {
+			m.end = len(w.out)
+			w.out = append(w.out, ',')
+		}
+	}
+	return end, nil
+}
+
+// plainKey reads the key at src[ks] when it is short and plain (ASCII
+// without escapes, at most 15 bytes), all in two words: it writes the key
+// and a colon, and returns where the key ends in src and its prefix (see
+// keyPrefix). For any other key it writes nothing and ok is false.
+func (w *walker) plainKey(ks int) (ke int, pre uint64, ok bool) {
+	start := len(w.out)
+	if ks+17 > len(w.src) || start+18 > cap(w.out) {
+		return 0, 0, false
+	}
+	k := (*[17]byte)(w.src[ks : ks+17])
+	lo := binary.LittleEndian.Uint64(k[1:9])
+	hi := binary.LittleEndian.Uint64(k[9:17])
+	// The first byte a string scan stops at must be the closing quote, and
+	// the bytes before it ASCII. m&-m is the stop's high bit alone: less
+	// one, it masks the bytes before the stop.
+	var n int
+	var high uint64
+	if m := rawjson.Stops(lo); m != 0 {
+		n = bits.TrailingZeros64(m) >> 3
+		stop := m & -m
+		high = lo & (stop - 1)
+		pre = lo & (stop<<1 - 1)
+	} else if m = rawjson.Stops(hi); m != 0 {
+		n = 8 + bits.TrailingZeros64(m)>>3
+		high = lo | hi&(m&-m-1)
+		pre = lo
+	} else {
+		return 0, 0, false
+	}
+	if high&msb != 0 || k[1+n] != '"' {
+		return 0, 0, false
+	}
+	o := (*[18]byte)(w.out[start : start+18])
+	o[0] = '"'
+	binary.LittleEndian.PutUint64(o[1:9], lo)
+	binary.LittleEndian.PutUint64(o[9:17], hi)
+	o[n+2] = ':'
+	w.out = w.out[:start+n+3]
+	return ks + n + 2, bits.ReverseBytes64(pre), true
+}
+
+// msb marks the high bit of each byte of a word.
+const msb = 0x8080808080808080
+
+// key writes the key src[ks:ke] (with escapes, once resolved) and a colon,
+// and returns where the key ends in out and its prefix (see keyPrefix).
+func (w *walker) key(ks, ke int, escaped bool) (int, uint64) {
+	start := len(w.out)
+	if escaped {
+		// One spelling per key, so that keys are ordered by what they mean
+		// ("syst\u0065m" is "system").
+		w.out = append(w.out, canonicalKey(w.src[ks:ke])...)
+	} else {
+		w.out = append(w.out, w.src[ks:ke]...)
+	}
+	end := len(w.out)
+	w.out = append(w.out, ':')
+	return end, keyPrefix(w.out[start:end])
+}
+
+// appendValue writes the short value src[i:j] as it is.
+func (w *walker) appendValue(i, j int) {
+	n, k := j-i, len(w.out)
+	if n <= 16 && i+16 <= len(w.src) && k+16 <= cap(w.out) {
+		o := w.out[k : k+16]
+		binary.LittleEndian.PutUint64(o, binary.LittleEndian.Uint64(w.src[i:]))
+		binary.LittleEndian.PutUint64(o[8:], binary.LittleEndian.Uint64(w.src[i+8:]))
+		w.out = w.out[:k+n]
+		return
+	}
+	w.out = append(w.out, w.src[i:j]...)
 }
 
 // sorted reports whether members are in key order.
@@ -419,22 +513,68 @@ func compare(out []byte, a, b *span, plain bool) int {
 // order serves, as long as it is the same for every request), in place of
 // what was written, or its hash when it is long.
 func (w *walker) reorder(open int, members []span, plain bool) {
-	sortMembers(w.out, members, plain)
 	end := len(w.out)
-	w.out = append(w.out, '{')
-	for _, m := range members {
-		w.out = append(w.out, w.out[m.start:m.end]...)
-		w.out = append(w.out, ',')
+	// The sorted text is as long as the text, and short members are
+	// copied a few words at a time: room for both.
+	w.out = slices.Grow(w.out, end-open+32)
+	out := w.out[:cap(w.out)]
+	k := end
+	out[k] = '{'
+	k++
+	var order [16]uint8
+	if plain && len(members) <= len(order) && sortShort(members, order[:len(members)]) {
+		for _, j := range order[:len(members)] {
+			k = copyMember(out, k, members[j])
+		}
+	} else {
+		sortMembers(out, members, plain)
+		for _, m := range members {
+			k = copyMember(out, k, m)
+		}
 	}
-	w.out[len(w.out)-1] = '}'
-	text := w.out[end:]
+	out[k-1] = '}'
+	text := out[end:k]
 	if len(text) > w.inline {
 		s := hash(text)
 		w.out = append(w.out[:open], hashMark)
 		w.out = append(w.out, s[:]...)
 		return
 	}
-	w.out = w.out[:open+copy(w.out[open:], text)]
+	w.out = w.out[:open+copy(w.out[open:end], text)]
+}
+
+// copyMember copies member m and a comma to out[k:], which has room for
+// them and thirty-two bytes more, and returns where they end.
+func copyMember(out []byte, k int, m span) int {
+	if n := m.end - m.start; n <= 32 {
+		src, dst := (*[32]byte)(out[m.start:m.start+32]), (*[32]byte)(out[k:k+32])
+		*dst = *src
+		k += n
+	} else {
+		k += copy(out[k:], out[m.start:m.end])
+	}
+	out[k] = ','
+	return k + 1
+}
+
+// sortShort sorts a short object's members (of plain keys) by key prefix,
+// writing their order into order, members with equal keys in their order.
+// It reports false when two prefixes are equal but the keys may not be.
+func sortShort(members []span, order []uint8) bool {
+	var pre [16]uint64
+	for i := range order {
+		m := &members[i]
+		p := m.pre
+		j := i
+		for ; j > 0 && pre[j-1] > p; j-- {
+			pre[j], order[j] = pre[j-1], order[j-1]
+		}
+		if j > 0 && pre[j-1] == p && (m.keyEnd-m.start > 9 || members[order[j-1]].keyEnd-members[order[j-1]].start > 9) {
+			return false
+		}
+		pre[j], order[j] = p, uint8(i)
+	}
+	return true
 }
 
 // sortMembers sorts members by key; members with equal keys keep their
