@@ -167,6 +167,10 @@ func (w *walker) value(i int) (int, error) {
 		return w.object(i, false)
 	case '[':
 		return w.array(i)
+	case '"':
+		if w.canon {
+			return w.str(i)
+		}
 	}
 	// Strings, numbers and literals: the grammar's own checks.
 	end, err := rawjson.CheckValue(src, i, w.depth)
@@ -179,6 +183,41 @@ func (w *walker) value(i int) (int, error) {
 		} else {
 			w.appendValue(i, end)
 		}
+	}
+	return end, nil
+}
+
+// str reads and writes the string at src[i], and returns where it ends. A
+// short string (at most 15 bytes) is checked and copied in two words; the
+// rest of a longer one is left to the grammar.
+func (w *walker) str(i int) (int, error) {
+	src, start := w.src, len(w.out)
+	from := i + 1
+	if i+17 <= len(src) && start+17 <= cap(w.out) {
+		k := (*[17]byte)(src[i : i+17])
+		// The first byte a string scan stops at must be the closing quote.
+		n := -1
+		if m := rawjson.Stops(binary.LittleEndian.Uint64(k[1:9])); m != 0 {
+			n = bits.TrailingZeros64(m) >> 3
+		} else if m = rawjson.Stops(binary.LittleEndian.Uint64(k[9:17])); m != 0 {
+			n = 8 + bits.TrailingZeros64(m)>>3
+		} else {
+			from = i + 17
+		}
+		if n >= 0 && k[1+n] == '"' && n+2 <= w.inline {
+			*(*[17]byte)(w.out[start : start+17]) = *k
+			w.out = w.out[:start+n+2]
+			return i + n + 2, nil
+		}
+	}
+	end, err := rawjson.CheckStringFrom(src, i, from)
+	if err != nil {
+		return 0, grammarError(err)
+	}
+	if end-i > w.inline {
+		w.appendHash(src[i:end])
+	} else {
+		w.appendValue(i, end)
 	}
 	return end, nil
 }
@@ -285,7 +324,7 @@ func (w *walker) object(i int, top bool) (int, error) {
 				return 0, err
 			}
 		} else {
-			sig := isSignature(src[ks+1:ke-1], escaped)
+			sig := ke-ks >= len(`"signature"`) && isSignature(src[ks+1:ke-1], escaped)
 			if i, err = w.value(valueStart); err != nil {
 				return 0, err
 			}
@@ -342,9 +381,9 @@ func (w *walker) object(i int, top bool) (int, error) {
 func (w *walker) memberKey(ks int) (ke int, escaped, plain bool, err error) {
 	start := len(w.out)
 	if w.canon {
-		if ke, pre, ok := w.plainKey(ks); ok {
-			w.spans = append(w.spans, span{start: start, keyEnd: len(w.out) - 1, pre: pre})
-			return ke, false, true, nil
+		if n, pre, ok := w.plainKey(ks); ok {
+			w.spans = append(w.spans, span{start: start, keyEnd: start + n, pre: pre})
+			return ks + n, false, true, nil
 		}
 	}
 	ke, ascii, err := rawjson.CheckKey(w.src, ks)
@@ -358,6 +397,46 @@ func (w *walker) memberKey(ks int) (ke int, escaped, plain bool, err error) {
 	keyEnd, pre := w.key(ks, ke, escaped)
 	w.spans = append(w.spans, span{start: start, keyEnd: keyEnd, pre: pre})
 	return ke, escaped, ascii || utf8.Valid(w.out[start:keyEnd]), nil
+}
+
+// plainKey reads the key at src[ks] when it is short and plain (ASCII
+// without escapes, at most 15 bytes), all in two words: it writes the key
+// and a colon, and returns the length of the quoted key and its prefix (see
+// keyPrefix). For any other key it writes nothing and ok is false.
+func (w *walker) plainKey(ks int) (n int, pre uint64, ok bool) {
+	start := len(w.out)
+	if ks+17 > len(w.src) || start+18 > cap(w.out) {
+		return 0, 0, false
+	}
+	k := (*[17]byte)(w.src[ks : ks+17])
+	lo := binary.LittleEndian.Uint64(k[1:9])
+	hi := binary.LittleEndian.Uint64(k[9:17])
+	// The first byte a string scan stops at must be the closing quote, and
+	// the bytes before it ASCII. m&-m is the stop's high bit alone: less
+	// one, it masks the bytes before the stop.
+	var high uint64
+	if m := rawjson.Stops(lo); m != 0 {
+		n = bits.TrailingZeros64(m) >> 3
+		stop := m & -m
+		high = lo & (stop - 1)
+		pre = lo & (stop<<1 - 1)
+	} else if m = rawjson.Stops(hi); m != 0 {
+		n = 8 + bits.TrailingZeros64(m)>>3
+		high = lo | hi&(m&-m-1)
+		pre = lo
+	} else {
+		return 0, 0, false
+	}
+	if high&msb != 0 || k[1+n] != '"' {
+		return 0, 0, false
+	}
+	o := (*[18]byte)(w.out[start : start+18])
+	o[0] = '"'
+	binary.LittleEndian.PutUint64(o[1:9], lo)
+	binary.LittleEndian.PutUint64(o[9:17], hi)
+	o[n+2] = ':'
+	w.out = w.out[:start+n+3]
+	return n + 2, bits.ReverseBytes64(pre), true
 }
 
 // isSignature reports whether a key, as written between its quotes, is
@@ -405,47 +484,6 @@ func (w *walker) topMember(ks, ke int, escaped bool, valueStart int) (int, error
 		}
 	}
 	return end, nil
-}
-
-// plainKey reads the key at src[ks] when it is short and plain (ASCII
-// without escapes, at most 15 bytes), all in two words: it writes the key
-// and a colon, and returns where the key ends in src and its prefix (see
-// keyPrefix). For any other key it writes nothing and ok is false.
-func (w *walker) plainKey(ks int) (ke int, pre uint64, ok bool) {
-	start := len(w.out)
-	if ks+17 > len(w.src) || start+18 > cap(w.out) {
-		return 0, 0, false
-	}
-	k := (*[17]byte)(w.src[ks : ks+17])
-	lo := binary.LittleEndian.Uint64(k[1:9])
-	hi := binary.LittleEndian.Uint64(k[9:17])
-	// The first byte a string scan stops at must be the closing quote, and
-	// the bytes before it ASCII. m&-m is the stop's high bit alone: less
-	// one, it masks the bytes before the stop.
-	var n int
-	var high uint64
-	if m := rawjson.Stops(lo); m != 0 {
-		n = bits.TrailingZeros64(m) >> 3
-		stop := m & -m
-		high = lo & (stop - 1)
-		pre = lo & (stop<<1 - 1)
-	} else if m = rawjson.Stops(hi); m != 0 {
-		n = 8 + bits.TrailingZeros64(m)>>3
-		high = lo | hi&(m&-m-1)
-		pre = lo
-	} else {
-		return 0, 0, false
-	}
-	if high&msb != 0 || k[1+n] != '"' {
-		return 0, 0, false
-	}
-	o := (*[18]byte)(w.out[start : start+18])
-	o[0] = '"'
-	binary.LittleEndian.PutUint64(o[1:9], lo)
-	binary.LittleEndian.PutUint64(o[9:17], hi)
-	o[n+2] = ':'
-	w.out = w.out[:start+n+3]
-	return ks + n + 2, bits.ReverseBytes64(pre), true
 }
 
 // msb marks the high bit of each byte of a word.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -77,7 +78,7 @@ func controlAtReference(b []byte) int {
 
 // sameCheck reports whether CheckString and the reference agree on b at i:
 // the same end, or the same error at the same offset.
-func sameCheck(t *testing.T, b []byte, i int) {
+func sameCheck(t *testing.T, b []byte, i int, resume bool) {
 	t.Helper()
 	end, err := CheckString(b, i)
 	wantEnd, wantErr := checkStringReference(b, i)
@@ -88,6 +89,23 @@ func sameCheck(t *testing.T, b []byte, i int) {
 		var got, want *SyntaxError
 		if !errors.As(err, &got) || !errors.As(wantErr, &want) || *got != *want {
 			t.Fatalf("CheckString(%q, %d) = %v; want %v", b, i, err, wantErr)
+		}
+	}
+	if !resume {
+		return
+	}
+	// Resumed past a prefix free of stops, around the word boundaries and
+	// at the first stop, the scan ends the same way.
+	clean := i + 1
+	for clean < len(b) && !stringStop[b[clean]] {
+		clean++
+	}
+	for _, j := range []int{i + 8, i + 9, i + 16, i + 17, i + 24, i + 25, i + 26, i + 33, clean} {
+		if j > clean {
+			continue
+		}
+		if e, err := CheckStringFrom(b, i, j); e != end || fmt.Sprint(err) != fmt.Sprint(wantErr) {
+			t.Fatalf("CheckStringFrom(%q, %d, %d) = %d, %v; want %d, %v", b, i, j, e, err, end, wantErr)
 		}
 	}
 }
@@ -108,11 +126,11 @@ func TestCheckStringMatchesReference(t *testing.T) {
 			for _, s2 := range append([]string{""}, specials...) {
 				for _, tail := range tails {
 					in := []byte(`"` + pad + s + s2 + tail)
-					sameCheck(t, in, 0)
+					sameCheck(t, in, 0, s2 == "")
 					// The same string later in a buffer, and with bytes
 					// after it.
-					sameCheck(t, append([]byte(`{"k":`), in...), 5)
-					sameCheck(t, append(in, `,"x":1}`...), 0)
+					sameCheck(t, append([]byte(`{"k":`), in...), 5, false)
+					sameCheck(t, append(in, `,"x":1}`...), 0, s2 == "")
 				}
 			}
 		}
@@ -120,7 +138,7 @@ func TestCheckStringMatchesReference(t *testing.T) {
 }
 
 // FuzzCheckStringMatchesReference holds CheckString to the reference scan on
-// any input, and CheckKey to CheckString.
+// any input, and CheckKey and CheckStringFrom to CheckString.
 func FuzzCheckStringMatchesReference(f *testing.F) {
 	for _, c := range cases {
 		f.Add([]byte(c), uint8(0))
@@ -135,7 +153,7 @@ func FuzzCheckStringMatchesReference(f *testing.F) {
 		if len(b) == 0 || b[i] != '"' {
 			b = append(append(b[:i:i], '"'), b[i:]...)
 		}
-		sameCheck(t, b, i)
+		sameCheck(t, b, i, false)
 		end, plain, err := CheckKey(b, i)
 		wantEnd, wantErr := CheckString(b, i)
 		if end != wantEnd || (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
@@ -143,6 +161,17 @@ func FuzzCheckStringMatchesReference(f *testing.F) {
 		}
 		if plain && (bytes.IndexByte(b[i+1:end-1], '\\') >= 0 || bytes.ContainsFunc(b[i+1:end-1], func(r rune) bool { return r >= 0x80 })) {
 			t.Fatalf("CheckKey(%q, %d) says plain", b, i)
+		}
+		// Resumed past every prefix of the string free of stops, the scan
+		// ends the same way.
+		for j := i + 1; j <= len(b); j++ {
+			end, err := CheckStringFrom(b, i, j)
+			if end != wantEnd || (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+				t.Fatalf("CheckStringFrom(%q, %d, %d) = %d, %v; CheckString says %d, %v", b, i, j, end, err, wantEnd, wantErr)
+			}
+			if j == len(b) || stringStop[b[j]] {
+				break
+			}
 		}
 	})
 }

@@ -245,13 +245,16 @@ var stringStop = func() (t [256]bool) {
 // run before it is checked for control characters eight bytes at a time, and
 // the escapes in that run are found with the vectorised search too; the
 // closing quote is only looked for again when an escape took the one found.
-func CheckString(b []byte, i int) (int, error) {
-	start := i
-	i++
+func CheckString(b []byte, i int) (int, error) { return CheckStringFrom(b, i, i+1) }
+
+// CheckStringFrom is CheckString for the string that starts at the quote
+// b[start], when the caller found the bytes between the quote and b[i]
+// (start < i <= len(b)) free of quotes, backslashes and control characters.
+func CheckStringFrom(b []byte, start, i int) (int, error) {
 	// Errors come in the order of the bytes, but once a string is longer
 	// than a key, a string that never ends says so first (see
 	// unterminated): the words read here stop at that limit.
-	short := i + shortString
+	short := start + 1 + shortString
 	for i < short && i+8 <= len(b) {
 		m := Stops(binary.LittleEndian.Uint64(b[i:]))
 		if m == 0 {
