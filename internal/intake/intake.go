@@ -7,6 +7,7 @@
 package intake
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -156,7 +157,7 @@ func (w *walker) field(key []byte, start, end int) error {
 			return errorf("duplicate \"metadata\" key in request body")
 		}
 		w.seenMeta = true
-		w.p.Session = sessionFromMetadata(val)
+		w.p.Session, w.tmp = sessionFromMetadata(val, w.tmp)
 	}
 	return nil
 }
@@ -172,29 +173,29 @@ func (w *walker) peek() (Peek, error) {
 // sessionFromMetadata extracts Claude Code's session id from
 // metadata.user_id, which is either a JSON document
 // ({"device_id":…,"session_id":…}) or the older
-// "user_<hash>_account_<uuid>_session_<uuid>" form.
-func sessionFromMetadata(meta []byte) string {
+// "user_<hash>_account_<uuid>_session_<uuid>" form. user_id is unescaped
+// into scratch, which is returned for the next use.
+func sessionFromMetadata(meta, scratch []byte) (string, []byte) {
 	raw := rawjson.Field(meta, "user_id")
 	if !rawjson.IsString(raw) {
-		return ""
+		return "", scratch
 	}
-	userID := rawjson.Str(raw)
-	if userID == "" {
-		return ""
+	userID := rawjson.AppendUnescaped(scratch[:0], rawjson.Inner(raw))
+	if len(userID) == 0 {
+		return "", userID
 	}
-	if strings.HasPrefix(userID, "{") {
-		doc := []byte(userID)
-		if !rawjson.Valid(doc) {
-			return ""
+	if userID[0] == '{' {
+		if !rawjson.Valid(userID) {
+			return "", userID
 		}
-		sid := rawjson.Field(doc, "session_id")
+		sid := rawjson.Field(userID, "session_id")
 		if !rawjson.IsString(sid) {
-			return ""
+			return "", userID
 		}
-		return rawjson.Str(sid)
+		return rawjson.Str(sid), userID
 	}
-	if i := strings.LastIndex(userID, "_session_"); i >= 0 {
-		return userID[i+len("_session_"):]
+	if i := bytes.LastIndex(userID, []byte("_session_")); i >= 0 {
+		return string(userID[i+len("_session_"):]), userID
 	}
-	return ""
+	return "", userID
 }
