@@ -380,10 +380,35 @@ func (w *walker) object(i int, top bool) (int, error) {
 // end is set once the value is written).
 func (w *walker) memberKey(ks int) (ke int, escaped, plain bool, err error) {
 	start := len(w.out)
-	if w.canon {
-		if n, pre, ok := w.plainKey(ks); ok {
-			w.spans = append(w.spans, span{start: start, keyEnd: start + n, pre: pre})
-			return ks + n, false, true, nil
+	if w.canon && ks+17 <= len(w.src) && start+18 <= cap(w.out) {
+		// A short plain key (ASCII without escapes, at most 15 bytes) is
+		// checked, copied with its colon and given its prefix (see
+		// keyPrefix) from two words.
+		k := (*[17]byte)(w.src[ks : ks+17])
+		lo := binary.LittleEndian.Uint64(k[1:9])
+		hi := binary.LittleEndian.Uint64(k[9:17])
+		// The first byte a string scan stops at must be the closing quote,
+		// and the bytes before it ASCII. m&-m is the stop's high bit alone:
+		// less one, it masks the bytes before the stop.
+		n := -1
+		var high, pre uint64
+		if m := rawjson.Stops(lo); m != 0 {
+			n = bits.TrailingZeros64(m) >> 3
+			stop := m & -m
+			high, pre = lo&(stop-1), lo&(stop<<1-1)
+		} else if m = rawjson.Stops(hi); m != 0 {
+			n = 8 + bits.TrailingZeros64(m)>>3
+			high, pre = lo|hi&(m&-m-1), lo
+		}
+		if n >= 0 && high&msb == 0 && k[1+n] == '"' {
+			o := (*[18]byte)(w.out[start : start+18])
+			o[0] = '"'
+			binary.LittleEndian.PutUint64(o[1:9], lo)
+			binary.LittleEndian.PutUint64(o[9:17], hi)
+			o[n+2] = ':'
+			w.out = w.out[:start+n+3]
+			w.spans = append(w.spans, span{start: start, keyEnd: start + n + 2, pre: bits.ReverseBytes64(pre)})
+			return ks + n + 2, false, true, nil
 		}
 	}
 	ke, ascii, err := rawjson.CheckKey(w.src, ks)
@@ -397,46 +422,6 @@ func (w *walker) memberKey(ks int) (ke int, escaped, plain bool, err error) {
 	keyEnd, pre := w.key(ks, ke, escaped)
 	w.spans = append(w.spans, span{start: start, keyEnd: keyEnd, pre: pre})
 	return ke, escaped, ascii || utf8.Valid(w.out[start:keyEnd]), nil
-}
-
-// plainKey reads the key at src[ks] when it is short and plain (ASCII
-// without escapes, at most 15 bytes), all in two words: it writes the key
-// and a colon, and returns the length of the quoted key and its prefix (see
-// keyPrefix). For any other key it writes nothing and ok is false.
-func (w *walker) plainKey(ks int) (n int, pre uint64, ok bool) {
-	start := len(w.out)
-	if ks+17 > len(w.src) || start+18 > cap(w.out) {
-		return 0, 0, false
-	}
-	k := (*[17]byte)(w.src[ks : ks+17])
-	lo := binary.LittleEndian.Uint64(k[1:9])
-	hi := binary.LittleEndian.Uint64(k[9:17])
-	// The first byte a string scan stops at must be the closing quote, and
-	// the bytes before it ASCII. m&-m is the stop's high bit alone: less
-	// one, it masks the bytes before the stop.
-	var high uint64
-	if m := rawjson.Stops(lo); m != 0 {
-		n = bits.TrailingZeros64(m) >> 3
-		stop := m & -m
-		high = lo & (stop - 1)
-		pre = lo & (stop<<1 - 1)
-	} else if m = rawjson.Stops(hi); m != 0 {
-		n = 8 + bits.TrailingZeros64(m)>>3
-		high = lo | hi&(m&-m-1)
-		pre = lo
-	} else {
-		return 0, 0, false
-	}
-	if high&msb != 0 || k[1+n] != '"' {
-		return 0, 0, false
-	}
-	o := (*[18]byte)(w.out[start : start+18])
-	o[0] = '"'
-	binary.LittleEndian.PutUint64(o[1:9], lo)
-	binary.LittleEndian.PutUint64(o[9:17], hi)
-	o[n+2] = ':'
-	w.out = w.out[:start+n+3]
-	return n + 2, bits.ReverseBytes64(pre), true
 }
 
 // isSignature reports whether a key, as written between its quotes, is
@@ -554,7 +539,9 @@ func (w *walker) reorder(open int, members []span, plain bool) {
 	end := len(w.out)
 	// The sorted text is as long as the text, and short members are
 	// copied a few words at a time: room for both.
-	w.out = slices.Grow(w.out, end-open+32)
+	if cap(w.out)-end < end-open+64 {
+		w.out = slices.Grow(w.out, end-open+64)
+	}
 	out := w.out[:cap(w.out)]
 	k := end
 	out[k] = '{'
@@ -582,10 +569,10 @@ func (w *walker) reorder(open int, members []span, plain bool) {
 }
 
 // copyMember copies member m and a comma to out[k:], which has room for
-// them and thirty-two bytes more, and returns where they end.
+// them and sixty-four bytes more, and returns where they end.
 func copyMember(out []byte, k int, m span) int {
-	if n := m.end - m.start; n <= 32 {
-		src, dst := (*[32]byte)(out[m.start:m.start+32]), (*[32]byte)(out[k:k+32])
+	if n := m.end - m.start; n <= 64 {
+		src, dst := (*[64]byte)(out[m.start:m.start+64]), (*[64]byte)(out[k:k+64])
 		*dst = *src
 		k += n
 	} else {
