@@ -251,34 +251,40 @@ func CheckString(b []byte, i int) (int, error) { return CheckStringFrom(b, i, i+
 // b[start], when the caller found the bytes between the quote and b[i]
 // (start < i <= len(b)) free of quotes, backslashes and control characters.
 func CheckStringFrom(b []byte, start, i int) (int, error) {
-	// Errors come in the order of the bytes, but once a string is longer
-	// than a key, a string that never ends says so first (see
-	// unterminated): the words read here stop at that limit.
 	short := start + 1 + shortString
-	for i < short && i+8 <= len(b) {
-		m := Stops(binary.LittleEndian.Uint64(b[i:]))
-		if m == 0 {
-			i += 8
-			continue
-		}
-		p := i + bits.TrailingZeros64(m)>>3
-		if p >= short {
-			break
-		}
-		switch b[p] {
-		case '"':
-			return p + 1, nil
-		case '\\':
-			n, err := checkEscape(b, p, start)
-			if err != nil {
-				return 0, err
-			}
-			i = p + n
-		default:
-			return 0, syntaxErr(p, "control character in string")
-		}
-	}
+	// Word by word while stops come soon: in a short string, and after an
+	// escaped quote, which comes with others more often than not.
+	limit := short
 	for {
+		for i < limit && i+8 <= len(b) {
+			m := Stops(binary.LittleEndian.Uint64(b[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			p := i + bits.TrailingZeros64(m)>>3
+			if b[p] == '"' {
+				return p + 1, nil
+			}
+			var err error
+			if b[p] == '\\' {
+				var n int
+				if n, err = checkEscape(b, p, start); err == nil {
+					i = p + n
+					continue
+				}
+			} else {
+				err = syntaxErr(p, "control character in string")
+			}
+			// Past its first bytes, a string that never ends says so
+			// first.
+			if p >= short && bytes.IndexByte(b[i:], '"') < 0 {
+				return unterminated(b, i, start)
+			}
+			return 0, err
+		}
+		// Then the runtime's search for the quote, and for the escapes
+		// before it.
 		q := bytes.IndexByte(b[i:], '"')
 		if q < 0 {
 			return unterminated(b, i, start)
@@ -308,6 +314,7 @@ func CheckStringFrom(b []byte, start, i int) (int, error) {
 				break
 			}
 		}
+		limit = i + 64
 	}
 }
 
@@ -424,6 +431,19 @@ func controlAt(b []byte) int {
 		if m := (x - c) &^ x & msb; m != 0 {
 			return j + bits.TrailingZeros64(m)>>3
 		}
+	}
+	if j == len(b) {
+		return -1
+	}
+	if j >= 8 {
+		// The last bytes, in the word that ends the run: the bytes it
+		// reads again were clean.
+		j = len(b) - 8
+		x := binary.LittleEndian.Uint64(b[j:])
+		if m := (x - c) &^ x & msb; m != 0 {
+			return j + bits.TrailingZeros64(m)>>3
+		}
+		return -1
 	}
 	for ; j < len(b); j++ {
 		if b[j] < 0x20 {
