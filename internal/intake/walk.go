@@ -42,8 +42,10 @@ var foreignSignature = []byte(`"claude-balancer:v1:`)
 const (
 	inlineMax = 512
 	hashMark  = 0x01
-	hashLen   = 1 + 16
 )
+
+// msb marks the high bit of each byte of a word.
+const msb = 0x8080808080808080
 
 // seed keys the hash for this process: signatures are never kept or
 // compared across processes, and unknown seeds leave no fixed collisions to
@@ -68,7 +70,8 @@ var walkers = sync.Pool{New: func() any { return new(walker) }}
 // walker validates a body in one pass over its bytes and, for a signature,
 // writes the canonical form into out as it goes (see inlineMax). Objects are
 // written member by member; when an object's keys turn out not to be in
-// order, its members (each already canonical) are reordered in place.
+// order, its members (each already canonical) are written again after it in
+// order, and moved back or hashed from there.
 type walker struct {
 	src   []byte
 	canon bool
@@ -124,8 +127,8 @@ func (w *walker) reset(src []byte, opt Options) {
 }
 
 // release returns w to the pool unless it grew so large that keeping it would
-// pin memory a rare huge body needed once. No bytes of one request stay
-// reachable from the pool.
+// pin memory a rare huge body needed once. The walker lets go of the body; its
+// buffers are written afresh by each request before they are read.
 func (w *walker) release() {
 	w.src, w.ignore = nil, nil
 	if cap(w.out) > 8<<20 || cap(w.tmp) > 8<<20 {
@@ -360,10 +363,6 @@ func (w *walker) object(i int, top bool) (int, error) {
 		w.topPlain = plain
 		return i, nil
 	}
-	if len(members) == 0 {
-		w.out = append(w.out[:open+1], '}')
-		return i, nil
-	}
 	if !sorted(w.out, members, plain) {
 		w.reorder(open, members, plain)
 		return i, nil
@@ -470,9 +469,6 @@ func (w *walker) topMember(ks, ke int, escaped bool, valueStart int) (int, error
 	}
 	return end, nil
 }
-
-// msb marks the high bit of each byte of a word.
-const msb = 0x8080808080808080
 
 // key writes the key src[ks:ke] (with escapes, once resolved) and a colon,
 // and returns where the key ends in out and its prefix (see keyPrefix).
