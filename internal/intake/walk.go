@@ -328,7 +328,12 @@ func (w *walker) object(i int, top bool) (int, error) {
 			}
 		} else {
 			sig := ke-ks >= len(`"signature"`) && isSignature(src[ks+1:ke-1], escaped)
-			if i, err = w.value(valueStart); err != nil {
+			if canon && valueStart < len(src) && src[valueStart] == '"' {
+				i, err = w.str(valueStart)
+			} else {
+				i, err = w.value(valueStart)
+			}
+			if err != nil {
 				return 0, err
 			}
 			if sig && bytes.HasPrefix(src[valueStart:i], foreignSignature) {
@@ -486,13 +491,12 @@ func (w *walker) key(ks, ke int, escaped bool) (int, uint64) {
 	return end, keyPrefix(w.out[start:end])
 }
 
-// appendValue writes the short value src[i:j] as it is.
+// appendValue writes the value src[i:j] as it is: up to 64 bytes in one
+// copy of that size, when the body and out have room for it.
 func (w *walker) appendValue(i, j int) {
 	n, k := j-i, len(w.out)
-	if n <= 16 && i+16 <= len(w.src) && k+16 <= cap(w.out) {
-		o := w.out[k : k+16]
-		binary.LittleEndian.PutUint64(o, binary.LittleEndian.Uint64(w.src[i:]))
-		binary.LittleEndian.PutUint64(o[8:], binary.LittleEndian.Uint64(w.src[i+8:]))
+	if n <= 64 && i+64 <= len(w.src) && k+64 <= cap(w.out) {
+		*(*[64]byte)(w.out[k : k+64]) = *(*[64]byte)(w.src[i : i+64])
 		w.out = w.out[:k+n]
 		return
 	}
