@@ -242,9 +242,11 @@ var stringStop = func() (t [256]bool) {
 // first bytes (keys, types, ids are short) are read eight at a time, looking
 // for the quote, the backslash and the control characters at once. Past
 // them, the runtime's vectorised search finds the closing quote once, the
-// run before it is checked for control characters eight bytes at a time, and
-// the escapes in that run are found with the vectorised search too; the
-// closing quote is only looked for again when an escape took the one found.
+// run before it is checked for control characters (see controlAt), and the
+// escapes in that run are found with the vectorised search too. The closing
+// quote is only looked for again when an escape took the one found, after
+// the bytes that follow it were read a word at a time: escaped quotes come
+// in numbers.
 func CheckString(b []byte, i int) (int, error) { return CheckStringFrom(b, i, i+1) }
 
 // CheckStringFrom is CheckString for the string that starts at the quote
