@@ -13,12 +13,23 @@ import (
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/intake"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 )
 
 const streamFixture = "anthropic-stream-thinking-text-tool.sse"
 
-var testKey = Key{1}
+var testKey = keyN(1)
+
+// keyN returns a key of its own for each n: the signature of a body that
+// names model n.
+func keyN(n int) Key {
+	_, k, err := intake.Read(fmt.Appendf(nil, `{"model":"m%d"}`, n), intake.Options{Sign: true, Identity: "test"})
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
 
 func assembled(t testing.TB, stream []byte) []byte {
 	t.Helper()
@@ -355,8 +366,8 @@ func TestDifferentKeysAreNotCoalesced(t *testing.T) {
 	var calls countedCalls
 	g := newGate()
 	run := streamRun(&calls, g, events)
-	a := startClient(r, Key{1}, true, run)
-	b := startClient(r, Key{2}, true, run)
+	a := startClient(r, keyN(1), true, run)
+	b := startClient(r, keyN(2), true, run)
 	eventually(t, "both running", func() bool { return calls.count() == 2 })
 	close(g.open)
 	a.wait(t)
@@ -448,7 +459,7 @@ func TestReplayKeepsABoundedTotalOfAnswers(t *testing.T) {
 	r := New(Options{Replay: time.Hour, MaxReplayBytes: 2*size + size/2, Clock: clock})
 	var calls countedCalls
 	run := streamRun(&calls, nil, events)
-	keys := []Key{{1}, {2}, {3}}
+	keys := []Key{keyN(1), keyN(2), keyN(3)}
 	for _, k := range keys {
 		c := startClient(r, k, true, run)
 		c.wait(t)

@@ -7,11 +7,15 @@
 package intake
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/zeebo/xxh3"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
@@ -32,13 +36,27 @@ func grammarError(err error) error {
 	return errorf("request body is not valid JSON: %v", err)
 }
 
-// Key identifies a group of identical requests: the BLAKE3 hash of a
-// request's canonical body, its client identity and its anthropic-beta
-// header.
-type Key [32]byte
+// Key identifies a group of identical requests: a request's client
+// identity and anthropic-beta flags, compared as they are, and a 128-bit hash
+// of its canonical body. Two clients never share a key, whatever their
+// bodies: a collision of the hash could only ever join a client's request
+// with another of its own. Keys are comparable, and are only meaningful
+// within one process.
+type Key struct {
+	sum      [16]byte
+	identity string
+	beta     string
+}
 
-// String returns the key in hex.
-func (k Key) String() string { return hex.EncodeToString(k[:]) }
+// String returns the hash of the body in hex, followed by a short hash of
+// the identity and beta flags (which may hold credentials, so they are never
+// written out).
+func (k Key) String() string {
+	who := xxh3.HashString128Seed(k.identity+"\x00"+k.beta, seed)
+	var tag [4]byte
+	binary.BigEndian.PutUint32(tag[:], uint32(who.Lo))
+	return hex.EncodeToString(k.sum[:]) + "-" + hex.EncodeToString(tag[:])
+}
 
 // Peek is what the balancer needs from a Messages request body.
 type Peek struct {
@@ -142,7 +160,7 @@ func (w *walker) field(key []byte, start, end int) error {
 			return errorf("duplicate \"metadata\" key in request body")
 		}
 		w.seenMeta = true
-		w.p.Session = sessionFromMetadata(val)
+		w.p.Session, w.tmp = sessionFromMetadata(val, w.tmp)
 	}
 	return nil
 }
@@ -159,29 +177,29 @@ func (w *walker) peek() (Peek, error) {
 // sessionFromMetadata extracts Claude Code's session id from
 // metadata.user_id, which is either a JSON document
 // ({"device_id":…,"session_id":…}) or the older
-// "user_<hash>_account_<uuid>_session_<uuid>" form.
-func sessionFromMetadata(meta []byte) string {
+// "user_<hash>_account_<uuid>_session_<uuid>" form. user_id is unescaped
+// into scratch, which is returned for the next use.
+func sessionFromMetadata(meta, scratch []byte) (string, []byte) {
 	raw := rawjson.Field(meta, "user_id")
 	if !rawjson.IsString(raw) {
-		return ""
+		return "", scratch
 	}
-	userID := rawjson.Str(raw)
-	if userID == "" {
-		return ""
+	userID := rawjson.AppendUnescaped(scratch[:0], rawjson.Inner(raw))
+	if len(userID) == 0 {
+		return "", userID
 	}
-	if strings.HasPrefix(userID, "{") {
-		doc := []byte(userID)
-		if !rawjson.Valid(doc) {
-			return ""
+	if userID[0] == '{' {
+		if !rawjson.Valid(userID) {
+			return "", userID
 		}
-		sid := rawjson.Field(doc, "session_id")
+		sid := rawjson.Field(userID, "session_id")
 		if !rawjson.IsString(sid) {
-			return ""
+			return "", userID
 		}
-		return rawjson.Str(sid)
+		return rawjson.Str(sid), userID
 	}
-	if i := strings.LastIndex(userID, "_session_"); i >= 0 {
-		return userID[i+len("_session_"):]
+	if i := bytes.LastIndex(userID, []byte("_session_")); i >= 0 {
+		return string(userID[i+len("_session_"):]), userID
 	}
-	return ""
+	return "", userID
 }

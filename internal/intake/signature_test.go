@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"reflect"
 	"strings"
@@ -15,16 +16,17 @@ import (
 // defaultIgnore is de-duplication's default.
 var defaultIgnore = []string{"max_tokens"}
 
-// canonical returns the canonical form the signature hashes.
+// canonical returns the canonical form the signature hashes, written out
+// in full: the same walk as the signature's, with no value replaced by its
+// hash.
 func canonical(body []byte, ignore []string) ([]byte, error) {
 	w := new(walker)
 	w.reset(body, Options{Sign: true, Ignore: ignore})
+	w.inline = math.MaxInt
 	if err := w.document(); err != nil {
 		return nil, err
 	}
-	var out bytes.Buffer
-	w.writeTop(&out)
-	return out.Bytes(), nil
+	return w.appendTop(nil), nil
 }
 
 // Signature signs body as de-duplication does.
@@ -219,6 +221,13 @@ func FuzzCanonical(f *testing.F) {
 		again, err := canonical(got, nil)
 		if err != nil || !bytes.Equal(again, got) {
 			t.Fatalf("canonical form is not stable: %q -> %q (%v)", got, again, err)
+		}
+		// What is signed is the canonical text, whichever values stand in
+		// it as their hashes.
+		for _, inline := range []int{0, 17, inlineMax} {
+			if signWith(t, body, inline, "c", "") != signWith(t, got, inline, "c", "") {
+				t.Fatalf("inline %d: %q signs unlike its canonical form %q", inline, body, got)
+			}
 		}
 	})
 }

@@ -2,48 +2,90 @@ package intake
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
-	"io"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
 
-	"github.com/zeebo/blake3"
+	"github.com/zeebo/xxh3"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
-// signatureVersion starts every hashed input, so that a change to the
+// signatureVersion starts every hashed document, so that a change to the
 // canonical form can never make old and new signatures collide.
-const signatureVersion = "claude_balancer/dedup/v1\n"
+const signatureVersion = "claude_balancer/dedup/v2\n"
 
 // foreignSignature starts the signatures of thinking blocks this module made
 // (convert.OwnSignaturePrefix), as a JSON string value starts.
 var foreignSignature = []byte(`"claude-balancer:v1:`)
 
+// The canonical form, and what is hashed of it.
+//
+// A value's canonical text is its JSON without insignificant white space,
+// object members sorted by key at every level, strings and numbers as
+// written. Hashing that text as one stream would copy it, and copy it again
+// at every level whose members need reordering. Instead, a value whose
+// canonical text is longer than inlineMax bytes stands in its parent's text
+// as hashMark followed by the 16 bytes of its hash: long strings are hashed
+// where they lie in the body, and an object or array is hashed as soon as it
+// is complete. What is hashed is then a tree of small texts, each read once.
+//
+// The encoding stays one-to-one: hashMark can start no JSON value, a hash
+// has a fixed length, and whether a value is replaced depends only on its
+// own canonical text. Two documents sign alike exactly when their canonical
+// texts are equal, but for a collision of the hash.
+const (
+	inlineMax = 512
+	hashMark  = 0x01
+)
+
+// msb marks the high bit of each byte of a word.
+const msb = 0x8080808080808080
+
+// seed keys the hash for this process: signatures are never kept or
+// compared across processes, and unknown seeds leave no fixed collisions to
+// aim at.
+var seed = func() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}()
+
+// hash is the 128-bit hash of one text.
+func hash(b []byte) [16]byte {
+	h := xxh3.Hash128Seed(b, seed)
+	var s [16]byte
+	binary.LittleEndian.PutUint64(s[:8], h.Lo)
+	binary.LittleEndian.PutUint64(s[8:], h.Hi)
+	return s
+}
+
 var walkers = sync.Pool{New: func() any { return new(walker) }}
 
 // walker validates a body in one pass over its bytes and, for a signature,
-// writes its canonical form into out as it goes: object members sorted by key
-// at every level, insignificant white space removed, strings and numbers kept
-// as written. Objects are written member by member; when an object's keys turn
-// out not to be in order, its members (each already canonical) are reordered
-// in place.
+// writes the canonical form into out as it goes (see inlineMax). Objects are
+// written member by member; when an object's keys turn out not to be in
+// order, its members (each already canonical) are written again after it in
+// order, and moved back or hashed from there.
 type walker struct {
 	src   []byte
-	pos   int
 	canon bool
-	out   []byte
-	tmp   []byte
-	spans []span
-	top   []span
+	// inline is the longest canonical text written out in full: inlineMax,
+	// or all of them for the canonical text itself (in tests).
+	inline int
+	out    []byte
+	tmp    []byte
+	spans  []span
+	top    []span
 	// topPlain is set when every top-level key is valid UTF-8.
 	topPlain bool
 	depth    int
 	ignore   []string
-	hasher   *blake3.Hasher
 
 	p                               Peek
 	seenModel, seenStream, seenMeta bool
@@ -54,21 +96,42 @@ type walker struct {
 }
 
 // span locates one object member in out: the quoted key is out[start:keyEnd],
-// the whole member out[start:end].
-type span struct{ start, keyEnd, end int }
+// the whole member out[start:end]. pre holds the key's first bytes, for
+// ordering keys without reading them (see keyPrefix).
+type span struct {
+	start, keyEnd, end int
+	pre                uint64
+}
+
+// keyPrefix returns the first eight bytes after the opening quote of the
+// quoted key q, big-endian, with zeros past the closing quote. Compared as
+// numbers, prefixes order keys as their bytes do; when two are equal and the
+// keys are no longer than the prefix, the keys are equal. A quote only ends
+// a key, and zeros pad only after it.
+func keyPrefix(q []byte) uint64 {
+	if len(q) >= 9 {
+		return binary.BigEndian.Uint64(q[1:])
+	}
+	var x uint64
+	for _, c := range q[1:] {
+		x = x<<8 | uint64(c)
+	}
+	return x << (8 * (9 - len(q)))
+}
 
 func (w *walker) reset(src []byte, opt Options) {
-	w.src, w.pos, w.depth, w.ignore, w.canon = src, 0, 0, opt.Ignore, opt.Sign
+	w.src, w.depth, w.ignore, w.canon, w.inline = src, 0, opt.Ignore, opt.Sign, inlineMax
 	w.out, w.tmp, w.spans, w.top, w.topPlain = w.out[:0], w.tmp[:0], w.spans[:0], w.top[:0], true
 	w.p, w.seenModel, w.seenStream, w.seenMeta, w.foreign, w.inMessages, w.systemMsg = Peek{}, false, false, false, false, false, false
-	if w.canon && cap(w.out) < len(src) {
-		w.out = make([]byte, 0, len(src))
+	if w.canon && cap(w.out) < 4096 {
+		// Room for the words short keys and values are copied with.
+		w.out = make([]byte, 0, 4096)
 	}
 }
 
 // release returns w to the pool unless it grew so large that keeping it would
-// pin memory a rare huge body needed once. No bytes of one request stay
-// reachable from the pool.
+// pin memory a rare huge body needed once. The walker lets go of the body; its
+// buffers are written afresh by each request before they are read.
 func (w *walker) release() {
 	w.src, w.ignore = nil, nil
 	if cap(w.out) > 8<<20 || cap(w.tmp) > 8<<20 {
@@ -77,257 +140,499 @@ func (w *walker) release() {
 	walkers.Put(w)
 }
 
-func (w *walker) syntax(reason string) error {
-	return grammarError(&rawjson.SyntaxError{Offset: w.pos, Reason: reason})
+func (w *walker) syntax(at int, reason string) error {
+	return grammarError(&rawjson.SyntaxError{Offset: at, Reason: reason})
 }
 
 func (w *walker) document() error {
-	w.skipSpace()
-	if w.pos >= len(w.src) || w.src[w.pos] != '{' {
+	src := w.src
+	i := rawjson.SkipSpace(src, 0)
+	if i >= len(src) || src[i] != '{' {
 		return errorf("request body must be a JSON object")
 	}
-	if err := w.object(true); err != nil {
+	i, err := w.object(i, true)
+	if err != nil {
 		return err
 	}
-	w.skipSpace()
-	if w.pos != len(w.src) {
-		return w.syntax("unexpected data after the JSON object")
+	if i = rawjson.SkipSpace(src, i); i != len(src) {
+		return w.syntax(i, "unexpected data after the JSON object")
 	}
 	return nil
 }
 
-func (w *walker) skipSpace() { w.pos = rawjson.SkipSpace(w.src, w.pos) }
-
-func (w *walker) value() error {
-	w.skipSpace()
-	if w.pos >= len(w.src) {
-		return w.syntax("unexpected end of JSON input")
+// value walks the value at or after src[i] (white space first) and returns
+// where it ends.
+func (w *walker) value(i int) (int, error) {
+	src := w.src
+	i = rawjson.SkipSpace(src, i)
+	if i >= len(src) {
+		return 0, w.syntax(i, "unexpected end of JSON input")
 	}
-	switch ch := w.src[w.pos]; {
-	case ch == '{':
-		return w.object(false)
-	case ch == '[':
-		return w.array()
+	switch src[i] {
+	case '{':
+		return w.object(i, false)
+	case '[':
+		return w.array(i)
+	case '"':
+		if w.canon {
+			return w.str(i)
+		}
 	}
 	// Strings, numbers and literals: the grammar's own checks.
-	end, err := rawjson.CheckValue(w.src, w.pos, w.depth)
+	end, err := rawjson.CheckValue(src, i, w.depth)
 	if err != nil {
-		return grammarError(err)
+		return 0, grammarError(err)
 	}
 	if w.canon {
-		w.out = append(w.out, w.src[w.pos:end]...)
+		if end-i > w.inline {
+			w.appendHash(src[i:end])
+		} else {
+			w.appendValue(i, end)
+		}
 	}
-	w.pos = end
-	return nil
+	return end, nil
 }
 
-func (w *walker) array() error {
-	if w.depth >= rawjson.MaxDepth {
-		return errorf("request body is nested too deeply")
+// str reads and writes the string at src[i], and returns where it ends. A
+// short string (at most 15 bytes) is checked and copied in two words; the
+// rest of a longer one is left to the grammar.
+func (w *walker) str(i int) (int, error) {
+	src, start := w.src, len(w.out)
+	from := i + 1
+	if i+17 <= len(src) && start+17 <= cap(w.out) {
+		k := (*[17]byte)(src[i : i+17])
+		// The first byte a string scan stops at must be the closing quote.
+		n := -1
+		if m := rawjson.Stops(binary.LittleEndian.Uint64(k[1:9])); m != 0 {
+			n = bits.TrailingZeros64(m) >> 3
+		} else if m = rawjson.Stops(binary.LittleEndian.Uint64(k[9:17])); m != 0 {
+			n = 8 + bits.TrailingZeros64(m)>>3
+		} else {
+			from = i + 17
+		}
+		if n >= 0 && k[1+n] == '"' && n+2 <= w.inline {
+			*(*[17]byte)(w.out[start : start+17]) = *k
+			w.out = w.out[:start+n+2]
+			return i + n + 2, nil
+		}
 	}
+	end, err := rawjson.CheckStringFrom(src, i, from)
+	if err != nil {
+		return 0, grammarError(err)
+	}
+	if end-i > w.inline {
+		w.appendHash(src[i:end])
+	} else {
+		w.appendValue(i, end)
+	}
+	return end, nil
+}
+
+// appendHash writes a long value as its hash.
+func (w *walker) appendHash(v []byte) {
+	s := hash(v)
+	w.out = append(w.out, hashMark)
+	w.out = append(w.out, s[:]...)
+}
+
+// fold replaces the canonical text of the value written from out[start] by
+// its hash when it is long.
+func (w *walker) fold(start int) {
+	if len(w.out)-start <= w.inline {
+		return
+	}
+	s := hash(w.out[start:])
+	w.out = append(w.out[:start], hashMark)
+	w.out = append(w.out, s[:]...)
+}
+
+// array walks the array at src[i] and returns where it ends.
+func (w *walker) array(i int) (int, error) {
+	if w.depth >= rawjson.MaxDepth {
+		return 0, errorf("request body is nested too deeply")
+	}
+	src, canon := w.src, w.canon
 	w.depth++
-	w.pos++
-	if w.canon {
+	open := len(w.out)
+	if canon {
 		w.out = append(w.out, '[')
 	}
-	w.skipSpace()
-	if w.pos < len(w.src) && w.src[w.pos] == ']' {
-		w.pos++
-		if w.canon {
+	if i = rawjson.SkipSpace(src, i+1); i < len(src) && src[i] == ']' {
+		if canon {
 			w.out = append(w.out, ']')
 		}
 		w.depth--
-		return nil
+		return i + 1, nil
 	}
 	for {
-		if err := w.value(); err != nil {
-			return err
+		var err error
+		if i, err = w.value(i); err != nil {
+			return 0, err
 		}
-		w.skipSpace()
-		if w.pos >= len(w.src) {
-			return w.syntax("unexpected end of JSON input")
+		if i = rawjson.SkipSpace(src, i); i >= len(src) {
+			return 0, w.syntax(i, "unexpected end of JSON input")
 		}
-		switch w.src[w.pos] {
+		switch src[i] {
 		case ',':
-			w.pos++
-			if w.canon {
+			i++
+			if canon {
 				w.out = append(w.out, ',')
 			}
 		case ']':
-			w.pos++
-			if w.canon {
-				w.out = append(w.out, ']')
-			}
 			w.depth--
-			return nil
+			if canon {
+				w.out = append(w.out, ']')
+				w.fold(open)
+			}
+			return i + 1, nil
 		default:
-			return w.syntax("expected ',' or ']'")
+			return 0, w.syntax(i, "expected ',' or ']'")
 		}
 	}
 }
 
-func (w *walker) object(top bool) error {
+// object walks the object at src[i] and returns where it ends.
+func (w *walker) object(i int, top bool) (int, error) {
 	if w.depth >= rawjson.MaxDepth {
-		return errorf("request body is nested too deeply")
+		return 0, errorf("request body is nested too deeply")
 	}
+	src, canon := w.src, w.canon
 	w.depth++
-	w.pos++
 	open := len(w.out)
-	if w.canon {
+	if canon {
 		w.out = append(w.out, '{')
 	}
 	first := len(w.spans)
 	plain := true
-	w.skipSpace()
-	if w.pos < len(w.src) && w.src[w.pos] == '}' {
-		w.pos++
-		if w.canon {
+	if i = rawjson.SkipSpace(src, i+1); i < len(src) && src[i] == '}' {
+		if canon {
 			w.out = append(w.out, '}')
 		}
 		w.depth--
-		return nil
+		return i + 1, nil
 	}
 	for {
-		w.skipSpace()
-		if w.pos >= len(w.src) || w.src[w.pos] != '"' {
-			return w.syntax("expected a string key")
+		if i = rawjson.SkipSpace(src, i); i >= len(src) || src[i] != '"' {
+			return 0, w.syntax(i, "expected a string key")
 		}
-		ks := w.pos
-		ke, err := rawjson.CheckString(w.src, ks)
+		ks := i
+		ke, escaped, keyPlain, err := w.memberKey(ks)
 		if err != nil {
-			return grammarError(err)
+			return 0, err
 		}
-		w.pos = ke
-		inner := w.src[ks+1 : ke-1]
-		escaped := rawjson.HasBackslash(inner)
-		start := len(w.out)
-		if w.canon {
-			if escaped {
-				// One spelling per key, so that keys are ordered by what
-				// they mean ("syst\u0065m" is "system").
-				w.out = append(w.out, canonicalKey(w.src[ks:ke])...)
-			} else {
-				w.out = append(w.out, w.src[ks:ke]...)
-			}
-			if plain && !utf8.Valid(w.out[start:]) {
-				plain = false
-			}
+		plain = plain && keyPlain
+		if i = rawjson.SkipSpace(src, ke); i >= len(src) || src[i] != ':' {
+			return 0, w.syntax(i, "expected ':'")
 		}
-		keyEnd := len(w.out)
-		w.skipSpace()
-		if w.pos >= len(w.src) || w.src[w.pos] != ':' {
-			return w.syntax("expected ':'")
-		}
-		w.pos++
-		if w.canon {
-			w.out = append(w.out, ':')
-		}
-		w.skipSpace()
-		valueStart := w.pos
-		var spelled []byte
-		if top || len(inner) >= len("signature") {
-			spelled = inner
-			if escaped {
-				spelled = rawjson.AppendUnescaped(nil, inner)
-			}
-		}
-		if top && !w.canon && string(spelled) != "messages" {
-			// Outside the conversation nothing needs a closer look: the
-			// grammar's own walk validates it.
-			end, err := rawjson.CheckValue(w.src, w.pos, w.depth)
-			if err != nil {
-				return grammarError(err)
-			}
-			w.pos = end
-		} else {
-			messages := top && string(spelled) == "messages"
-			w.inMessages = w.inMessages || messages
-			err := w.value()
-			w.inMessages = w.inMessages && !messages
-			if err != nil {
-				return err
-			}
-		}
-		if !top && string(spelled) == "signature" && bytes.HasPrefix(w.src[valueStart:w.pos], foreignSignature) {
-			w.foreign = true
-		}
-		// A message's role: the objects three levels down in "messages".
-		if w.depth == 3 && w.inMessages && rawjson.KeyIs(inner, "role") && rawjson.StrIs(w.src[valueStart:w.pos], "system") {
-			w.systemMsg = true
-		}
+		valueStart := rawjson.SkipSpace(src, i+1)
 		if top {
-			if err := w.field(spelled, valueStart, w.pos); err != nil {
-				return err
+			if i, err = w.topMember(ks, ke, escaped, valueStart); err != nil {
+				return 0, err
 			}
-		}
-		if w.canon {
-			if top && w.ignored(spelled) {
-				w.out = w.out[:start]
+		} else {
+			sig := ke-ks >= len(`"signature"`) && isSignature(src[ks+1:ke-1], escaped)
+			if canon && valueStart < len(src) && src[valueStart] == '"' {
+				i, err = w.str(valueStart)
 			} else {
-				w.spans = append(w.spans, span{start, keyEnd, len(w.out)})
+				i, err = w.value(valueStart)
+			}
+			if err != nil {
+				return 0, err
+			}
+			if sig && bytes.HasPrefix(src[valueStart:i], foreignSignature) {
+				w.foreign = true
+			}
+			// A message's role: the objects three levels down in "messages".
+			if w.depth == 3 && w.inMessages && rawjson.KeyIs(src[ks+1:ke-1], "role") && rawjson.StrIs(src[valueStart:i], "system") {
+				w.systemMsg = true
+			}
+			if canon {
+				w.spans[len(w.spans)-1].end = len(w.out)
 				w.out = append(w.out, ',')
 			}
 		}
-		w.skipSpace()
-		if w.pos >= len(w.src) {
-			return w.syntax("unexpected end of JSON input")
+		if i = rawjson.SkipSpace(src, i); i >= len(src) {
+			return 0, w.syntax(i, "unexpected end of JSON input")
 		}
-		if w.src[w.pos] == '}' {
-			w.pos++
+		if src[i] == '}' {
+			i++
 			break
 		}
-		if w.src[w.pos] != ',' {
-			return w.syntax("expected ',' or '}'")
+		if src[i] != ',' {
+			return 0, w.syntax(i, "expected ',' or '}'")
 		}
-		w.pos++
+		i++
 	}
 	w.depth--
-	if !w.canon {
-		return nil
+	if !canon {
+		return i, nil
 	}
 	members := w.spans[first:]
-	defer func() { w.spans = w.spans[:first] }()
+	w.spans = w.spans[:first]
 	if top {
-		// The signature hashes the top level in order itself.
+		// The signature writes the top level in order itself.
 		w.top = append(w.top[:0], members...)
 		w.topPlain = plain
-		return nil
+		return i, nil
 	}
-	if len(members) == 0 {
-		w.out = append(w.out[:open+1], '}')
-		return nil
-	}
-	cmp := keyOrder(plain)
-	if !w.sorted(members, cmp) {
-		w.reorder(open, members, cmp)
+	if !sorted(w.out, members, plain) {
+		w.reorder(open, members, plain)
+		return i, nil
 	}
 	// Every member is followed by a comma; the last one becomes the brace.
 	w.out[len(w.out)-1] = '}'
-	return nil
+	w.fold(open)
+	return i, nil
 }
 
-func (w *walker) sorted(members []span, cmp func(a, b []byte) int) bool {
+// memberKey reads the key at src[ks] and returns where it ends, whether it
+// holds escapes and, for a signature, whether it is valid UTF-8. For a
+// signature it writes the key and a colon, and starts the member's span (its
+// end is set once the value is written).
+func (w *walker) memberKey(ks int) (ke int, escaped, plain bool, err error) {
+	start := len(w.out)
+	if w.canon && ks+17 <= len(w.src) && start+18 <= cap(w.out) {
+		// A short plain key (ASCII without escapes, at most 15 bytes) is
+		// checked, copied with its colon and given its prefix (see
+		// keyPrefix) from two words.
+		k := (*[17]byte)(w.src[ks : ks+17])
+		lo := binary.LittleEndian.Uint64(k[1:9])
+		hi := binary.LittleEndian.Uint64(k[9:17])
+		// The first byte a string scan stops at must be the closing quote,
+		// and the bytes before it ASCII. m&-m is the stop's high bit alone:
+		// less one, it masks the bytes before the stop.
+		n := -1
+		var high, pre uint64
+		if m := rawjson.Stops(lo); m != 0 {
+			n = bits.TrailingZeros64(m) >> 3
+			stop := m & -m
+			high, pre = lo&(stop-1), lo&(stop<<1-1)
+		} else if m = rawjson.Stops(hi); m != 0 {
+			n = 8 + bits.TrailingZeros64(m)>>3
+			high, pre = lo|hi&(m&-m-1), lo
+		}
+		if n >= 0 && high&msb == 0 && k[1+n] == '"' {
+			o := (*[18]byte)(w.out[start : start+18])
+			o[0] = '"'
+			binary.LittleEndian.PutUint64(o[1:9], lo)
+			binary.LittleEndian.PutUint64(o[9:17], hi)
+			o[n+2] = ':'
+			w.out = w.out[:start+n+3]
+			w.spans = append(w.spans, span{start: start, keyEnd: start + n + 2, pre: bits.ReverseBytes64(pre)})
+			return ks + n + 2, false, true, nil
+		}
+	}
+	ke, ascii, err := rawjson.CheckKey(w.src, ks)
+	if err != nil {
+		return 0, false, false, grammarError(err)
+	}
+	escaped = !ascii && rawjson.HasBackslash(w.src[ks+1:ke-1])
+	if !w.canon {
+		return ke, escaped, true, nil
+	}
+	keyEnd, pre := w.key(ks, ke, escaped)
+	w.spans = append(w.spans, span{start: start, keyEnd: keyEnd, pre: pre})
+	return ke, escaped, ascii || utf8.Valid(w.out[start:keyEnd]), nil
+}
+
+// isSignature reports whether a key, as written between its quotes, is
+// "signature".
+func isSignature(inner []byte, escaped bool) bool {
+	if len(inner) < len("signature") {
+		return false
+	}
+	if escaped {
+		return string(rawjson.AppendUnescaped(nil, inner)) == "signature"
+	}
+	return string(inner) == "signature"
+}
+
+// topMember walks the value of the top-level member whose key is src[ks:ke]
+// and finds what the balancer needs in it; for a signature it ends the
+// member, or drops it when it is ignored.
+func (w *walker) topMember(ks, ke int, escaped bool, valueStart int) (int, error) {
+	spelled := w.src[ks+1 : ke-1]
+	if escaped {
+		spelled = rawjson.AppendUnescaped(nil, spelled)
+	}
+	var end int
+	var err error
+	if !w.canon && string(spelled) != "messages" {
+		// Outside the conversation nothing needs a closer look: the
+		// grammar's own walk validates it.
+		if end, err = rawjson.CheckValue(w.src, valueStart, w.depth); err != nil {
+			return 0, grammarError(err)
+		}
+	} else {
+		messages := string(spelled) == "messages"
+		w.inMessages = messages
+		end, err = w.value(valueStart)
+		w.inMessages = false
+		if err != nil {
+			return 0, err
+		}
+	}
+	if err := w.field(spelled, valueStart, end); err != nil {
+		return 0, err
+	}
+	if w.canon {
+		m := &w.spans[len(w.spans)-1]
+		if w.ignored(spelled) {
+			w.out = w.out[:m.start]
+			w.spans = w.spans[:len(w.spans)-1]
+		} else {
+			m.end = len(w.out)
+			w.out = append(w.out, ',')
+		}
+	}
+	return end, nil
+}
+
+// key writes the key src[ks:ke] (with escapes, once resolved) and a colon,
+// and returns where the key ends in out and its prefix (see keyPrefix).
+func (w *walker) key(ks, ke int, escaped bool) (int, uint64) {
+	start := len(w.out)
+	if escaped {
+		// One spelling per key, so that keys are ordered by what they mean
+		// ("syst\u0065m" is "system").
+		w.out = append(w.out, canonicalKey(w.src[ks:ke])...)
+	} else {
+		w.out = append(w.out, w.src[ks:ke]...)
+	}
+	end := len(w.out)
+	w.out = append(w.out, ':')
+	return end, keyPrefix(w.out[start:end])
+}
+
+// appendValue writes the value src[i:j] as it is: up to 64 bytes in one
+// copy of that size, when the body and out have room for it.
+func (w *walker) appendValue(i, j int) {
+	n, k := j-i, len(w.out)
+	if n <= 64 && i+64 <= len(w.src) && k+64 <= cap(w.out) {
+		*(*[64]byte)(w.out[k : k+64]) = *(*[64]byte)(w.src[i : i+64])
+		w.out = w.out[:k+n]
+		return
+	}
+	w.out = append(w.out, w.src[i:j]...)
+}
+
+// sorted reports whether members are in key order.
+func sorted(out []byte, members []span, plain bool) bool {
 	for i := 1; i < len(members); i++ {
-		if cmp(w.out[members[i-1].start:members[i-1].keyEnd], w.out[members[i].start:members[i].keyEnd]) > 0 {
-			return false
+		if a, b := &members[i-1], &members[i]; !plain || a.pre >= b.pre {
+			if compare(out, a, b, plain) > 0 {
+				return false
+			}
 		}
 	}
 	return true
 }
 
-// reorder rewrites the members written after out[open] sorted by key, in the
-// order cmp gives (see keyOrder): any fixed order serves, as long as it is the
-// same for every request.
-func (w *walker) reorder(open int, members []span, cmp func(a, b []byte) int) {
-	base := open + 1
-	w.tmp = append(w.tmp[:0], w.out[base:]...)
-	slices.SortStableFunc(members, func(a, b span) int {
-		return cmp(w.tmp[a.start-base:a.keyEnd-base], w.tmp[b.start-base:b.keyEnd-base])
-	})
-	w.out = w.out[:base]
-	for _, m := range members {
-		w.out = append(w.out, w.tmp[m.start-base:m.end-base]...)
-		w.out = append(w.out, ',')
+// compare orders two members by key, in the order keyOrder gives.
+func compare(out []byte, a, b *span, plain bool) int {
+	if plain {
+		if a.pre != b.pre {
+			if a.pre < b.pre {
+				return -1
+			}
+			return 1
+		}
+		if a.keyEnd-a.start <= 9 {
+			return 0
+		}
+	}
+	return keyOrder(plain)(out[a.start:a.keyEnd], out[b.start:b.keyEnd])
+}
+
+// reorder writes the object whose members were written after out[open],
+// with its members sorted by key (in the order compare gives: any fixed
+// order serves, as long as it is the same for every request), in place of
+// what was written, or its hash when it is long.
+func (w *walker) reorder(open int, members []span, plain bool) {
+	end := len(w.out)
+	// The sorted text is as long as the text, and short members are
+	// copied a few words at a time: room for both.
+	if cap(w.out)-end < end-open+64 {
+		w.out = slices.Grow(w.out, end-open+64)
+	}
+	out := w.out[:cap(w.out)]
+	k := end
+	out[k] = '{'
+	k++
+	var order [16]uint8
+	if plain && len(members) <= len(order) && sortShort(members, order[:len(members)]) {
+		for _, j := range order[:len(members)] {
+			k = copyMember(out, k, members[j])
+		}
+	} else {
+		sortMembers(out, members, plain)
+		for _, m := range members {
+			k = copyMember(out, k, m)
+		}
+	}
+	out[k-1] = '}'
+	text := out[end:k]
+	if len(text) > w.inline {
+		s := hash(text)
+		w.out = append(w.out[:open], hashMark)
+		w.out = append(w.out, s[:]...)
+		return
+	}
+	w.out = w.out[:open+copy(w.out[open:end], text)]
+}
+
+// copyMember copies member m and a comma to out[k:], which has room for
+// them and sixty-four bytes more, and returns where they end.
+func copyMember(out []byte, k int, m span) int {
+	if n := m.end - m.start; n <= 64 {
+		src, dst := (*[64]byte)(out[m.start:m.start+64]), (*[64]byte)(out[k:k+64])
+		*dst = *src
+		k += n
+	} else {
+		k += copy(out[k:], out[m.start:m.end])
+	}
+	out[k] = ','
+	return k + 1
+}
+
+// sortShort sorts a short object's members (of plain keys) by key prefix,
+// writing their order into order, members with equal keys in their order.
+// It reports false when two prefixes are equal but the keys may not be.
+func sortShort(members []span, order []uint8) bool {
+	var pre [16]uint64
+	for i := range order {
+		m := &members[i]
+		p := m.pre
+		j := i
+		for ; j > 0 && pre[j-1] > p; j-- {
+			pre[j], order[j] = pre[j-1], order[j-1]
+		}
+		if j > 0 && pre[j-1] == p && (m.keyEnd-m.start > 9 || members[order[j-1]].keyEnd-members[order[j-1]].start > 9) {
+			return false
+		}
+		pre[j], order[j] = p, uint8(i)
+	}
+	return true
+}
+
+// sortMembers sorts members by key; members with equal keys keep their
+// order.
+func sortMembers(out []byte, members []span, plain bool) {
+	if len(members) > 12 {
+		slices.SortStableFunc(members, func(a, b span) int { return compare(out, &a, &b, plain) })
+		return
+	}
+	for i := 1; i < len(members); i++ {
+		m := members[i]
+		j := i
+		for ; j > 0; j-- {
+			p := &members[j-1]
+			if plain && p.pre < m.pre || (!plain || p.pre == m.pre) && compare(out, p, &m, plain) <= 0 {
+				break
+			}
+			members[j] = *p
+		}
+		members[j] = m
 	}
 }
 
@@ -379,49 +684,32 @@ func (w *walker) ignored(key []byte) bool {
 	return false
 }
 
-// sign hashes the canonical body with the client's identity and beta flags.
+// sign makes the key of the walked body: the hash of its canonical form,
+// with the client's identity and beta flags as they are.
 func (w *walker) sign(identity, beta string) Key {
-	h := w.hasher
-	if h == nil {
-		h = blake3.New()
-		w.hasher = h
-	}
-	h.Reset()
-	var n [binary.MaxVarintLen64]byte
-	h.Write([]byte(signatureVersion))
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(identity)))])
-	h.Write([]byte(identity))
-	beta = normalizeBeta(beta)
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(beta)))])
-	h.Write([]byte(beta))
-	w.writeTop(h)
-	var k Key
-	h.Sum(k[:0])
-	return k
+	w.tmp = append(w.tmp[:0], signatureVersion...)
+	w.tmp = w.appendTop(w.tmp)
+	return Key{sum: hash(w.tmp), identity: identity, beta: normalizeBeta(beta)}
 }
 
-// writeTop writes the canonical document: its top-level members in key
-// order, straight from where they were written, sparing the copy a reorder
-// would make of the request's largest values.
-func (w *walker) writeTop(dst io.Writer) {
-	cmp := keyOrder(w.topPlain)
-	slices.SortStableFunc(w.top, func(a, b span) int {
-		return cmp(w.out[a.start:a.keyEnd], w.out[b.start:b.keyEnd])
-	})
-	dst.Write([]byte{'{'})
+// appendTop appends the canonical document: its top-level members in key
+// order, straight from where they were written.
+func (w *walker) appendTop(dst []byte) []byte {
+	sortMembers(w.out, w.top, w.topPlain)
+	dst = append(dst, '{')
 	for i, m := range w.top {
 		if i > 0 {
-			dst.Write([]byte{','})
+			dst = append(dst, ',')
 		}
-		dst.Write(w.out[m.start:m.end])
+		dst = append(dst, w.out[m.start:m.end]...)
 	}
-	dst.Write([]byte{'}'})
+	return append(dst, '}')
 }
 
 // normalizeBeta returns the header's flags sorted and joined with commas.
 func normalizeBeta(beta string) string {
-	if beta == "" {
-		return ""
+	if beta == "" || normalBeta(beta) {
+		return beta
 	}
 	flags := strings.Split(beta, ",")
 	n := 0
@@ -434,4 +722,17 @@ func normalizeBeta(beta string) string {
 	flags = flags[:n]
 	slices.Sort(flags)
 	return strings.Join(slices.Compact(flags), ",")
+}
+
+// normalBeta reports whether beta is already what normalizeBeta makes of it,
+// as a client that sends its flags in one header, in order, writes it.
+func normalBeta(beta string) bool {
+	prev := ""
+	for f := range strings.SplitSeq(beta, ",") {
+		if f == "" || f <= prev || strings.TrimSpace(f) != f {
+			return false
+		}
+		prev = f
+	}
+	return true
 }

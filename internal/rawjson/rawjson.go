@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 )
 
 // MaxDepth is the deepest nesting of objects and arrays accepted: a hostile
@@ -237,57 +238,148 @@ var stringStop = func() (t [256]bool) {
 // the index just past its closing quote. Control characters must be escaped
 // and escapes must be JSON's; invalid UTF-8 and lone surrogate escapes pass.
 //
-// Strings are most of a request, so this is the grammar's hot loop. Short
-// strings (keys, types, ids) are read byte by byte with a table; past a few
-// bytes the runtime's vectorised search finds the next quote and the next
-// backslash, and the run up to the first of them only has to be free of
-// control characters, which eight bytes at a time cost three operations to
-// check.
-func CheckString(b []byte, i int) (int, error) {
-	start := i
-	i++
-	for short := min(i+24, len(b)); i < short; {
+// Strings are most of a request, so this is the grammar's hot loop. The
+// first bytes (keys, types, ids are short) are read eight at a time, looking
+// for the quote, the backslash and the control characters at once. Past
+// them, the runtime's vectorised search finds the closing quote once, the
+// run before it is checked for control characters (see controlAt), and the
+// escapes in that run are found with the vectorised search too. The closing
+// quote is only looked for again when an escape took the one found, after
+// the bytes that follow it were read a word at a time: escaped quotes come
+// in numbers.
+func CheckString(b []byte, i int) (int, error) { return CheckStringFrom(b, i, i+1) }
+
+// CheckStringFrom is CheckString for the string that starts at the quote
+// b[start], when the caller found the bytes between the quote and b[i]
+// (start < i <= len(b)) free of quotes, backslashes and control characters.
+func CheckStringFrom(b []byte, start, i int) (int, error) {
+	short := start + 1 + shortString
+	// Word by word while stops come soon: in a short string, and after an
+	// escaped quote, which comes with others more often than not.
+	limit := short
+	for {
+		for i < limit && i+8 <= len(b) {
+			m := Stops(binary.LittleEndian.Uint64(b[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			p := i + bits.TrailingZeros64(m)>>3
+			if b[p] == '"' {
+				return p + 1, nil
+			}
+			var err error
+			if b[p] == '\\' {
+				var n int
+				if n, err = checkEscape(b, p, start); err == nil {
+					i = p + n
+					continue
+				}
+			} else {
+				err = syntaxErr(p, "control character in string")
+			}
+			// Past its first bytes, a string that never ends says so
+			// first.
+			if p >= short && bytes.IndexByte(b[i:], '"') < 0 {
+				return unterminated(b, i, start)
+			}
+			return 0, err
+		}
+		// Then the runtime's search for the quote, and for the escapes
+		// before it.
+		q := bytes.IndexByte(b[i:], '"')
+		if q < 0 {
+			return unterminated(b, i, start)
+		}
+		q += i
+		// The first control character before the quote, if any: escapes
+		// before it are checked first, and none can hide it.
+		c := q
+		if k := controlAt(b[i:q]); k >= 0 {
+			c = i + k
+		}
+		for {
+			e := bytes.IndexByte(b[i:c], '\\')
+			if e < 0 {
+				if c < q {
+					return 0, syntaxErr(c, "control character in string")
+				}
+				return q + 1, nil
+			}
+			n, err := checkEscape(b, i+e, start)
+			if err != nil {
+				return 0, err
+			}
+			i += e + n
+			if i > q {
+				// The quote found was escaped.
+				break
+			}
+		}
+		limit = i + 64
+	}
+}
+
+// CheckKey is CheckString for an object key, which is short, and also
+// reports whether the key is plain: ASCII without escapes. A key is only
+// found plain when that costs nothing more; false says nothing.
+func CheckKey(b []byte, i int) (end int, plain bool, err error) {
+	if j := i + 1; j+16 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[j:])
+		var high uint64
+		m := Stops(x)
+		if m == 0 {
+			high = x & msb
+			j += 8
+			x = binary.LittleEndian.Uint64(b[j:])
+			m = Stops(x)
+		}
+		if m != 0 {
+			n := bits.TrailingZeros64(m) >> 3
+			if b[j+n] == '"' {
+				before := uint64(1)<<(8*n) - 1
+				return j + n + 1, (high|x&before)&msb == 0, nil
+			}
+		}
+	}
+	end, err = CheckString(b, i)
+	return end, false, err
+}
+
+// shortString is how many bytes of a string are checked in order before a
+// missing closing quote takes precedence over errors after them.
+const shortString = 24
+
+// unterminated reports the error of the string that starts at start and has
+// no quote at or after b[i]: the first error among its first shortString
+// bytes, else that it is unterminated.
+func unterminated(b []byte, i, start int) (int, error) {
+	for short := min(start+1+shortString, len(b)); i < short; {
 		c := b[i]
 		if !stringStop[c] {
 			i++
 			continue
 		}
-		switch {
-		case c == '"':
-			return i + 1, nil
-		case c == '\\':
-			n, err := checkEscape(b, i, start)
-			if err != nil {
-				return 0, err
-			}
-			i += n
-		default:
+		if c != '\\' {
 			return 0, syntaxErr(i, "control character in string")
 		}
-	}
-	for {
-		q := bytes.IndexByte(b[i:], '"')
-		if q < 0 {
-			return 0, syntaxErr(start, "unterminated string")
-		}
-		run := b[i : i+q]
-		esc := bytes.IndexByte(run, '\\')
-		if esc >= 0 {
-			run = run[:esc]
-		}
-		if c := controlAt(run); c >= 0 {
-			return 0, syntaxErr(i+c, "control character in string")
-		}
-		if esc < 0 {
-			return i + q + 1, nil
-		}
-		i += esc
 		n, err := checkEscape(b, i, start)
 		if err != nil {
 			return 0, err
 		}
 		i += n
 	}
+	return 0, syntaxErr(start, "unterminated string")
+}
+
+// Stops marks with its high bit each byte of x (eight bytes of a string,
+// little-endian) that a string scan stops at: the quote, the backslash and
+// the control characters. Only the lowest mark is exact (a borrow can mark
+// the bytes above a stop), which is the one a scan takes.
+func Stops(x uint64) uint64 {
+	q := x ^ (lsb * '"')
+	s := x ^ (lsb * '\\')
+	return ((q-lsb)&^q | (s-lsb)&^s | (x-lsb*0x20)&^x) & msb
 }
 
 // checkEscape validates the escape at the backslash b[i] of the string that
@@ -310,14 +402,50 @@ func checkEscape(b []byte, i, start int) (int, error) {
 
 // controlAt returns the index of the first control character (below 0x20)
 // in b, or -1.
+//
+// Sixty-four bytes at a time, a subtraction that borrows from each byte below
+// 0x20 sets its high bit, which passes ASCII text at less than an instruction
+// a byte. Bytes from 0xa0 up set it too: after the first block where that
+// misleads, the rest of the run, likely more of the same text, is read with
+// the exact test.
 func controlAt(b []byte) int {
+	const c = lsb * 0x20
 	j := 0
-	for ; j+16 <= len(b); j += 16 {
-		x := binary.LittleEndian.Uint64(b[j:])
-		y := binary.LittleEndian.Uint64(b[j+8:])
-		if ((x-lsb*0x20)&^x|(y-lsb*0x20)&^y)&msb != 0 {
+	for ; j+64 <= len(b); j += 64 {
+		w := (*[64]byte)(b[j : j+64])
+		if ((le64(w, 0)-c)|(le64(w, 8)-c)|(le64(w, 16)-c)|(le64(w, 24)-c)|
+			(le64(w, 32)-c)|(le64(w, 40)-c)|(le64(w, 48)-c)|(le64(w, 56)-c))&msb != 0 {
 			break
 		}
+	}
+	for ; j+32 <= len(b); j += 32 {
+		w := (*[32]byte)(b[j : j+32])
+		x0 := binary.LittleEndian.Uint64(w[:])
+		x1 := binary.LittleEndian.Uint64(w[8:])
+		x2 := binary.LittleEndian.Uint64(w[16:])
+		x3 := binary.LittleEndian.Uint64(w[24:])
+		if ((x0-c)&^x0|(x1-c)&^x1|(x2-c)&^x2|(x3-c)&^x3)&msb != 0 {
+			break
+		}
+	}
+	for ; j+8 <= len(b); j += 8 {
+		x := binary.LittleEndian.Uint64(b[j:])
+		if m := (x - c) &^ x & msb; m != 0 {
+			return j + bits.TrailingZeros64(m)>>3
+		}
+	}
+	if j == len(b) {
+		return -1
+	}
+	if j >= 8 {
+		// The last bytes, in the word that ends the run: the bytes it
+		// reads again were clean.
+		j = len(b) - 8
+		x := binary.LittleEndian.Uint64(b[j:])
+		if m := (x - c) &^ x & msb; m != 0 {
+			return j + bits.TrailingZeros64(m)>>3
+		}
+		return -1
 	}
 	for ; j < len(b); j++ {
 		if b[j] < 0x20 {
@@ -325,6 +453,12 @@ func controlAt(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// le64 reads the eight bytes at w[i:], little-endian.
+func le64(w *[64]byte, i int) uint64 {
+	return uint64(w[i]) | uint64(w[i+1])<<8 | uint64(w[i+2])<<16 | uint64(w[i+3])<<24 |
+		uint64(w[i+4])<<32 | uint64(w[i+5])<<40 | uint64(w[i+6])<<48 | uint64(w[i+7])<<56
 }
 
 func isHex4(b []byte) bool {
