@@ -20,8 +20,8 @@ import (
 // a stream of thousands of events makes a few allocations, not thousands.
 const arenaBlock = 32 << 10
 
-// group is one upstream answer shared by its members. The run goroutine is
-// its only writer (through Start and Write); members read published states
+// group is one upstream answer shared by its members. The run is its only
+// writer (through Start and Write); members read published states
 // without taking the lock, so fan-out costs the writer one allocation and a
 // channel close per chunk, whatever the number of members.
 type group struct {
@@ -177,8 +177,8 @@ func (g *group) run(fn RunFunc) {
 		perr error
 	)
 	func() {
-		// The attempt loop runs outside the HTTP server's goroutine, so a
-		// panic would otherwise take the whole process down.
+		// A panic of the attempt loop ends the group with an error for
+		// every member, not just the leader's connection.
 		defer func() {
 			if v := recover(); v != nil {
 				g.reg.panics.Add(1)

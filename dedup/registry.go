@@ -1,10 +1,12 @@
 // Package dedup shares one upstream call among identical in-flight Messages
 // API requests. The first request with a given Key leads: its attempt loop
-// runs once, in its own goroutine, writing the committed response into a
-// group. Every client with that key, the leader's own included, is a member
-// that reads the group and writes to its own connection in its own mode
-// (event stream or JSON), so a slow or departed client never holds up the
-// others or the upstream read. Events arrive with what the relay learned of
+// runs once, in the leader's goroutine, writing the committed response into a
+// group, and straight on to the leader's client while nobody else reads it
+// (leader.go). Once another client joins, every client, the leader's own
+// included, is a member that reads the group and writes to its own
+// connection in its own mode (event stream or JSON) from its own goroutine,
+// so a slow or departed client never holds up the others or the upstream
+// read. Events arrive with what the relay learned of
 // them (internal/relay), so a group never parses one; members are woken once
 // per burst. With Options.Off every request runs its own loop straight into
 // its client: the handler always goes through a Registry, which knows "off".
