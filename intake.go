@@ -11,6 +11,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
 	"github.com/claude-balancer/caddy-claude-balancer/dedup"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/decode"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/intake"
 )
@@ -31,12 +32,13 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	if coding != "" {
 		return h.readEncoded(w, r, coding)
 	}
-	var buf []byte
+	// The buffer comes from a pool; serveMessages gives it back once the
+	// attempt loop is over (see balancer.Request.Body).
+	size := 32 << 10
 	if r.ContentLength > 0 {
-		buf = make([]byte, 0, r.ContentLength+1)
-	} else {
-		buf = make([]byte, 0, 32<<10)
+		size = int(r.ContentLength) + 1
 	}
+	buf := bufpool.Get(size)
 	lr := http.MaxBytesReader(w, r.Body, h.maxBody)
 	for {
 		if len(buf) == cap(buf) {

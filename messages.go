@@ -14,6 +14,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/balancer"
 	"github.com/claude-balancer/caddy-claude-balancer/dedup"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 	"github.com/claude-balancer/caddy-claude-balancer/team"
 	"go.uber.org/zap"
@@ -26,6 +27,10 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The attempt loop runs in this goroutine (dedup runs a group's loop in
+	// its leader's), and lets go of the body before it returns: nothing
+	// holds the buffer past this handler.
+	defer bufpool.Put(body)
 	peek, key, err := h.peek(body, r, sender)
 	if err != nil {
 		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())

@@ -57,15 +57,16 @@ func (c *call) attempt() *outcome {
 		resp    *http.Response
 		retried bool
 	)
+	src := &bodySource{b: body}
+	defer src.release()
+	c.onCommit = func() {
+		src.release()
+		c.req.release()
+	}
 	for {
-		ub := &upstreamBody{b: body}
-		hreq, token, err := c.b.newUpstreamRequest(actx, p, target, ub, len(body), c.req, c.cd)
+		hreq, token, err := c.b.newUpstreamRequest(actx, p, target, &upstreamBody{src: src}, len(body), c.req, c.cd)
 		if err != nil {
 			return c.failed(err, "")
-		}
-		c.onCommit = func() {
-			ub.release()
-			c.req.release()
 		}
 		t0 := now()
 		resp, err = p.transport.RoundTrip(hreq)

@@ -9,7 +9,10 @@ import (
 // Request is one client request to /v1/messages (or count_tokens), read and
 // peeked.
 type Request struct {
-	// Body is the client's body, read once and never modified.
+	// Body is the client's body, read once and never modified. It may be a
+	// pooled buffer that the caller reuses once Serve returns: nothing keeps
+	// it, or a slice of it, past the attempt loop (each attempt's readers are
+	// released when it ends; see bodySource).
 	Body []byte
 	Peek Peek
 	// Header holds the client's request headers.

@@ -102,7 +102,7 @@ func (b *Balancer) newUpstreamRequest(ctx context.Context, p *Provider, target s
 	}
 	hreq.ContentLength = int64(length)
 	if ub, ok := body.(*upstreamBody); ok {
-		hreq.GetBody = ub.reopen
+		hreq.GetBody = ub.src.reopen
 	}
 	if cd.clientHeaders() {
 		forwardRequestHeaders(hreq.Header, req.Header)
@@ -158,45 +158,53 @@ func (b *Balancer) setAuth(ctx context.Context, p *Provider, h http.Header, clie
 	return "", nil
 }
 
-// upstreamBody is a request body the relay lets go of at the commit point,
-// although the transport keeps the request until the answer ends.
-type upstreamBody struct {
-	mu  sync.Mutex
-	b   []byte
-	off int
+// bodySource lends an attempt's body to the transport, which may hold a
+// request (read its body, or reopen it for a retry on a connection that
+// died) after the attempt has moved on. Once released, its readers read
+// nothing more: the relay lets go of the body at the commit point, and every
+// attempt releases its source when it ends, so that the client's body can go
+// back to its pool once the attempt loop returns (see Request.Body).
+type bodySource struct {
+	mu sync.Mutex
+	b  []byte
 }
 
 var errBodyReleased = errors.New("request body already released")
 
+func (s *bodySource) release() {
+	s.mu.Lock()
+	s.b = nil
+	s.mu.Unlock()
+}
+
+// reopen is the request's GetBody.
+func (s *bodySource) reopen() (io.ReadCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b == nil {
+		return nil, errBodyReleased
+	}
+	return &upstreamBody{src: s}, nil
+}
+
+// upstreamBody is one reading of a bodySource.
+type upstreamBody struct {
+	src *bodySource
+	off int
+}
+
 func (u *upstreamBody) Read(p []byte) (int, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.off >= len(u.b) {
+	u.src.mu.Lock()
+	defer u.src.mu.Unlock()
+	if u.off >= len(u.src.b) {
 		return 0, io.EOF
 	}
-	n := copy(p, u.b[u.off:])
+	n := copy(p, u.src.b[u.off:])
 	u.off += n
 	return n, nil
 }
 
 func (u *upstreamBody) Close() error { return nil }
-
-func (u *upstreamBody) release() {
-	u.mu.Lock()
-	u.b, u.off = nil, 0
-	u.mu.Unlock()
-}
-
-// reopen is the request's GetBody, for the transport's retries on a reused
-// connection that died.
-func (u *upstreamBody) reopen() (io.ReadCloser, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.b == nil {
-		return nil, errBodyReleased
-	}
-	return &upstreamBody{b: u.b}, nil
-}
 
 // watchdog bounds an attempt in time: until the answer starts, the wait for
 // it (first_byte); then each wait on the provider inside the answer (idle),

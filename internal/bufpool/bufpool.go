@@ -1,0 +1,50 @@
+// Package bufpool lends byte buffers for request bodies, by size class, so
+// that a busy balancer does not allocate (and collect) a fresh buffer the size
+// of each client's body. A buffer goes back only when its last reader is done
+// with it; the caller is responsible for knowing when that is.
+package bufpool
+
+import "sync"
+
+const (
+	minShift = 14 // 16 KiB
+	maxShift = 20 // 1 MiB
+)
+
+var classes [maxShift - minShift + 1]sync.Pool
+
+// class returns the index of the smallest class that holds n bytes, or -1
+// when n is larger than the largest class.
+func class(n int) int {
+	for i := range classes {
+		if n <= 1<<(minShift+i) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Get returns an empty buffer whose capacity is at least n: from the pool
+// when n fits a class, else newly made.
+func Get(n int) []byte {
+	c := class(n)
+	if c < 0 {
+		return make([]byte, 0, n)
+	}
+	if p, _ := classes[c].Get().(*[]byte); p != nil {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, 1<<(minShift+c))
+}
+
+// Put gives a buffer back. Only buffers of a class's exact capacity are
+// kept (one that grew past its class, or was never from the pool, is left
+// to the collector). Nobody may use b, or anything sliced from it, after.
+func Put(b []byte) {
+	c := class(cap(b))
+	if c < 0 || cap(b) != 1<<(minShift+c) {
+		return
+	}
+	b = b[:0]
+	classes[c].Put(&b)
+}
