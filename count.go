@@ -26,7 +26,7 @@ func (h *Handler) serveCount(w http.ResponseWriter, r *http.Request) {
 	if !h.admitClient(w, sender, peek.Model, false) {
 		return
 	}
-	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, sender.keyHeader, false), RawQuery: r.URL.RawQuery}
+	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, sender.keyHeader), RawQuery: r.URL.RawQuery}
 	res := h.bal.CountTokens(r.Context(), req)
 	if res.Upstream {
 		getMetrics().countSource.WithLabelValues(h.bal.Name, "upstream").Inc()

@@ -102,10 +102,11 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (who, []byte, bo
 }
 
 // upstreamHeader returns the client's headers for the providers: without
-// the one that carried the client key, and a copy when clone is set (for
-// attempt loops that may outlive the request).
-func upstreamHeader(r *http.Request, keyHeader string, clone bool) http.Header {
-	if keyHeader == "" && !clone {
+// the one that carried the client key (in a copy). The attempt loop never
+// outlives the request it reads them from: a de-duplicated group's loop runs
+// in its leader's handler.
+func upstreamHeader(r *http.Request, keyHeader string) http.Header {
+	if keyHeader == "" {
 		return r.Header
 	}
 	hdr := r.Header.Clone()
@@ -114,15 +115,17 @@ func upstreamHeader(r *http.Request, keyHeader string, clone bool) http.Header {
 }
 
 // peek finds what the balancer needs in a messages body and, with
-// de-duplication on, signs it, in one walk (internal/intake). Whether a body is
-// accepted never depends on de-duplication: both follow the module's one
-// grammar.
-func (h *Handler) peek(body []byte, r *http.Request, sender who) (balancer.Peek, dedup.Key, error) {
-	opt := intake.Options{Sign: !h.dedupOff}
-	if opt.Sign {
-		opt.Ignore, opt.Identity, opt.Beta = h.dedupIgnore, clientIdentity(r, sender), strings.Join(r.Header.Values("Anthropic-Beta"), ",")
+// de-duplication on, prepares its place in de-duplication, in one walk
+// (internal/intake): the body is signed later only if an identical-looking
+// request is in flight. Whether a body is accepted never depends on
+// de-duplication: both follow the module's one grammar.
+func (h *Handler) peek(body []byte, r *http.Request, sender who) (balancer.Peek, dedup.Ticket, error) {
+	if h.dedupOff {
+		p, _, err := intake.Read(body, intake.Options{})
+		return p, dedup.Ticket{}, err
 	}
-	return intake.Read(body, opt)
+	return intake.Prepare(body, intake.Options{Ignore: h.dedupIgnore, Identity: clientIdentity(r, sender),
+		Beta: strings.Join(r.Header.Values("Anthropic-Beta"), ",")})
 }
 
 // clientIdentity names who is asking, so that two clients never share an

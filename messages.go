@@ -28,10 +28,11 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The attempt loop runs in this goroutine (dedup runs a group's loop in
-	// its leader's), and lets go of the body before it returns: nothing
-	// holds the buffer past this handler.
+	// its leader's) and lets go of the body before it returns, and dedup
+	// drops the request's Ticket: nothing holds the buffer past this
+	// handler.
 	defer bufpool.Put(body)
-	peek, key, err := h.peek(body, r, sender)
+	peek, ticket, err := h.peek(body, r, sender)
 	if err != nil {
 		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
 		return
@@ -42,9 +43,7 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	inFlight := getMetrics().inFlight.WithLabelValues(h.bal.Name)
 	inFlight.Inc()
 	defer inFlight.Dec()
-	// The attempt loop may outlive this handler when other clients share
-	// its answer, so it gets its own copy of the headers.
-	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, sender.keyHeader, !h.dedupOff), RawQuery: r.URL.RawQuery}
+	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, sender.keyHeader), RawQuery: r.URL.RawQuery}
 	req.EstimateTokens = h.estimateTokens
 	// De-duplication decides who runs the attempt loop: this request, alone
 	// (dedup off) or as the leader of a group, or an identical one in flight.
@@ -53,7 +52,7 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		runRole = ""
 	}
 	var done atomic.Pointer[balancer.Result]
-	dres := h.dedup.Serve(w, r, key, peek.Stream, func(ctx context.Context, out relay.Output) *relay.Failure {
+	dres := h.dedup.Serve(w, r, ticket, peek.Stream, func(ctx context.Context, out relay.Output) *relay.Failure {
 		// A group's run may outlive the leading client: it logs and
 		// measures the upstream side itself.
 		res := h.bal.Serve(ctx, req, out)

@@ -86,7 +86,7 @@ func (h *Handler) models(r *http.Request, sender who) []modelObject {
 	allowed := func(id string) bool { return sender.client == nil || sender.client.Allows(id) }
 	seen := map[string]bool{}
 	var out []modelObject
-	for _, listing := range h.bal.ProviderModels(r.Context(), upstreamHeader(r, sender.keyHeader, false)) {
+	for _, listing := range h.bal.ProviderModels(r.Context(), upstreamHeader(r, sender.keyHeader)) {
 		for _, m := range listing {
 			k := strings.ToLower(m.ID)
 			if seen[k] || h.bal.MatchRoute(m.ID) == nil || !allowed(m.ID) {

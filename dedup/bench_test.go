@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/intake"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
@@ -72,6 +73,7 @@ func benchFanOut(b *testing.B, members int, pace time.Duration) {
 		heapPer, stackPer, allocPer float64
 		elapsed                     time.Duration
 	)
+	ticket := intake.TicketFor(Key{})
 	for i := 0; i < b.N; i++ {
 		r := New(Options{})
 		writers := make([]*discardWriter, members)
@@ -113,7 +115,7 @@ func benchFanOut(b *testing.B, members int, pace time.Duration) {
 		for j := range members {
 			go func() {
 				defer wg.Done()
-				r.Serve(writers[j], reqs[j], Key{}, true, run)
+				r.Serve(writers[j], reqs[j], ticket, true, run)
 			}()
 			if j == 0 {
 				eventually(b, "leader", func() bool { return r.Stats().Active == 1 })

@@ -21,14 +21,14 @@ const streamFixture = "anthropic-stream-thinking-text-tool.sse"
 
 var testKey = keyN(1)
 
-// keyN returns a key of its own for each n: the signature of a body that
-// names model n.
-func keyN(n int) Key {
+// keyN returns a signed Ticket of its own for each n: the signature of a
+// body that names model n.
+func keyN(n int) Ticket {
 	_, k, err := intake.Read(fmt.Appendf(nil, `{"model":"m%d"}`, n), intake.Options{Sign: true, Identity: "test"})
 	if err != nil {
 		panic(err)
 	}
-	return k
+	return intake.TicketFor(k)
 }
 
 func assembled(t testing.TB, stream []byte) []byte {
@@ -459,7 +459,7 @@ func TestReplayKeepsABoundedTotalOfAnswers(t *testing.T) {
 	r := New(Options{Replay: time.Hour, MaxReplayBytes: 2*size + size/2, Clock: clock})
 	var calls countedCalls
 	run := streamRun(&calls, nil, events)
-	keys := []Key{keyN(1), keyN(2), keyN(3)}
+	keys := []Ticket{keyN(1), keyN(2), keyN(3)}
 	for _, k := range keys {
 		c := startClient(r, k, true, run)
 		c.wait(t)
@@ -555,7 +555,7 @@ func TestSlowMemberIsEndedWithoutStallingOthers(t *testing.T) {
 	fastJSON := startClient(r, testKey, false, run)
 	eventually(t, "JSON client joined", func() bool { return r.Stats().Joins == 2 })
 	r.mu.Lock()
-	grp := r.groups[testKey]
+	grp := r.groups[testKey.Pre][0]
 	r.mu.Unlock()
 	grp.mu.Lock()
 	fast = []*member{grp.members[0], grp.members[2]}

@@ -25,8 +25,10 @@ const arenaBlock = 32 << 10
 // without taking the lock, so fan-out costs the writer one allocation and a
 // channel close per chunk, whatever the number of members.
 type group struct {
-	reg    *Registry
-	key    Key
+	reg *Registry
+	// ticket is the leader's: the group is found by its Pre, and matched
+	// by its Key, made when a request with the same Pre first needs it.
+	ticket Ticket
 	opts   *Options
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -104,12 +106,12 @@ type member struct {
 	dropped atomic.Bool
 }
 
-func newGroup(r *Registry, key Key, reqCtx context.Context, opts *Options) *group {
+func newGroup(r *Registry, t Ticket, reqCtx context.Context, opts *Options) *group {
 	// The upstream call must outlive the leading client (other members may
 	// still read it) and a configuration reload, so it keeps only the
 	// request's values and is cancelled by the group itself.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(reqCtx))
-	g := &group{reg: r, key: key, opts: opts, ctx: ctx, cancel: cancel, nextScan: opts.MaxLag / 8}
+	g := &group{reg: r, ticket: t, opts: opts, ctx: ctx, cancel: cancel, nextScan: opts.MaxLag / 8}
 	g.state.Store(&state{notify: make(chan struct{})})
 	return g
 }

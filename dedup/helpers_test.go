@@ -54,13 +54,13 @@ type client struct {
 	done   chan struct{}
 }
 
-func startClient(r *Registry, key Key, stream bool, run RunFunc) *client {
+func startClient(r *Registry, key Ticket, stream bool, run RunFunc) *client {
 	return startClientWriter(r, key, stream, run, nil)
 }
 
 // startClientWriter is startClient writing through w when it is not nil (the
 // recorder then stays empty).
-func startClientWriter(r *Registry, key Key, stream bool, run RunFunc, w http.ResponseWriter) *client {
+func startClientWriter(r *Registry, key Ticket, stream bool, run RunFunc, w http.ResponseWriter) *client {
 	ctx, cancel := context.WithCancel(context.Background())
 	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/messages", nil)
 	c := &client{w: httptest.NewRecorder(), cancel: cancel, done: make(chan struct{})}
@@ -286,7 +286,8 @@ func writeEvent(out relay.Output, raw []byte) error {
 func groupMembers(r *Registry) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, g := range r.groups {
+	for _, gs := range r.groups {
+		g := gs[0]
 		g.mu.Lock()
 		n := len(g.members)
 		g.mu.Unlock()

@@ -7,6 +7,12 @@ import "github.com/claude-balancer/caddy-claude-balancer/internal/intake"
 // header (see internal/intake).
 type Key = intake.Key
 
+// Ticket is a request's place in de-duplication (see internal/intake): its
+// Pre, which identical requests share, and its Key, made only when another
+// request with the same Pre is in flight. A request whose Pre meets no
+// other is never signed.
+type Ticket = intake.Ticket
+
 // DefaultIgnore is the list of top-level body fields left out of the
 // signature unless configured otherwise: max_tokens changes between a request
 // and its retry (clients lower it after an overflow) without changing the

@@ -1,5 +1,8 @@
 // Package dedup shares one upstream call among identical in-flight Messages
-// API requests. The first request with a given Key leads: its attempt loop
+// API requests. Requests are found by their Ticket's Pre and matched by Key,
+// made only when two Pres meet (see Registry.enter), so that a request
+// without a twin in flight is never signed. The first request with a given
+// Key leads: its attempt loop
 // runs once, in the leader's goroutine, writing the committed response into a
 // group, and straight on to the leader's client while nobody else reads it
 // (leader.go). Once another client joins, every client, the leader's own
@@ -17,11 +20,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/clock"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/intake"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 )
 
@@ -202,8 +207,10 @@ type Registry struct {
 	clock clock.Clock
 	opts  atomic.Pointer[Options]
 
-	mu     sync.Mutex
-	groups map[Key]*group
+	mu sync.Mutex
+	// groups holds the groups requests can join or replay, by their
+	// leaders' Pre; nearly always one per Pre.
+	groups map[intake.Pre][]*group
 	// replay holds finished groups kept for replay, in the order they expire;
 	// replayBytes is the size of their answers.
 	replay      []*group
@@ -216,7 +223,7 @@ type Registry struct {
 
 // New returns a Registry configured by opts.
 func New(opts Options) *Registry {
-	r := &Registry{clock: opts.Clock, groups: make(map[Key]*group)}
+	r := &Registry{clock: opts.Clock, groups: make(map[intake.Pre][]*group)}
 	if r.clock == nil {
 		r.clock = clock.System
 	}
@@ -236,7 +243,11 @@ func (r *Registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sweepLocked(r.clock.Now())
-	return len(r.groups)
+	n := 0
+	for _, gs := range r.groups {
+		n += len(gs)
+	}
+	return n
 }
 
 // Stats returns the counters.
@@ -254,17 +265,20 @@ func (r *Registry) Stats() Stats {
 	}
 }
 
-// Serve answers one request whose signature is key. stream tells whether the
-// client asked for an event stream. If an identical request is in flight (or
-// finished within the Replay window) the client gets its answer, in its own
-// mode; otherwise run is started, once, and its answer goes to this client
-// and to every identical request that joins before it ends. Serve returns
-// when this client's response is complete or the client is gone; run may
-// continue for the other members.
+// Serve answers one request whose place in de-duplication is t. stream
+// tells whether the client asked for an event stream. If an identical request
+// is in flight (or finished within the Replay window) the client gets its
+// answer, in its own mode; otherwise run is called, once, and its answer goes
+// to this client and to every identical request that joins before it ends.
+// Serve returns when this client's response is complete or the client is
+// gone, and once run has returned: a group's run goes in its leader's
+// goroutine. Before it returns, Serve drops t (see Ticket.Drop), so the
+// caller may reuse the body t was prepared from.
 //
 // With Options.Off, Serve calls run in the calling goroutine with the
 // request's own context, writing straight to w.
-func (r *Registry) Serve(w http.ResponseWriter, req *http.Request, key Key, stream bool, run RunFunc) Result {
+func (r *Registry) Serve(w http.ResponseWriter, req *http.Request, t Ticket, stream bool, run RunFunc) Result {
+	defer t.Drop()
 	opts := r.opts.Load()
 	if opts.Off {
 		return serveDirect(w, req, run)
@@ -272,7 +286,7 @@ func (r *Registry) Serve(w http.ResponseWriter, req *http.Request, key Key, stre
 	var avoid *group
 	expired := false
 	for {
-		g, m, role := r.enter(key, req, avoid, opts)
+		g, m, role := r.enter(t, req, avoid, opts)
 		switch role {
 		case Leader:
 			r.runs.Add(1)
@@ -315,47 +329,102 @@ type directOutput struct {
 
 func (d *directOutput) Keep(v any) { d.kept = v }
 
-// enter joins the group for key, or forms a new one led by this request. A
-// group the request already waited on in vain (avoid) is replaced if it is
-// still silent.
-func (r *Registry) enter(key Key, req *http.Request, avoid *group, opts *Options) (*group, *member, Role) {
+// enter joins the group of an identical request, or forms a new one led by
+// this request. A group the request already waited on in vain (avoid) is
+// replaced if it is still silent.
+//
+// Groups are found by Pre and matched by Key. A request whose Pre meets no
+// group leads a new one unsigned, in the common case the only work
+// de-duplication does. Otherwise it signs its own body outside the lock, and
+// the groups it meets are signed (once each, from their leaders' bodies,
+// which their leaders keep until their runs end) when compared.
+func (r *Registry) enter(t Ticket, req *http.Request, avoid *group, opts *Options) (*group, *member, Role) {
+	r.mu.Lock()
+	if r.sweepLocked(r.clock.Now()); len(r.groups[t.Pre]) == 0 {
+		defer r.mu.Unlock()
+		return r.leadLocked(t, req, opts, nil)
+	}
+	r.mu.Unlock()
+	key, signed := t.Key()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.clock.Now()
 	r.sweepLocked(now)
-	if g := r.groups[key]; g != nil {
-		if m, role := g.join(now, avoid); m != nil {
-			if role == Replayed {
-				r.replays.Add(1)
-			} else {
-				r.joins.Add(1)
+	var refused *group
+	if signed {
+		for _, g := range r.groups[t.Pre] {
+			if k, ok := g.ticket.Key(); !ok || k != key {
+				continue
 			}
-			return g, m, role
+			if m, role := g.join(now, avoid); m != nil {
+				if role == Replayed {
+					r.replays.Add(1)
+				} else {
+					r.joins.Add(1)
+				}
+				return g, m, role
+			}
+			refused = g
 		}
 	}
-	g := newGroup(r, key, req.Context(), opts)
-	r.groups[key] = g
+	return r.leadLocked(t, req, opts, refused)
+}
+
+// leadLocked forms a group led by this request. An identical group that
+// refused it (replaced) is no longer found: later identical requests join
+// the new one.
+func (r *Registry) leadLocked(t Ticket, req *http.Request, opts *Options, replaced *group) (*group, *member, Role) {
+	if replaced != nil {
+		r.unmapLocked(replaced)
+	}
+	g := newGroup(r, t, req.Context(), opts)
+	r.groups[t.Pre] = append(r.groups[t.Pre], g)
 	return g, g.lead(), Leader
 }
 
 // unmap removes g from the groups requests can join, if it is still there.
 func (r *Registry) unmap(g *group) {
 	r.mu.Lock()
-	if r.groups[g.key] == g {
-		delete(r.groups, g.key)
-	}
+	r.unmapLocked(g)
 	r.mu.Unlock()
 }
 
+// unmapLocked removes g from the groups requests can join and reports
+// whether it was there.
+func (r *Registry) unmapLocked(g *group) bool {
+	gs := r.groups[g.ticket.Pre]
+	for i, x := range gs {
+		if x != g {
+			continue
+		}
+		if len(gs) == 1 {
+			delete(r.groups, g.ticket.Pre)
+		} else {
+			gs = slices.Delete(gs, i, i+1)
+			r.groups[g.ticket.Pre] = gs
+		}
+		return true
+	}
+	return false
+}
+
+// mappedLocked reports whether requests can still find g.
+func (r *Registry) mappedLocked(g *group) bool {
+	return slices.Contains(r.groups[g.ticket.Pre], g)
+}
+
 // finished records the end of g's run: it stays joinable for its replay
-// window, or leaves now.
+// window, or leaves now. A group kept for replay is signed now, while its
+// leader still holds the body.
 func (r *Registry) finished(g *group, replayable bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !replayable || r.groups[g.key] != g {
-		if r.groups[g.key] == g {
-			delete(r.groups, g.key)
-		}
+	if !replayable || !r.mappedLocked(g) {
+		r.unmapLocked(g)
+		return
+	}
+	if _, ok := g.ticket.Key(); !ok {
+		r.unmapLocked(g)
 		return
 	}
 	r.replay = append(r.replay, g)
@@ -393,9 +462,7 @@ func (r *Registry) sweepLocked(now time.Time) {
 // dropReplayLocked lets go of the oldest answer kept for replay.
 func (r *Registry) dropReplayLocked() {
 	g := r.replay[0]
-	if r.groups[g.key] == g {
-		delete(r.groups, g.key)
-	}
+	r.unmapLocked(g)
 	r.replayBytes -= g.total
 	r.replay[0] = nil
 	r.replay = r.replay[1:]

@@ -1,9 +1,11 @@
 // Package intake reads a Messages request body once: one walk over its bytes
 // validates it with the module's grammar (internal/rawjson), finds what the
 // balancer needs (model, stream, session, this module's own thinking
-// signatures) and, when asked, makes the de-duplication signature: a hash of
-// the body in canonical form. No other walk of the body happens on the way to
-// an Anthropic-compatible provider.
+// signatures) and, for de-duplication, either the signature (a hash of the
+// body in canonical form, Read) or a digest that identical bodies share, with
+// the signature left for when a request with the same digest is in flight
+// (Prepare, ticket.go). No other walk of the body happens on the way to an
+// Anthropic-compatible provider unless such a request is.
 package intake
 
 import (

@@ -60,6 +60,7 @@ const baseBody = `{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":true,`
 
 func TestSignatureIgnoresRetryNoiseAndLayout(t *testing.T) {
 	base := mustSign(t, baseBody, defaultIgnore, "client-a", "claude-code-20250219,interleaved-thinking-2025-05-14")
+	basePre, _ := prepared(t, baseBody, "claude-code-20250219,interleaved-thinking-2025-05-14")
 	same := []struct {
 		name, body, beta string
 	}{
@@ -81,8 +82,31 @@ func TestSignatureIgnoresRetryNoiseAndLayout(t *testing.T) {
 			if got := mustSign(t, tt.body, defaultIgnore, "client-a", beta); got != base {
 				t.Error("signature changed")
 			}
+			// The Pre of identical requests is equal too, and their
+			// Tickets sign as Read does.
+			if pre, key := prepared(t, tt.body, beta); pre != basePre || key != base {
+				t.Errorf("Pre equal %v, Key equal %v", pre == basePre, key == base)
+			}
 		})
 	}
+}
+
+// prepared returns the Pre and the Key of a body through Prepare, with the
+// default ignore list and identity "client-a".
+func prepared(t testing.TB, body, beta string) (Pre, Key) {
+	t.Helper()
+	_, tk, err := Prepare([]byte(body), Options{Ignore: defaultIgnore, Identity: "client-a", Beta: beta})
+	if err != nil {
+		t.Fatalf("Prepare(%s): %v", body, err)
+	}
+	if tk.Signed() {
+		t.Fatal("Prepare signed the body")
+	}
+	k, ok := tk.Key()
+	if !ok || !tk.Signed() {
+		t.Fatal("no Key")
+	}
+	return tk.Pre, k
 }
 
 func TestSignatureSeparatesDifferentRequests(t *testing.T) {
@@ -224,6 +248,13 @@ func FuzzCanonical(f *testing.F) {
 		}
 		// What is signed is the canonical text, whichever values stand in
 		// it as their hashes.
+		// Equal canonical forms have equal Pres (the Pre is a necessary
+		// condition of an equal Key).
+		_, a, errA := Prepare(body, Options{Ignore: defaultIgnore})
+		_, b, errB := Prepare(got, Options{Ignore: defaultIgnore})
+		if (errA == nil) != (errB == nil) || errA != nil && !peekError(errA) || errA == nil && a.Pre != b.Pre {
+			t.Fatalf("%q and its canonical form %q: Pre equal %v (%v, %v)", body, got, a.Pre == b.Pre, errA, errB)
+		}
 		for _, inline := range []int{0, 17, inlineMax} {
 			if signWith(t, body, inline, "c", "") != signWith(t, got, inline, "c", "") {
 				t.Fatalf("inline %d: %q signs unlike its canonical form %q", inline, body, got)
@@ -398,4 +429,16 @@ func BenchmarkRead(b *testing.B) {
 			}
 		})
 	}
+	// What a request without an identical twin in flight costs with
+	// de-duplication on: validation, peek and the digest of its Pre.
+	b.Run("prepare", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		opt := Options{Ignore: defaultIgnore, Identity: "client", Beta: "claude-code-20250219"}
+		for b.Loop() {
+			if _, _, err := Prepare(body, opt); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -93,6 +93,11 @@ type walker struct {
 	// inMessages is set while the walk is inside the top-level "messages".
 	inMessages bool
 	systemMsg  bool
+	// digesting asks for the digest of a Pre (see Prepare), gathered in
+	// digest; digestMessages is set while the walk is inside a "messages"
+	// that the signature does not ignore.
+	digesting, digestMessages bool
+	digest                    uint64
 }
 
 // span locates one object member in out: the quoted key is out[start:keyEnd],
@@ -123,6 +128,7 @@ func (w *walker) reset(src []byte, opt Options) {
 	w.src, w.depth, w.ignore, w.canon, w.inline = src, 0, opt.Ignore, opt.Sign, inlineMax
 	w.out, w.tmp, w.spans, w.top, w.topPlain = w.out[:0], w.tmp[:0], w.spans[:0], w.top[:0], true
 	w.p, w.seenModel, w.seenStream, w.seenMeta, w.foreign, w.inMessages, w.systemMsg = Peek{}, false, false, false, false, false, false
+	w.digesting, w.digestMessages, w.digest = false, false, 0
 	if w.canon && cap(w.out) < 4096 {
 		// Room for the words short keys and values are copied with.
 		w.out = make([]byte, 0, 4096)
@@ -182,6 +188,9 @@ func (w *walker) value(i int) (int, error) {
 	end, err := rawjson.CheckValue(src, i, w.depth)
 	if err != nil {
 		return 0, grammarError(err)
+	}
+	if w.digestMessages {
+		w.digestValue(src[i:end])
 	}
 	if w.canon {
 		if end-i > w.inline {
@@ -466,11 +475,15 @@ func (w *walker) topMember(ks, ke int, escaped bool, valueStart int) (int, error
 	} else {
 		messages := string(spelled) == "messages"
 		w.inMessages = messages
+		w.digestMessages = messages && w.digesting && !w.ignored(spelled)
 		end, err = w.value(valueStart)
-		w.inMessages = false
+		w.inMessages, w.digestMessages = false, false
 		if err != nil {
 			return 0, err
 		}
+	}
+	if w.digesting && valueStart < end && isScalar(w.src, valueStart) && !w.ignored(spelled) {
+		w.digestValue(w.src[valueStart:end])
 	}
 	if err := w.field(spelled, valueStart, end); err != nil {
 		return 0, err
@@ -487,6 +500,10 @@ func (w *walker) topMember(ks, ke int, escaped bool, valueStart int) (int, error
 	}
 	return end, nil
 }
+
+// isScalar reports whether the value at src[i] is a scalar (neither an object
+// nor an array).
+func isScalar(src []byte, i int) bool { return src[i] != '{' && src[i] != '[' }
 
 // key writes the key src[ks:ke] (with escapes, once resolved) and a colon,
 // and returns where the key ends in out and its prefix (see keyPrefix).
