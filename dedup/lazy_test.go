@@ -20,23 +20,33 @@ func prepare(t *testing.T, body string) Ticket {
 	return tk
 }
 
-// TestDistinctRequestsAreNeverSigned: requests in flight together whose
-// Pres differ each lead their own group, and neither body is signed.
-func TestDistinctRequestsAreNeverSigned(t *testing.T) {
-	r := New(Options{})
+// pair sends a, then (once a's run has started) b, holds both runs until
+// ready holds, and waits for both clients.
+func pair(t *testing.T, a, b Ticket, ready func(*Registry) bool) (calls *countedCalls, ca, cb *client, r *Registry) {
+	t.Helper()
+	r = New(Options{})
 	checkClean(t, r)
-	events := fixtureEvents(t, streamFixture)
 	g := newGate()
-	var calls countedCalls
-	run := streamRun(&calls, g, events)
-	a := prepare(t, lazyBody)
-	b := prepare(t, strings.Replace(lazyBody, "hello", "hello again", 1))
-	ca := startClient(r, a, true, run)
-	cb := startClient(r, b, true, run)
-	eventually(t, "both running", func() bool { return r.Stats().Active == 2 })
+	calls = &countedCalls{}
+	run := streamRun(calls, g, fixtureEvents(t, streamFixture))
+	ca = startClient(r, a, true, run)
+	<-g.started
+	cb = startClient(r, b, false, run)
+	eventually(t, "both requests in", func() bool { return ready(r) })
 	close(g.open)
 	ca.wait(t)
 	cb.wait(t)
+	return calls, ca, cb, r
+}
+
+func bothRunning(r *Registry) bool { return r.Stats().Active == 2 }
+
+// TestDistinctRequestsAreNeverSigned: requests in flight together whose
+// Pres differ each lead their own group, and neither body is signed.
+func TestDistinctRequestsAreNeverSigned(t *testing.T) {
+	a := prepare(t, lazyBody)
+	b := prepare(t, strings.Replace(lazyBody, "hello", "hello again", 1))
+	calls, _, _, r := pair(t, a, b, bothRunning)
 	if calls.count() != 2 || r.Stats().Joins != 0 {
 		t.Fatalf("runs %d, joins %d", calls.count(), r.Stats().Joins)
 	}
@@ -47,26 +57,12 @@ func TestDistinctRequestsAreNeverSigned(t *testing.T) {
 
 // TestIdenticalPreparedRequestsShareOneRun: an identical request (its
 // max_tokens differs, which the signature ignores) joins the group of the
-// one in flight; the leader's body is signed when the second one arrives.
+// one in flight; the leader's body is signed when the second one arrives
+// (TestDistinctRequestsAreNeverSigned: not before).
 func TestIdenticalPreparedRequestsShareOneRun(t *testing.T) {
-	r := New(Options{})
-	checkClean(t, r)
-	events := fixtureEvents(t, streamFixture)
-	g := newGate()
-	var calls countedCalls
-	run := streamRun(&calls, g, events)
 	a := prepare(t, lazyBody)
 	b := prepare(t, strings.Replace(lazyBody, `"max_tokens":100`, `"max_tokens":50`, 1))
-	ca := startClient(r, a, true, run)
-	<-g.started
-	if a.Signed() {
-		t.Fatal("the leader was signed before any twin arrived")
-	}
-	cb := startClient(r, b, false, run)
-	eventually(t, "the twin joined", func() bool { return r.Stats().Joins == 1 })
-	close(g.open)
-	ca.wait(t)
-	cb.wait(t)
+	calls, _, cb, _ := pair(t, a, b, func(r *Registry) bool { return r.Stats().Joins == 1 })
 	if calls.count() != 1 || cb.res.Role != Joined || !a.Signed() || !b.Signed() {
 		t.Fatalf("runs %d, role %v, signed %v %v", calls.count(), cb.res.Role, a.Signed(), b.Signed())
 	}
@@ -75,24 +71,12 @@ func TestIdenticalPreparedRequestsShareOneRun(t *testing.T) {
 // TestSamePreOtherKeyRunsAlone: requests that differ only outside the
 // digest (the system prompt) share a Pre; their Keys tell them apart.
 func TestSamePreOtherKeyRunsAlone(t *testing.T) {
-	r := New(Options{})
-	checkClean(t, r)
-	events := fixtureEvents(t, streamFixture)
-	g := newGate()
-	var calls countedCalls
-	run := streamRun(&calls, g, events)
 	a := prepare(t, lazyBody)
 	b := prepare(t, strings.Replace(lazyBody, "be brief", "be thorough", 1))
 	if a.Pre != b.Pre {
 		t.Fatal("the system prompt changed the Pre")
 	}
-	ca := startClient(r, a, true, run)
-	<-g.started
-	cb := startClient(r, b, true, run)
-	eventually(t, "both running", func() bool { return r.Stats().Active == 2 })
-	close(g.open)
-	ca.wait(t)
-	cb.wait(t)
+	calls, _, _, r := pair(t, a, b, bothRunning)
 	if calls.count() != 2 || r.Stats().Joins != 0 || !a.Signed() || !b.Signed() {
 		t.Fatalf("runs %d, joins %d, signed %v %v", calls.count(), r.Stats().Joins, a.Signed(), b.Signed())
 	}
