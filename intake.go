@@ -1,6 +1,7 @@
 package claudebalancer
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -124,8 +125,25 @@ func (h *Handler) peek(body []byte, r *http.Request, sender who) (balancer.Peek,
 		p, _, err := intake.Read(body, intake.Options{})
 		return p, dedup.Ticket{}, err
 	}
-	return intake.Prepare(body, intake.Options{Ignore: h.dedupIgnore, Identity: clientIdentity(r, sender),
-		Beta: strings.Join(r.Header.Values("Anthropic-Beta"), ",")})
+	opt := intake.Options{Ignore: h.dedupIgnore, Identity: clientIdentity(r, sender),
+		Beta: strings.Join(r.Header.Values("Anthropic-Beta"), ","), Sign: streamHint(body)}
+	p, t, err := intake.Prepare(body, opt)
+	if err == nil && p.Stream && !t.Signed() {
+		// A stream may stay open for minutes: it is signed now, so that
+		// its body need not be kept for an identical request to come.
+		t.Key()
+	}
+	return p, t, err
+}
+
+// streamHint guesses, before the walk, whether a body asks for a stream, so
+// that the walk signs a streaming request while it reads it: Claude Code and
+// the SDKs write "stream":true last or first. A wrong guess costs a second
+// walk or a signature nobody needed, never a wrong answer.
+func streamHint(body []byte) bool {
+	const stream = `"stream":true`
+	return bytes.Contains(body[max(0, len(body)-48):], []byte(stream)) ||
+		bytes.Contains(body[:min(len(body), 64)], []byte(stream))
 }
 
 // clientIdentity names who is asking, so that two clients never share an

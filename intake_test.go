@@ -49,3 +49,34 @@ func FuzzValidityNeverDependsOnDedup(f *testing.F) {
 		}
 	})
 }
+
+// TestStreamRequestsAreSignedAtIntake: a streaming request's body goes back
+// to its pool at the commit point, so its Ticket must not need it later:
+// it is signed at intake, in the walk when "stream" comes first or last and
+// after it otherwise. A request for JSON is not signed until a twin needs it.
+func TestStreamRequestsAreSignedAtIntake(t *testing.T) {
+	h := &Handler{dedupIgnore: dedup.DefaultIgnore}
+	r, _ := http.NewRequest(http.MethodPost, "/v1/messages", nil)
+	msgs := `"messages":[{"role":"user","content":"` + strings.Repeat("x", 200) + `"}]`
+	for _, tc := range []struct {
+		body         string
+		hint, signed bool
+	}{
+		{`{"model":"m",` + msgs + `,"stream":true}`, true, true},
+		{`{"stream":true,"model":"m",` + msgs + `}`, true, true},
+		{`{"model":"m",` + msgs + `,"stream": true,"system":"` + strings.Repeat("s", 100) + `"}`, false, true},
+		{`{"model":"m",` + msgs + `,"stream":false}`, false, false},
+		{`{"model":"m",` + msgs + `}`, false, false},
+	} {
+		if got := streamHint([]byte(tc.body)); got != tc.hint {
+			t.Errorf("%.40s...: hint %v", tc.body, got)
+		}
+		_, ticket, err := h.peek([]byte(tc.body), r, who{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ticket.Signed() != tc.signed {
+			t.Errorf("%.40s...: signed %v, want %v", tc.body, ticket.Signed(), tc.signed)
+		}
+	}
+}

@@ -27,11 +27,14 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// The attempt loop runs in this goroutine (dedup runs a group's loop in
-	// its leader's) and lets go of the body before it returns, and dedup
-	// drops the request's Ticket: nothing holds the buffer past this
-	// handler.
-	defer bufpool.Put(body)
+	// The body's buffer goes back to its pool when this handler ends, or
+	// at the commit point when nothing holds it any more (a long stream
+	// should not keep it). The attempt loop runs in this goroutine (dedup
+	// runs a group's loop in its leader's) and lets go of the body at the
+	// commit point and before it returns; dedup drops the request's Ticket
+	// before Serve returns.
+	buf := &pooledBody{b: body}
+	defer buf.giveBack()
 	peek, ticket, err := h.peek(body, r, sender)
 	if err != nil {
 		apierr.Write(w, http.StatusBadRequest, apierr.InvalidRequest, err.Error())
@@ -45,6 +48,12 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	defer inFlight.Dec()
 	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, sender.keyHeader), RawQuery: r.URL.RawQuery}
 	req.EstimateTokens = h.estimateTokens
+	req.Committed = func(bool) {
+		// A signed Ticket (or none) keeps no reference to the body.
+		if h.dedupOff || ticket.Signed() {
+			buf.giveBack()
+		}
+	}
 	// De-duplication decides who runs the attempt loop: this request, alone
 	// (dedup off) or as the leader of a group, or an identical one in flight.
 	runRole := dedup.Leader.String()
@@ -309,4 +318,18 @@ func (a attemptsMarshaler) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 		}))
 	}
 	return nil
+}
+
+// pooledBody is a request body in a pooled buffer, given back once.
+type pooledBody struct {
+	b    []byte
+	gone bool
+}
+
+func (p *pooledBody) giveBack() {
+	if !p.gone {
+		p.gone = true
+		bufpool.Put(p.b)
+		p.b = nil
+	}
 }

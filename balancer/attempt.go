@@ -101,6 +101,9 @@ func (c *call) attempt() *outcome {
 // commit marks the answer as the one the client gets and starts the output.
 func (c *call) commit(status int, header http.Header, stream bool) error {
 	c.onCommit()
+	if c.req.Committed != nil {
+		c.req.Committed(stream)
+	}
 	res := c.res
 	res.Committed, res.Provider, res.Model, res.Status = true, c.p, c.cand.Model, status
 	res.FirstByte = now().Sub(c.start)

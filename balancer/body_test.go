@@ -50,7 +50,24 @@ func TestBodyNotReadAfterServe(t *testing.T) {
 	failing := &keepingTransport{status: 500, body: `{"type":"error","error":{"type":"api_error","message":"boom"}}`}
 	good := &keepingTransport{status: 200, body: `{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}`}
 	bal.providers[0].transport, bal.providers[1].transport = failing, good
-	res := bal.Serve(t.Context(), &Request{Body: body, Peek: peek, Header: http.Header{}}, discardOutput{})
+	req := &Request{Body: body, Peek: peek, Header: http.Header{}}
+	commits := 0
+	req.Committed = func(stream bool) {
+		// Called once, when nothing in the attempt loop reads the body.
+		commits++
+		if stream || req.Body != nil {
+			t.Errorf("Committed(%v) with the body still held", stream)
+		}
+		for _, r := range good.kept {
+			if got, _ := io.ReadAll(r.Body); len(got) != 0 {
+				t.Errorf("the committed attempt's body read %d bytes at the commit point", len(got))
+			}
+		}
+	}
+	res := bal.Serve(t.Context(), req, discardOutput{})
+	if commits != 1 {
+		t.Errorf("Committed called %d times", commits)
+	}
 	if res.Status != 200 || len(failing.kept) != 1 || len(good.kept) != 1 {
 		t.Fatalf("status %d, attempts %d + %d; want 200 after one failover", res.Status, len(failing.kept), len(good.kept))
 	}

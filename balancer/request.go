@@ -22,6 +22,12 @@ type Request struct {
 	// EstimateTokens, when set, estimates the input tokens of a body for
 	// providers whose streams report them only at the end.
 	EstimateTokens func(body []byte) int64
+	// Committed, when set, is called once an answer is committed, after
+	// the attempt loop has let go of Body: from then on the caller may reuse
+	// Body's buffer, unless it holds it elsewhere. stream tells whether the
+	// answer is an event stream. It is called in the attempt loop's
+	// goroutine.
+	Committed func(stream bool)
 
 	// anthropic is the body for Anthropic providers, once made: the client's,
 	// minus thinking blocks this module signed (see convert).

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
 )
 
 // TestBodiesNeverMix: request bodies are read into pooled buffers. Many
@@ -32,6 +34,9 @@ func TestBodiesNeverMix(t *testing.T) {
 		}
 		okEither(text)(w, r, n)
 	})
+	// A body used after it went back to the pool reads garbage.
+	bufpool.SetPoison(true)
+	t.Cleanup(func() { bufpool.SetPoison(false) })
 	for _, dedup := range []string{"", "dedup off"} {
 		e := start(t, fmt.Sprintf("provider a {\nbase_url %s\napi_key k\n}\n%s", up.URL, dedup))
 		const clients, each = 8, 25

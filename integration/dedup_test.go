@@ -3,10 +3,13 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
 )
 
 func (e *env) dedupStats() (joins, inFlight int) {
@@ -106,4 +109,89 @@ func TestDedupOff(t *testing.T) {
 	waitFor(t, "three upstream calls", func() bool { return up.count() == 3 })
 	close(gate)
 	wg.Wait()
+}
+
+// TestTwinJoinsAStreamAfterItsBodyWentBack: a stream's body goes back to
+// its pool at the commit point, so a streaming request is signed at intake
+// (in the walk, or after it when "stream" is neither first nor last). An
+// identical request that comes while the stream is open still joins it,
+// after other bodies have reused the buffer.
+func TestTwinJoinsAStreamAfterItsBodyWentBack(t *testing.T) {
+	gate := make(chan struct{})
+	events := sseEvents("held answer")
+	up := newMock(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if !strings.Contains(string(mustRead(r)), "hold") {
+			okEither("other")(w, r, n)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		// Through the first text delta: the balancer commits to the stream.
+		writeSSE(w, events[:4])
+		<-gate
+		writeSSE(w, events[4:])
+	})
+	// A body used after it went back to the pool reads garbage.
+	bufpool.SetPoison(true)
+	t.Cleanup(func() { bufpool.SetPoison(false) })
+	// A failed test lets the held streams end, so that the mock can close.
+	var released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(gate) }) })
+	e := start(t, fmt.Sprintf("provider a {\nbase_url %s\napi_key k\n}", up.URL))
+	long := strings.Repeat("hold the line ", 300)
+	for _, tc := range []struct{ name, body string }{
+		{"stream last", fmt.Sprintf(`{"model":"m","max_tokens":64,"messages":[{"role":"user","content":%q}],"stream":true}`, long)},
+		{"stream in the middle", fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":%q}],"stream":true,"max_tokens":64,"system":%q}`, long+"2", long)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := up.count()
+			joins0, _ := e.dedupStats()
+			first := make(chan string, 1)
+			committed := make(chan struct{})
+			go func() {
+				req, _ := http.NewRequest(http.MethodPost, e.base+"/v1/messages", strings.NewReader(tc.body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := e.client.Do(req)
+				if err != nil {
+					first <- err.Error()
+					close(committed)
+					return
+				}
+				defer resp.Body.Close()
+				// The status line comes with the commit.
+				close(committed)
+				out, _ := io.ReadAll(resp.Body)
+				first <- string(out)
+			}()
+			<-committed
+			// Distinct bodies of the same size take buffers from the pool
+			// meanwhile.
+			for i := 0; i < 8; i++ {
+				if resp, _ := e.messages([]byte(strings.ReplaceAll(tc.body, "hold", fmt.Sprintf("%04d", i)))); resp.StatusCode != 200 {
+					t.Fatalf("other request: %d", resp.StatusCode)
+				}
+			}
+			twin := make(chan string, 1)
+			go func() {
+				// White space puts the twin's body in a buffer of another
+				// size, so that it never lands where the first one was.
+				_, out := e.messages([]byte(strings.Replace(tc.body, `"max_tokens":64`, `"max_tokens":32`+strings.Repeat(" ", 20000), 1)))
+				twin <- string(out)
+			}()
+			waitFor(t, "the twin to join", func() bool { j, _ := e.dedupStats(); return j == joins0+1 })
+			gate <- struct{}{}
+			for _, out := range []string{<-first, <-twin} {
+				if !strings.Contains(out, "held answer") || !strings.Contains(out, "message_stop") {
+					t.Fatalf("answer %.300s", out)
+				}
+			}
+			if got := up.count() - before; got != 9 {
+				t.Fatalf("upstream calls %d, want 9 (one for the stream and its twin, eight others)", got)
+			}
+		})
+	}
+}
+
+func mustRead(r *http.Request) []byte {
+	b, _ := io.ReadAll(r.Body)
+	return b
 }

@@ -4,7 +4,10 @@
 // with it; the caller is responsible for knowing when that is.
 package bufpool
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 const (
 	minShift = 14 // 16 KiB
@@ -12,6 +15,13 @@ const (
 )
 
 var classes [maxShift - minShift + 1]sync.Pool
+
+var poison atomic.Bool
+
+// SetPoison makes Put overwrite every buffer it keeps, its whole capacity,
+// so that a use after Put reads garbage instead of, silently, another
+// request's bytes. For tests.
+func SetPoison(on bool) { poison.Store(on) }
 
 // class returns the index of the smallest class that holds n bytes, or -1
 // when n is larger than the largest class.
@@ -44,6 +54,12 @@ func Put(b []byte) {
 	c := class(cap(b))
 	if c < 0 || cap(b) != 1<<(minShift+c) {
 		return
+	}
+	if poison.Load() {
+		b = b[:cap(b)]
+		for i := range b {
+			b[i] = 0xff
+		}
 	}
 	b = b[:0]
 	classes[c].Put(&b)

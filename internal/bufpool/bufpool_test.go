@@ -46,6 +46,17 @@ func TestReuse(t *testing.T) {
 	}
 }
 
+func TestPoison(t *testing.T) {
+	SetPoison(true)
+	defer SetPoison(false)
+	b := append(Get(100), "secret"...)
+	kept := b[:6]
+	Put(b)
+	if string(kept) == "secret" {
+		t.Fatal("a poisoned Put left the bytes as they were")
+	}
+}
+
 func BenchmarkGetPut(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {

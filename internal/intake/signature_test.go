@@ -106,6 +106,14 @@ func prepared(t testing.TB, body, beta string) (Pre, Key) {
 	if !ok || !tk.Signed() {
 		t.Fatal("no Key")
 	}
+	// Signed in the walk, the same body has the same Pre and Key.
+	_, eager, err := Prepare([]byte(body), Options{Ignore: defaultIgnore, Identity: "client-a", Beta: beta, Sign: true})
+	if err != nil || !eager.Signed() {
+		t.Fatalf("Prepare with Sign: signed %v, %v", eager.Signed(), err)
+	}
+	if k2, _ := eager.Key(); k2 != k || eager.Pre != tk.Pre {
+		t.Fatalf("Prepare with Sign: Pre equal %v, Key equal %v", eager.Pre == tk.Pre, k2 == k)
+	}
 	return tk.Pre, k
 }
 
@@ -250,10 +258,18 @@ func FuzzCanonical(f *testing.F) {
 		// it as their hashes.
 		// Equal canonical forms have equal Pres (the Pre is a necessary
 		// condition of an equal Key).
+		// Whether the walk signs or not (Options.Sign) changes neither.
 		_, a, errA := Prepare(body, Options{Ignore: defaultIgnore})
-		_, b, errB := Prepare(got, Options{Ignore: defaultIgnore})
+		_, b, errB := Prepare(got, Options{Ignore: defaultIgnore, Sign: true})
 		if (errA == nil) != (errB == nil) || errA != nil && !peekError(errA) || errA == nil && a.Pre != b.Pre {
 			t.Fatalf("%q and its canonical form %q: Pre equal %v (%v, %v)", body, got, a.Pre == b.Pre, errA, errB)
+		}
+		if errA == nil {
+			ka, _ := a.Key()
+			kb, _ := b.Key()
+			if ka != kb {
+				t.Fatalf("%q and its canonical form %q sign differently through Prepare", body, got)
+			}
 		}
 		for _, inline := range []int{0, 17, inlineMax} {
 			if signWith(t, body, inline, "c", "") != signWith(t, got, inline, "c", "") {

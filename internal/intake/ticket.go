@@ -112,12 +112,12 @@ func TicketFor(k Key) Ticket {
 }
 
 // Prepare validates body and peeks at it in one walk, as Read does, and
-// returns a Ticket whose Key (opt's signature, whatever opt.Sign says) is made
-// only when asked for.
+// returns its Ticket. With opt.Sign the walk signs the body too, and the
+// Ticket keeps no reference to it; without, the Ticket signs it (a second
+// walk) when first asked for its Key, until it is dropped.
 func Prepare(body []byte, opt Options) (Peek, Ticket, error) {
 	w := walkers.Get().(*walker)
 	defer w.release()
-	opt.Sign = false
 	w.reset(body, opt)
 	w.digesting = true
 	if err := w.document(); err != nil {
@@ -127,10 +127,10 @@ func Prepare(body []byte, opt Options) (Peek, Ticket, error) {
 	if err != nil {
 		return Peek{}, Ticket{}, err
 	}
+	pre := Pre{digest: w.digest &^ (1 << 63), identity: opt.Identity, beta: normalizeBeta(opt.Beta)}
+	if opt.Sign {
+		return p, Ticket{Pre: pre, s: &lazyKey{key: w.sign(opt.Identity, opt.Beta), done: true}}, nil
+	}
 	opt.Sign = true
-	beta := normalizeBeta(opt.Beta)
-	return p, Ticket{
-		Pre: Pre{digest: w.digest &^ (1 << 63), identity: opt.Identity, beta: beta},
-		s:   &lazyKey{body: body, opt: opt},
-	}, nil
+	return p, Ticket{Pre: pre, s: &lazyKey{body: body, opt: opt}}, nil
 }

@@ -222,12 +222,18 @@ func (w *walker) str(i int) (int, error) {
 		if n >= 0 && k[1+n] == '"' && n+2 <= w.inline {
 			*(*[17]byte)(w.out[start : start+17]) = *k
 			w.out = w.out[:start+n+2]
+			if w.digestMessages {
+				w.digestValue(src[i : i+n+2])
+			}
 			return i + n + 2, nil
 		}
 	}
 	end, err := rawjson.CheckStringFrom(src, i, from)
 	if err != nil {
 		return 0, grammarError(err)
+	}
+	if w.digestMessages {
+		w.digestValue(src[i:end])
 	}
 	if end-i > w.inline {
 		w.appendHash(src[i:end])
