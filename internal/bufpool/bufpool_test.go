@@ -8,7 +8,7 @@ func TestGetCapacity(t *testing.T) {
 		if len(b) != 0 || cap(b) < n {
 			t.Fatalf("Get(%d): len %d cap %d", n, len(b), cap(b))
 		}
-		if n <= 1<<20 && cap(b)&(cap(b)-1) != 0 {
+		if n > 4<<10 && n <= 1<<20 && cap(b)&(cap(b)-1) != 0 {
 			t.Fatalf("Get(%d): capacity %d is not a class size", n, cap(b))
 		}
 		Put(b)
@@ -46,10 +46,16 @@ func TestReuse(t *testing.T) {
 	}
 }
 
+func TestSmallBuffersAreMadeToMeasure(t *testing.T) {
+	if b := Get(100); cap(b) != 100 {
+		t.Fatalf("Get(100) capacity %d", cap(b))
+	}
+}
+
 func TestPoison(t *testing.T) {
 	SetPoison(true)
 	defer SetPoison(false)
-	b := append(Get(100), "secret"...)
+	b := append(Get(5000), "secret"...)
 	kept := b[:6]
 	Put(b)
 	if string(kept) == "secret" {

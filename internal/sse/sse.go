@@ -57,8 +57,10 @@ type Reader struct {
 func (r *Reader) Borrow() { r.borrow = true }
 
 // bufPool recycles the readers' buffers: a relay reads one stream per
-// request.
-var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+// request. A buffer is held for as long as its stream is open, so it is
+// small: 2 KiB holds nearly every event the API sends (an event that does not
+// fit is read line by line, at the cost of a copy).
+var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 2<<10) }}
 
 // NewReader returns a Reader over r. Release returns its buffer for reuse.
 func NewReader(r io.Reader) *Reader {
