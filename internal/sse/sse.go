@@ -48,11 +48,15 @@ type Reader struct {
 	lineByLine bool
 	// borrow lends events out of the reader's buffers (see Borrow).
 	borrow bool
+	// next is the event Ready found complete in the buffer, not yet
+	// discarded from it; nextSize is its length, 0 when there is none.
+	next     Event
+	nextSize int
 }
 
 // Borrow makes the reader lend the events it returns instead of copying
 // them: their Raw and Data are valid only until the next call to Next, Read
-// or Release. A relay that hands each event on before it reads the next,
+// or Release (Ready leaves them be). A relay that hands each event on before it reads the next,
 // and copies the few it keeps, saves an allocation per event.
 func (r *Reader) Borrow() { r.borrow = true }
 
@@ -75,6 +79,7 @@ func (r *Reader) Release() {
 	if r.br == nil {
 		return
 	}
+	r.next, r.nextSize = Event{}, 0
 	r.br.Reset(nil)
 	bufPool.Put(r.br)
 	r.br = nil
@@ -90,14 +95,28 @@ func (r *Reader) Buffered() int { return r.br.Buffered() }
 
 // Ready reports whether a complete event is already buffered, so that Next
 // will not wait for the network.
+// An event in the common form is read there and then, for Next to return
+// without reading it again.
 func (r *Reader) Ready() bool {
+	if r.nextSize > 0 {
+		return true
+	}
+	if !r.lineByLine {
+		if ev, size, ok := r.buffered(); ok {
+			r.next, r.nextSize = ev, size
+			return true
+		}
+	}
 	b, _ := r.br.Peek(r.br.Buffered())
 	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
 }
 
 // Read reads the bytes left after the events returned so far: the reader
 // then is the rest of the stream, for a relay that drains it.
-func (r *Reader) Read(p []byte) (int, error) { return r.br.Read(p) }
+func (r *Reader) Read(p []byte) (int, error) {
+	r.next, r.nextSize = Event{}, 0
+	return r.br.Read(p)
+}
 
 // SetMaxEventSize sets the largest event, in bytes, the reader accepts.
 func (r *Reader) SetMaxEventSize(n int) { r.max = n }
@@ -106,8 +125,17 @@ func (r *Reader) SetMaxEventSize(n int) { r.max = n }
 // io.EOF; if the stream ends inside an event it returns that partial event
 // (when it has a name or data) together with io.ErrUnexpectedEOF.
 func (r *Reader) Next() (Event, error) {
+	if r.nextSize > 0 {
+		ev, size := r.next, r.nextSize
+		r.next, r.nextSize = Event{}, 0
+		// Discard leaves the bytes in place until the next read fills the
+		// buffer again.
+		_, _ = r.br.Discard(size)
+		return ev, nil
+	}
 	if !r.lineByLine {
-		if ev, ok := r.buffered(); ok {
+		if ev, size, ok := r.buffered(); ok {
+			_, _ = r.br.Discard(size)
 			return ev, nil
 		}
 	}
@@ -187,16 +215,17 @@ func (r *Reader) Next() (Event, error) {
 
 // buffered returns the next event when it is already in the buffer, in
 // the common form (lines ending in "\n", at most one data line, every field
-// with a colon), reading it in place and copying it once; ok is false for
-// anything else, which the line-by-line path reads.
-func (r *Reader) buffered() (Event, bool) {
+// with a colon), reading it in place and copying it once, and its size in the
+// buffer, which the caller discards; ok is false for anything else, which the
+// line-by-line path reads.
+func (r *Reader) buffered() (ev Event, size int, ok bool) {
 	n := r.br.Buffered()
 	if n < 2 {
-		return Event{}, false
+		return Event{}, 0, false
 	}
 	b, _ := r.br.Peek(n)
 	if b[0] == '\n' || b[0] == '\r' {
-		return Event{}, false
+		return Event{}, 0, false
 	}
 	var name string
 	ds, de := -1, -1
@@ -204,19 +233,19 @@ func (r *Reader) buffered() (Event, bool) {
 	for {
 		nl := bytes.IndexByte(b[pos:], '\n')
 		if nl < 0 || pos+nl+1 > r.max {
-			return Event{}, false
+			return Event{}, 0, false
 		}
 		line := b[pos : pos+nl]
 		if len(line) == 0 {
 			break
 		}
 		if line[len(line)-1] == '\r' {
-			return Event{}, false
+			return Event{}, 0, false
 		}
 		if line[0] != ':' {
 			colon := bytes.IndexByte(line, ':')
 			if colon < 0 {
-				return Event{}, false
+				return Event{}, 0, false
 			}
 			vs := pos + colon + 1
 			if vs < pos+nl && b[vs] == ' ' {
@@ -227,29 +256,26 @@ func (r *Reader) buffered() (Event, bool) {
 				name = eventName(b[vs : pos+nl])
 			case "data":
 				if ds >= 0 {
-					return Event{}, false
+					return Event{}, 0, false
 				}
 				ds, de = vs, pos+nl
 			}
 		}
 		pos += nl + 1
 	}
-	size := pos + 1
+	size = pos + 1
 	var out []byte
 	if r.borrow {
-		// Discard leaves the bytes in place until the next read fills the
-		// buffer again.
 		out = b[:size:size]
 	} else {
 		out = make([]byte, size)
 		copy(out, b)
 	}
-	_, _ = r.br.Discard(size)
-	ev := Event{Name: name, Raw: out}
+	ev = Event{Name: name, Raw: out}
 	if ds >= 0 {
 		ev.Data = out[ds:de:de]
 	}
-	return ev, true
+	return ev, size, true
 }
 
 func (r *Reader) finish(raw []byte, name string, data []byte, dataSeen, multi bool, ds, de int, err error) (Event, error) {

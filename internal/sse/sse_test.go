@@ -171,7 +171,9 @@ func FuzzBufferedMatchesLineByLine(f *testing.F) {
 	f.Add([]byte("\n\nevent: b\ndata:2\nid: 7\n\ndata\n\n"), uint8(5))
 	f.Add([]byte("event: c\ndata: 1\ndata: 2\n\n:only a comment\n\n"), uint8(200))
 	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
-		read := func(lineByLine bool) ([]Event, error) {
+		// ready asks Ready before every Next (as the relay does) and
+		// borrows the events, keeping copies.
+		read := func(lineByLine, ready bool) ([]Event, error) {
 			var src io.Reader = bytes.NewReader(in)
 			if chunk%4 == 0 {
 				src = iotest.OneByteReader(src)
@@ -179,9 +181,18 @@ func FuzzBufferedMatchesLineByLine(f *testing.F) {
 			rd := NewReader(src)
 			rd.lineByLine = lineByLine
 			rd.SetMaxEventSize(int(chunk) + 16)
+			if ready {
+				rd.Borrow()
+			}
 			var evs []Event
 			for range len(in) + 2 {
+				if ready {
+					rd.Ready()
+				}
 				ev, err := rd.Next()
+				if ready {
+					ev.Raw, ev.Data = bytes.Clone(ev.Raw), bytes.Clone(ev.Data)
+				}
 				if err != nil {
 					return append(evs, ev), err
 				}
@@ -190,18 +201,49 @@ func FuzzBufferedMatchesLineByLine(f *testing.F) {
 			t.Fatal("reader did not terminate")
 			return nil, nil
 		}
-		fast, ferr := read(false)
-		slow, serr := read(true)
-		if ferr != serr || len(fast) != len(slow) {
-			t.Fatalf("%q: %d events (%v) in place, %d (%v) line by line", in, len(fast), ferr, len(slow), serr)
-		}
-		for i := range fast {
-			a, b := fast[i], slow[i]
-			if a.Name != b.Name || !bytes.Equal(a.Data, b.Data) || (a.Data == nil) != (b.Data == nil) || !bytes.Equal(a.Raw, b.Raw) {
-				t.Fatalf("%q: event %d is %+v in place, %+v line by line", in, i, a, b)
+		slow, serr := read(true, false)
+		for _, ready := range []bool{false, true} {
+			fast, ferr := read(false, ready)
+			if ferr != serr || len(fast) != len(slow) {
+				t.Fatalf("%q (Ready %v): %d events (%v) in place, %d (%v) line by line", in, ready, len(fast), ferr, len(slow), serr)
+			}
+			for i := range fast {
+				a, b := fast[i], slow[i]
+				if a.Name != b.Name || !bytes.Equal(a.Data, b.Data) || (a.Data == nil) != (b.Data == nil) || !bytes.Equal(a.Raw, b.Raw) {
+					t.Fatalf("%q (Ready %v): event %d is %+v in place, %+v line by line", in, ready, i, a, b)
+				}
 			}
 		}
 	})
+}
+
+// TestReadyKeepsTheEventForNextAndRead: an event Ready found is the one
+// Next returns, and a Read after Ready still reads it.
+func TestReadyKeepsTheEventForNextAndRead(t *testing.T) {
+	in := "event: a\ndata: 1\n\nevent: b\ndata: 2\n\n"
+	rd := NewReader(strings.NewReader(in))
+	rd.Borrow()
+	if _, err := rd.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if !rd.Ready() || !rd.Ready() {
+		t.Fatal("the second event is buffered")
+	}
+	ev, err := rd.Next()
+	if err != nil || ev.Name != "b" || string(ev.Data) != "2" {
+		t.Fatalf("Next after Ready: %+v %v", ev, err)
+	}
+	if _, err := rd.Next(); err != io.EOF {
+		t.Fatalf("then %v", err)
+	}
+	rd = NewReader(strings.NewReader(in))
+	if _, err := rd.Next(); err != nil || !rd.Ready() {
+		t.Fatal("second event not ready")
+	}
+	rest, _ := io.ReadAll(rd)
+	if string(rest) != "event: b\ndata: 2\n\n" {
+		t.Fatalf("Read after Ready: %q", rest)
+	}
 }
 
 // BenchmarkReader reads a stream of 2,000 text deltas, in place and line by
