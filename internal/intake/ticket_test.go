@@ -92,7 +92,8 @@ func TestTicketDroppedBeforeSigning(t *testing.T) {
 func TestTicketForMeetsOnlyItsKey(t *testing.T) {
 	k1 := mustSign(t, baseBody, nil, "c", "")
 	k2 := mustSign(t, strings.Replace(baseBody, `"hi"`, `"ho"`, 1), nil, "c", "")
-	if TicketFor(k1).Pre != TicketFor(k1).Pre || TicketFor(k1).Pre == TicketFor(k2).Pre {
+	a, b, c := TicketFor(k1), TicketFor(k1), TicketFor(k2)
+	if a.Pre != b.Pre || a.Pre == c.Pre {
 		t.Error("TicketFor Pres do not follow their Keys")
 	}
 	if k, ok := TicketFor(k1).Key(); !ok || k != k1 {
