@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -107,8 +109,12 @@ type generator struct {
 // request that meets one of them during the reload, or up to reloadGrace
 // after it, fails before it gets any answer (the connection is refused, reset
 // or closed), and the client sends it again, at most maxResends times, as
-// Claude Code's SDK does with connection errors. At any other time such an
-// error is a violation.
+// Claude Code's SDK does with connection errors. The replaced server also
+// closes each connection it was still answering on once that answer ends,
+// which can be long after the reload: a request sent on such a kept-alive
+// connection finds it closed, so after any reload a connection closed without
+// an answer is sent again too (a panic, which would look the same, is found in
+// Caddy's error log instead). At any other time such an error is a violation.
 const (
 	reloadGrace = time.Second
 	maxResends  = 2
@@ -119,6 +125,16 @@ type reloadWindow struct{ start, end atomic.Int64 }
 
 func (w *reloadWindow) begin() { w.start.Store(time.Now().UnixNano()) }
 func (w *reloadWindow) done()  { w.end.Store(time.Now().UnixNano()) }
+
+// seen reports whether a reload has begun.
+func (w *reloadWindow) seen() bool { return w != nil && w.start.Load() != 0 }
+
+// unanswered reports an error of a request whose connection was closed or
+// reset before any answer.
+func unanswered(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		strings.Contains(err.Error(), "server closed idle connection")
+}
 
 func (w *reloadWindow) near(t time.Time) bool {
 	if w == nil {
@@ -240,7 +256,7 @@ func (g *generator) do(ctx context.Context, r request, dup string) {
 			g.tally.add(cancelled)
 		case errors.Is(err, context.DeadlineExceeded):
 			g.tally.violate("%s (%s): no answer within %v", r.nonce, mode, requestTimeout)
-		case attempt < maxResends && g.reloads.near(time.Now()):
+		case attempt < maxResends && (g.reloads.near(time.Now()) || g.reloads.seen() && unanswered(err)):
 			g.tally.mu.Lock()
 			g.tally.resent++
 			g.tally.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -169,6 +170,15 @@ func TestSoak(t *testing.T) {
 	for _, err := range rl.errs {
 		t.Errorf("reload: %v", err)
 	}
+	// A panic in a handler reaches the client as a connection closed
+	// without an answer, which a reload can explain too: the log tells.
+	if logged, err := os.ReadFile(s.errorLog); err == nil {
+		for _, line := range strings.Split(string(logged), "\n") {
+			if strings.Contains(strings.ToLower(line), "panic") {
+				t.Errorf("Caddy logged a panic: %.2000s", line)
+			}
+		}
+	}
 	for _, p := range s.providers {
 		if n := p.rejected.Load(); n > 0 {
 			t.Errorf("provider %s got %d requests that were not the client's (wrong key, path or body)", p.name, n)
@@ -214,10 +224,13 @@ type soak struct {
 	// the providers' connection pools of the load (warm, idle, and shared
 	// by every config with the same settings) are closed before measuring.
 	pools atomic.Int32
+	// errorLog is where Caddy writes its errors: a handler's panic, which
+	// net/http answers by closing the connection, is found there.
+	errorLog string
 }
 
 func newSoak(t *testing.T, faults float64, seed uint64) *soak {
-	s := &soak{t: t}
+	s := &soak{t: t, errorLog: filepath.Join(t.TempDir(), "caddy-errors.log")}
 	for i, spec := range []providerSpec{
 		{name: "flaky", faultRate: faults},
 		// Two subscription accounts whose windows fill and reset: each
@@ -277,8 +290,8 @@ func (s *soak) caddyfile(n int) string {
 	auto_https off
 	skip_install_trust
 	log {
-		output discard
-		level INFO
+		output file %q
+		level ERROR
 	}
 }
 
@@ -307,7 +320,7 @@ http://:%d {
 	bind 127.0.0.1
 	metrics
 }
-`, s.site, strategies[n%len(strategies)], dedup, providers.String(), s.metrics)
+`, s.errorLog, s.site, strategies[n%len(strategies)], dedup, providers.String(), s.metrics)
 }
 
 // load adapts and loads config variant n; force reloads an unchanged config.
