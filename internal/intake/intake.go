@@ -110,7 +110,8 @@ type Options struct {
 
 // Read validates body and peeks at it, and with opt.Sign signs it, in one
 // walk. Duplicate "model", "stream" or "metadata" keys are refused, however
-// they are spelled, because providers disagree on which one wins.
+// they are spelled, because providers disagree on which one wins, and so are
+// keys that only differ from them in case, which some decoders fold.
 func Read(body []byte, opt Options) (Peek, Key, error) {
 	w := walkers.Get().(*walker)
 	defer w.release()
@@ -163,6 +164,17 @@ func (w *walker) field(key []byte, start, end int) error {
 		}
 		w.seenMeta = true
 		w.p.Session, w.tmp = sessionFromMetadata(val, w.tmp)
+	default:
+		// JSON keys are case-sensitive, but decoders that fold case (Go's
+		// encoding/json, ASP.NET's) read "Model" or "ſtream" as the field: a
+		// provider would run what the balancer did not route or allow.
+		if len(key) >= len("model") && len(key) <= 2*len("metadata") {
+			for _, name := range [...]string{"model", "stream", "metadata"} {
+				if strings.EqualFold(string(key), name) {
+					return errorf("%q key in request body: keys are case-sensitive, and some providers would read it as %q", key, name)
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -189,3 +189,31 @@ func TestSystemMessagesAreFoundInTheSameWalk(t *testing.T) {
 		}
 	}
 }
+
+// TestCaseVariantsOfKnownKeysAreRefused: a provider whose decoder folds case
+// would read "Model" (or "ſtream", whose long s folds to s) as the field, so
+// the balancer would route, allow and account one model while the provider
+// runs another.
+func TestCaseVariantsOfKnownKeysAreRefused(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"claude-haiku","Model":"claude-opus"}`,
+		`{"MODEL":"x","model":"m"}`,
+		`{"model":"m","Stream":true}`,
+		`{"model":"m","ſtream":true}`,
+		`{"model":"m","metaData":{"user_id":"u"}}`,
+		`{"model":"m","\u004dodel":"x"}`,
+	} {
+		if _, err := PeekBody([]byte(body)); err == nil || !strings.Contains(err.Error(), "case-sensitive") {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+	for _, body := range []string{
+		`{"model":"m","models":["a"]}`,
+		`{"model":"m","stream_options":{}}`,
+		`{"model":"m","modal":"x"}`,
+	} {
+		if _, err := PeekBody([]byte(body)); err != nil {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+}
