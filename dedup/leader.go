@@ -36,6 +36,12 @@ type pump struct {
 	res       Result
 	// done is closed when the async goroutine has served the leader.
 	done chan struct{}
+	// stalled is the leader's connection once a joiner bounded a write
+	// under way (see joined); lifted is set when the async goroutine has
+	// lifted that bound, after which none is set. Both under stallMu.
+	stallMu sync.Mutex
+	stalled *http.ResponseController
+	lifted  bool
 }
 
 // leadInline runs the group's attempt loop in the calling goroutine and
@@ -192,8 +198,17 @@ func (g *group) joined() {
 		return
 	}
 	if !p.mu.TryLock() {
-		// The run is writing to the leader right now.
-		_ = p.rc.SetWriteDeadline(time.Now().Add(leaderStall))
+		// The run is writing to the leader right now. The bound goes on the
+		// connection under every wrapper: a wrapper's own deadline state
+		// (Caddy's idle timeout writer) belongs to the goroutine writing.
+		p.stallMu.Lock()
+		if !p.lifted {
+			if p.stalled == nil {
+				p.stalled = connController(p.w)
+			}
+			_ = p.stalled.SetWriteDeadline(time.Now().Add(leaderStall))
+		}
+		p.stallMu.Unlock()
 		go func() {
 			p.mu.Lock()
 			defer p.mu.Unlock()
@@ -203,6 +218,18 @@ func (g *group) joined() {
 	}
 	defer p.mu.Unlock()
 	p.goAsyncLocked()
+}
+
+// connController returns a ResponseController for the innermost writer
+// under w, whose deadlines any goroutine may set.
+func connController(w http.ResponseWriter) *http.ResponseController {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return http.NewResponseController(w)
+		}
+		w = u.Unwrap()
+	}
 }
 
 // goAsyncLocked starts the leader's goroutine, which goes on from where the
@@ -221,8 +248,14 @@ func (p *pump) goAsyncLocked() {
 	go func() {
 		defer close(p.done)
 		g, res := p.g, &p.res
-		// A bound set while the run was writing is lifted.
-		_ = p.rc.SetWriteDeadline(time.Time{})
+		// A bound set while the run was writing is lifted, and none is set
+		// after this.
+		p.stallMu.Lock()
+		p.lifted = true
+		if p.stalled != nil {
+			_ = p.stalled.SetWriteDeadline(time.Time{})
+		}
+		p.stallMu.Unlock()
 		var delivered int64
 		defer func() {
 			p.delivered += delivered
