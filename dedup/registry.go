@@ -340,7 +340,8 @@ func (d *directOutput) Keep(v any) { d.kept = v }
 // which their leaders keep until their runs end) when compared.
 func (r *Registry) enter(t Ticket, req *http.Request, avoid *group, opts *Options) (*group, *member, Role) {
 	r.mu.Lock()
-	if r.sweepLocked(r.clock.Now()); len(r.groups[t.Pre]) == 0 {
+	r.sweepLocked(r.clock.Now())
+	if len(r.groups[t.Pre]) == 0 {
 		defer r.mu.Unlock()
 		return r.leadLocked(t, req, opts, nil)
 	}
@@ -389,23 +390,22 @@ func (r *Registry) unmap(g *group) {
 	r.mu.Unlock()
 }
 
-// unmapLocked removes g from the groups requests can join and reports
-// whether it was there.
-func (r *Registry) unmapLocked(g *group) bool {
+// unmapLocked removes g from the groups requests can join, if it is there.
+func (r *Registry) unmapLocked(g *group) {
 	gs := r.groups[g.ticket.Pre]
-	for i, x := range gs {
-		if x != g {
-			continue
-		}
-		if len(gs) == 1 {
-			delete(r.groups, g.ticket.Pre)
-		} else {
-			gs = slices.Delete(gs, i, i+1)
-			r.groups[g.ticket.Pre] = gs
-		}
-		return true
+	switch i := slices.Index(gs, g); {
+	case i < 0:
+	case len(gs) == 1:
+		delete(r.groups, g.ticket.Pre)
+	default:
+		r.groups[g.ticket.Pre] = slices.Delete(gs, i, i+1)
 	}
-	return false
+}
+
+// signed signs t if it is not yet, and reports whether it has a Key.
+func signed(t Ticket) bool {
+	_, ok := t.Key()
+	return ok
 }
 
 // mappedLocked reports whether requests can still find g.
@@ -419,11 +419,7 @@ func (r *Registry) mappedLocked(g *group) bool {
 func (r *Registry) finished(g *group, replayable bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !replayable || !r.mappedLocked(g) {
-		r.unmapLocked(g)
-		return
-	}
-	if _, ok := g.ticket.Key(); !ok {
+	if !replayable || !r.mappedLocked(g) || !signed(g.ticket) {
 		r.unmapLocked(g)
 		return
 	}

@@ -113,21 +113,27 @@ type Options struct {
 // they are spelled, because providers disagree on which one wins, and so are
 // keys that only differ from them in case, which some decoders fold.
 func Read(body []byte, opt Options) (Peek, Key, error) {
+	p, k, _, err := read(body, opt, false)
+	return p, k, err
+}
+
+// read is the one walk of Read and Prepare; with digest it also gathers the
+// digest of a Pre (see ticket.go).
+func read(body []byte, opt Options, digest bool) (p Peek, k Key, d uint64, err error) {
 	w := walkers.Get().(*walker)
 	defer w.release()
 	w.reset(body, opt)
+	w.digesting = digest
 	if err := w.document(); err != nil {
-		return Peek{}, Key{}, err
+		return Peek{}, Key{}, 0, err
 	}
-	p, err := w.peek()
-	if err != nil {
-		return Peek{}, Key{}, err
+	if p, err = w.peek(); err != nil {
+		return Peek{}, Key{}, 0, err
 	}
-	var k Key
 	if opt.Sign {
 		k = w.sign(opt.Identity, opt.Beta)
 	}
-	return p, k, nil
+	return p, k, w.digest, nil
 }
 
 // field takes one top-level member: its key as spelled (escapes resolved)

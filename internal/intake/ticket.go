@@ -116,20 +116,13 @@ func TicketFor(k Key) Ticket {
 // Ticket keeps no reference to it; without, the Ticket signs it (a second
 // walk) when first asked for its Key, until it is dropped.
 func Prepare(body []byte, opt Options) (Peek, Ticket, error) {
-	w := walkers.Get().(*walker)
-	defer w.release()
-	w.reset(body, opt)
-	w.digesting = true
-	if err := w.document(); err != nil {
-		return Peek{}, Ticket{}, err
-	}
-	p, err := w.peek()
+	p, k, d, err := read(body, opt, true)
 	if err != nil {
 		return Peek{}, Ticket{}, err
 	}
-	pre := Pre{digest: w.digest &^ (1 << 63), identity: opt.Identity, beta: normalizeBeta(opt.Beta)}
+	pre := Pre{digest: d &^ (1 << 63), identity: opt.Identity, beta: normalizeBeta(opt.Beta)}
 	if opt.Sign {
-		return p, Ticket{Pre: pre, s: &lazyKey{key: w.sign(opt.Identity, opt.Beta), done: true}}, nil
+		return p, Ticket{Pre: pre, s: &lazyKey{key: k, done: true}}, nil
 	}
 	opt.Sign = true
 	return p, Ticket{Pre: pre, s: &lazyKey{body: body, opt: opt}}, nil

@@ -82,6 +82,21 @@ func (a *Account) window(name string) *windowState {
 	return nil
 }
 
+// windowOrNew returns the state of the window name, added (and reported so)
+// when the account does not track it yet; nil when it already tracks
+// maxWindows others.
+func (a *Account) windowOrNew(name string) (ws *windowState, added bool) {
+	if ws = a.window(name); ws != nil {
+		return ws, false
+	}
+	if len(a.windows) >= maxWindows {
+		return nil, false
+	}
+	ws = &windowState{}
+	a.windows = append(a.windows, ws)
+	return ws, true
+}
+
 // applies reports whether a window holds for a model.
 func (w *windowState) applies(model string) bool {
 	return AccountWide(w.Name) || slices.Contains(w.models, model)
@@ -122,15 +137,11 @@ func (a *Account) Observe(r Reading, model string, now time.Time, near float64) 
 	a.observed = now
 	a.status, a.representative = r.Status, r.Representative
 	for _, w := range r.Windows {
-		ws := a.window(w.Name)
+		ws, added := a.windowOrNew(w.Name)
 		if ws == nil {
-			if len(a.windows) >= maxWindows {
-				continue
-			}
-			ws = &windowState{}
-			a.windows = append(a.windows, ws)
-			a.transition = true
+			continue
 		}
+		a.transition = a.transition || added
 		before := ws.Window
 		if before.HasUtil && w.HasUtil && near > 0 && before.Utilization < near && w.Utilization >= near {
 			events = append(events, Event{Kind: EventNearLimit, Window: w.Name, Utilization: w.Utilization})
@@ -364,13 +375,9 @@ func (a *Account) Merge(s Snapshot, now time.Time) {
 		if !w.Reset.IsZero() && !w.Reset.After(now) && !w.Until.After(now) {
 			continue
 		}
-		ws := a.window(w.Name)
+		ws, _ := a.windowOrNew(w.Name)
 		if ws == nil {
-			if len(a.windows) >= maxWindows {
-				continue
-			}
-			ws = &windowState{}
-			a.windows = append(a.windows, ws)
+			continue
 		}
 		if newer || ws.Name == "" {
 			ws.Window = w.Window
