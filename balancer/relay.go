@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
@@ -172,13 +173,29 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 	res.TTFT = ttft
 	c.p.observeLatency(ttft)
 	c.p.state.stats.recordTTFT(ttft)
-	gone := &outcome{scope: ScopeClient, committed: true, message: "client went away"}
+	// An open stream waits here for as long as it lasts: what it holds
+	// meanwhile is made when needed.
+	gone := func() *outcome { return &outcome{scope: ScopeClient, committed: true, message: "client went away"} }
 	if err := c.commit(resp.StatusCode, responseHeader(c.p, resp.Header, true), true); err != nil {
-		return gone
+		return gone()
 	}
 	// stopped is set by message_stop: the answer is complete, whether or not
 	// the provider closes the connection.
 	stopped := false
+	// run gathers text and other deltas that came together, for one write:
+	// a burst costs the output a write per batch, not per event. A delta
+	// that comes alone is written as it is, without a copy.
+	var run *[]byte
+	flush := func(more bool) error {
+		if run == nil {
+			return nil
+		}
+		err := c.out.Event(relay.Event{Raw: *run, Info: anthropic.EventInfo{Type: anthropic.EventContentBlockDelta}}, more)
+		*run = (*run)[:0]
+		runPool.Put(run)
+		run = nil
+		return err
+	}
 	write := func(evs []relay.Event) *outcome {
 		if len(evs) == 0 {
 			return nil
@@ -198,8 +215,24 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 			}
 			// More is already here: the output may send it all with one
 			// flush, which comes before the relay next waits on the network.
-			if c.out.Event(ev, i < len(evs)-1 || rd.Ready()) != nil {
-				return gone
+			more := i < len(evs)-1 || rd.Ready()
+			if info.Type == anthropic.EventContentBlockDelta && (more || run != nil) {
+				if run != nil && len(*run)+len(ev.Raw) > runSize {
+					if flush(true) != nil {
+						return gone()
+					}
+				}
+				if run == nil {
+					run = runPool.Get().(*[]byte)
+				}
+				*run = append(*run, ev.Raw...)
+				if !more && flush(false) != nil {
+					return gone()
+				}
+				continue
+			}
+			if flush(true) != nil || c.out.Event(ev, more) != nil {
+				return gone()
 			}
 			if info.Type == anthropic.EventError {
 				ie := inBand(*info, ev.Data)
@@ -216,6 +249,8 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 	if o := write(held); o != nil {
 		return o
 	}
+	// Whatever ends the stream, deltas gathered are sent first.
+	defer func() { _ = flush(false) }()
 	for err := pendingErr; ; {
 		if stopped {
 			c.drain(rd)
@@ -247,10 +282,17 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 		if o.errType == apierr.Timeout {
 			typ = apierr.Timeout
 		}
-		_ = c.out.Event(errorEvent(typ, "the provider's stream failed: "+o.message), false)
+		if flush(true) == nil {
+			_ = c.out.Event(errorEvent(typ, "the provider's stream failed: "+o.message), false)
+		}
 		return o
 	}
 }
+
+// runSize bounds the deltas gathered for one write.
+const runSize = 4 << 10
+
+var runPool = sync.Pool{New: func() any { b := make([]byte, 0, runSize); return &b }}
 
 // errorEvent is an error frame of this module's, as a relay event.
 func errorEvent(typ, message string) relay.Event {

@@ -151,15 +151,22 @@ func TestCapacity(t *testing.T) {
 	fmt.Printf("\n%s\n%s\n%s\n", capacityTable(rows, n), cpuTable(cpuRows, set), capacityGoals(rows, cpuRows))
 }
 
-// writeHeapProfile saves the live heap, to see what the held streams keep.
-func writeHeapProfile(path string) error {
+// writeProfile saves a runtime profile: "heap", the live heap, to see what
+// the held streams keep, or "goroutine" as text, to see how deep their
+// goroutines wait (a goroutine's stack is as large as its deepest call so
+// far, rounded up to a power of two).
+func writeProfile(name, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("heap profile: %w", err)
+		return fmt.Errorf("%s profile: %w", name, err)
 	}
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+	debug := 0
+	if name == "goroutine" {
+		debug = 1
+	}
+	if err := pprof.Lookup(name).WriteTo(f, debug); err != nil {
 		f.Close()
-		return fmt.Errorf("heap profile: %w", err)
+		return fmt.Errorf("%s profile: %w", name, err)
 	}
 	return f.Close()
 }
@@ -222,7 +229,10 @@ func holdStreams(p *peer, target, base, body string, n int) (capacityRow, error)
 	row.bodyBytes, _ = strconv.Atoi(out[0])
 	row.held = measureFootprint()
 	if dir := os.Getenv("CB_CAPACITY_PROFILE"); dir != "" {
-		if err := writeHeapProfile(filepath.Join(dir, fmt.Sprintf("heap-%s-%s.pprof", target, body))); err != nil {
+		if err := writeProfile("heap", filepath.Join(dir, fmt.Sprintf("heap-%s-%s.pprof", target, body))); err != nil {
+			return row, err
+		}
+		if err := writeProfile("goroutine", filepath.Join(dir, fmt.Sprintf("goroutines-%s-%s.txt", target, body))); err != nil {
 			return row, err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/intake"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
 
 const streamFixture = "anthropic-stream-thinking-text-tool.sse"
@@ -922,5 +923,32 @@ func TestEveryMemberGetsWhatTheRunKept(t *testing.T) {
 	d.wait(t)
 	if d.res.Kept != "the usage" || d.res.Role != Direct {
 		t.Errorf("direct: kept %v role %v", d.res.Kept, d.res.Role)
+	}
+}
+
+// TestWaitingStreamKeepsASmallCopy: a stream that waits after its opening
+// events (message_start, content_block_start, ping) keeps them in one block
+// sized to them, not in a kilobyte or more: an open stream's memory is
+// mostly that wait.
+func TestWaitingStreamKeepsASmallCopy(t *testing.T) {
+	r := New(Options{})
+	g := newGroup(r, testKey, context.Background(), r.opts.Load())
+	defer g.cancel()
+	g.lead()
+	if err := g.Start(http.StatusOK, http.Header{}, true); err != nil {
+		t.Fatal(err)
+	}
+	start := sse.Encode("message_start", []byte(`{"type":"message_start","message":{"id":"msg_01XbenchMockMessageId000000","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"cache_creation_input_tokens":1204,"cache_read_input_tokens":36017,"cache_creation":{"ephemeral_5m_input_tokens":1204,"ephemeral_1h_input_tokens":0},"output_tokens":1,"service_tier":"standard"}}}`))
+	block := sse.Encode("content_block_start", []byte(`{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`))
+	ping := sse.Encode("ping", []byte(`{"type": "ping"}`))
+	types := []anthropic.EventType{anthropic.EventMessageStart, anthropic.EventContentBlockStart, anthropic.EventPing}
+	for i, ev := range []sse.Event{start, block, ping} {
+		if err := g.Event(relay.Event{Raw: ev.Raw, Info: anthropic.EventInfo{Type: types[i]}}, i < 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := len(start.Raw) + len(block.Raw) + len(ping.Raw)
+	if len(g.arena) != held || cap(g.arena) >= 1<<10 {
+		t.Fatalf("the opening %d bytes are kept in %d of a %d-byte block", held, len(g.arena), cap(g.arena))
 	}
 }

@@ -20,6 +20,10 @@ import (
 // a stream of thousands of events makes a few allocations, not thousands.
 const arenaBlock = 32 << 10
 
+// firstBlockRoom is what a group's first arena block holds beyond the event
+// that opens it.
+const firstBlockRoom = 256
+
 // group is one upstream answer shared by its members. The run is its only
 // writer (through Start and Write); members read published states
 // without taking the lock, so fan-out costs the writer one allocation and a
@@ -343,8 +347,10 @@ func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
 		if cap(g.arena)-len(g.arena) < len(p) {
 			// Blocks grow from small, so that a short answer, or a stream
 			// that waits after its first events, does not hold a full
-			// block.
-			size := min(max(2*cap(g.arena), 1<<10, len(p)), arenaBlock)
+			// block: the first holds this event and room for the few
+			// small ones that come with it (a stream's content_block_start
+			// and ping after its message_start).
+			size := min(max(2*cap(g.arena), len(p)+firstBlockRoom), arenaBlock)
 			g.arena = make([]byte, 0, size)
 		}
 		start := len(g.arena)

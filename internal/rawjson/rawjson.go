@@ -258,8 +258,14 @@ func CheckStringFrom(b []byte, start, i int) (int, error) {
 	// escaped quote, which comes with others more often than not.
 	limit := short
 	for {
-		for i < limit && i+8 <= len(b) {
-			m := Stops(binary.LittleEndian.Uint64(b[i:]))
+		for i < limit && i < len(b) {
+			var m uint64
+			if i+8 <= len(b) {
+				m = Stops(binary.LittleEndian.Uint64(b[i:]))
+			} else if m = Stops(tailWord(b[i:])); m == 0 {
+				// The last bytes, and no quote among them.
+				return unterminated(b, i, start)
+			}
 			if m == 0 {
 				i += 8
 				continue
@@ -370,6 +376,14 @@ func unterminated(b []byte, i, start int) (int, error) {
 		i += n
 	}
 	return 0, syntaxErr(start, "unterminated string")
+}
+
+// tailWord is the word of b's last bytes (fewer than eight), filled up with
+// bytes no string scan stops at.
+func tailWord(b []byte) uint64 {
+	w := [8]byte{'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a'}
+	copy(w[:], b)
+	return binary.LittleEndian.Uint64(w[:])
 }
 
 // Stops marks with its high bit each byte of x (eight bytes of a string,

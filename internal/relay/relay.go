@@ -13,14 +13,18 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
 )
 
-// Event is one complete SSE event of an Anthropic stream.
+// Event is one complete SSE event of an Anthropic stream, or a run of
+// content_block_delta events that came together, which the relay hands on
+// in one piece so that a burst costs one write per run.
 type Event struct {
-	// Raw is the event's bytes, blank line included. It is valid only during
-	// the call that delivers it.
+	// Raw is the event's bytes, blank line included (a run's: all of its
+	// events'). It is valid only during the call that delivers it.
 	Raw []byte
-	// Data is the event's data, within Raw when it has one data line.
+	// Data is the event's data, within Raw when it has one data line; nil
+	// for a run.
 	Data []byte
-	// Info is what the relay learned reading it.
+	// Info is what the relay learned reading it; a run's type is
+	// content_block_delta.
 	Info anthropic.EventInfo
 }
 

@@ -5,11 +5,9 @@
 package sse
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
-	"sync"
 )
 
 // DefaultMaxEventSize bounds one event (all of its lines) unless SetMaxEventSize
@@ -19,6 +17,8 @@ const DefaultMaxEventSize = 8 << 20
 
 // ErrEventTooLarge is returned when an event exceeds the reader's size limit.
 var ErrEventTooLarge = errors.New("sse: event exceeds size limit")
+
+var errReleased = errors.New("sse: reader used after Release")
 
 // Event is one Server-Sent Event.
 type Event struct {
@@ -40,7 +40,7 @@ func (e Event) Empty() bool { return e.Name == "" && e.Data == nil }
 // Reader decodes events from a stream. It accepts "\n" and "\r\n" line
 // endings and ignores "id:" and "retry:" fields (they stay in Raw).
 type Reader struct {
-	br      *bufio.Reader
+	win     window
 	max     int
 	scratch []byte
 	// lineByLine turns the fast path off, for the tests that compare the
@@ -60,29 +60,17 @@ type Reader struct {
 // and copies the few it keeps, saves an allocation per event.
 func (r *Reader) Borrow() { r.borrow = true }
 
-// bufPool recycles the readers' buffers: a relay reads one stream per
-// request. A buffer is held for as long as its stream is open, so it is
-// small: 2 KiB holds nearly every event the API sends (an event that does not
-// fit is read line by line, at the cost of a copy).
-var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 2<<10) }}
-
 // NewReader returns a Reader over r. Release returns its buffer for reuse.
 func NewReader(r io.Reader) *Reader {
-	br := bufPool.Get().(*bufio.Reader)
-	br.Reset(r)
-	return &Reader{br: br, max: DefaultMaxEventSize}
+	return &Reader{win: window{src: r}, max: DefaultMaxEventSize}
 }
 
 // Release gives the reader's buffer back for reuse; the reader must not be
 // used afterwards. Events already returned stay valid.
 func (r *Reader) Release() {
-	if r.br == nil {
-		return
-	}
 	r.next, r.nextSize = Event{}, 0
-	r.br.Reset(nil)
-	bufPool.Put(r.br)
-	r.br = nil
+	r.win.reset(nil)
+	r.win.err = errReleased
 	if cap(r.scratch) > 64<<10 {
 		r.scratch = nil
 	}
@@ -91,7 +79,7 @@ func (r *Reader) Release() {
 // Buffered returns the number of bytes read from the stream but not yet
 // returned as events: when it is zero, the next Next has to wait for the
 // network.
-func (r *Reader) Buffered() int { return r.br.Buffered() }
+func (r *Reader) Buffered() int { return r.win.buffered() }
 
 // Ready reports whether a complete event is already buffered, so that Next
 // will not wait for the network.
@@ -102,12 +90,17 @@ func (r *Reader) Ready() bool {
 		return true
 	}
 	if !r.lineByLine {
-		if ev, size, ok := r.buffered(); ok {
+		ev, size, ok := r.buffered()
+		switch {
+		case ok:
 			r.next, r.nextSize = ev, size
 			return true
+		case size == 0:
+			// The start of an event in the common form, no more.
+			return false
 		}
 	}
-	b, _ := r.br.Peek(r.br.Buffered())
+	b := r.win.bytes()
 	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
 }
 
@@ -115,7 +108,7 @@ func (r *Reader) Ready() bool {
 // then is the rest of the stream, for a relay that drains it.
 func (r *Reader) Read(p []byte) (int, error) {
 	r.next, r.nextSize = Event{}, 0
-	return r.br.Read(p)
+	return r.win.read(p)
 }
 
 // SetMaxEventSize sets the largest event, in bytes, the reader accepts.
@@ -130,13 +123,25 @@ func (r *Reader) Next() (Event, error) {
 		r.next, r.nextSize = Event{}, 0
 		// Discard leaves the bytes in place until the next read fills the
 		// buffer again.
-		_, _ = r.br.Discard(size)
+		r.win.discard(size)
 		return ev, nil
 	}
-	if !r.lineByLine {
-		if ev, size, ok := r.buffered(); ok {
-			_, _ = r.br.Discard(size)
+	for !r.lineByLine {
+		ev, size, ok := r.buffered()
+		if ok {
+			r.win.discard(size)
 			return ev, nil
+		}
+		// The start of an event in the common form whose end is still on
+		// its way: wait for more, unless the buffer is full (a large
+		// event) or the stream ended (the line-by-line path below says
+		// how).
+		n := r.win.buffered()
+		if size < 0 || n >= largeBuffer {
+			break
+		}
+		if len(r.win.peek(n+1)) <= n {
+			break
 		}
 	}
 	raw := r.scratch[:0]
@@ -154,13 +159,13 @@ func (r *Reader) Next() (Event, error) {
 		var err error
 		for {
 			var part []byte
-			part, err = r.br.ReadSlice('\n')
+			part, err = r.win.readSlice()
 			if len(raw)+len(part) > r.max {
 				r.scratch = raw[:0]
 				return Event{}, ErrEventTooLarge
 			}
 			raw = append(raw, part...)
-			if err != bufio.ErrBufferFull {
+			if err != errBufferFull {
 				break
 			}
 		}
@@ -216,36 +221,46 @@ func (r *Reader) Next() (Event, error) {
 // buffered returns the next event when it is already in the buffer, in
 // the common form (lines ending in "\n", at most one data line, every field
 // with a colon), reading it in place and copying it once, and its size in the
-// buffer, which the caller discards; ok is false for anything else, which the
-// line-by-line path reads.
+// buffer, which the caller discards. ok is false for anything else: size is
+// 0 when what is buffered is the start of an event in the common form, and
+// -1 when it is not in that form, which the line-by-line path reads.
 func (r *Reader) buffered() (ev Event, size int, ok bool) {
-	n := r.br.Buffered()
-	if n < 2 {
+	b := r.win.bytes()
+	n := len(b)
+	if n == 0 {
 		return Event{}, 0, false
 	}
-	b, _ := r.br.Peek(n)
 	if b[0] == '\n' || b[0] == '\r' {
-		return Event{}, 0, false
+		return Event{}, -1, false
+	}
+	if ev, size, ok := r.twoLines(b); ok {
+		return ev, size, true
 	}
 	var name string
 	ds, de := -1, -1
 	pos := 0
 	for {
 		nl := bytes.IndexByte(b[pos:], '\n')
-		if nl < 0 || pos+nl+1 > r.max {
+		if nl < 0 {
+			if n > r.max {
+				return Event{}, -1, false
+			}
 			return Event{}, 0, false
+		}
+		if pos+nl+1 > r.max {
+			return Event{}, -1, false
 		}
 		line := b[pos : pos+nl]
 		if len(line) == 0 {
 			break
 		}
 		if line[len(line)-1] == '\r' {
-			return Event{}, 0, false
+			return Event{}, -1, false
 		}
 		if line[0] != ':' {
 			colon := bytes.IndexByte(line, ':')
 			if colon < 0 {
-				return Event{}, 0, false
+				return Event{}, -1, false
 			}
 			vs := pos + colon + 1
 			if vs < pos+nl && b[vs] == ' ' {
@@ -256,7 +271,7 @@ func (r *Reader) buffered() (ev Event, size int, ok bool) {
 				name = eventName(b[vs : pos+nl])
 			case "data":
 				if ds >= 0 {
-					return Event{}, 0, false
+					return Event{}, -1, false
 				}
 				ds, de = vs, pos+nl
 			}
@@ -264,13 +279,7 @@ func (r *Reader) buffered() (ev Event, size int, ok bool) {
 		pos += nl + 1
 	}
 	size = pos + 1
-	var out []byte
-	if r.borrow {
-		out = b[:size:size]
-	} else {
-		out = make([]byte, size)
-		copy(out, b)
-	}
+	out := r.lend(b[:size])
 	ev = Event{Name: name, Raw: out}
 	if ds >= 0 {
 		ev.Data = out[ds:de:de]
@@ -278,12 +287,48 @@ func (r *Reader) buffered() (ev Event, size int, ok bool) {
 	return ev, size, true
 }
 
-func (r *Reader) finish(raw []byte, name string, data []byte, dataSeen, multi bool, ds, de int, err error) (Event, error) {
-	out := raw
-	if !r.borrow {
-		out = make([]byte, len(raw))
-		copy(out, raw)
+// twoLines reads an event in the exact form the Anthropic API writes,
+// "event: <name>\n" then "data: <data>\n" then a blank line, when that is
+// what b starts with; buffered reads every other form (and this one too,
+// to the same event).
+func (r *Reader) twoLines(b []byte) (ev Event, size int, ok bool) {
+	const event, data = "event: ", "data: "
+	if len(b) < len(event) || string(b[:len(event)]) != event {
+		return Event{}, 0, false
 	}
+	nl := bytes.IndexByte(b[len(event):], '\n')
+	if nl < 0 {
+		return Event{}, 0, false
+	}
+	nameEnd := len(event) + nl
+	ds := nameEnd + 1 + len(data)
+	if ds > len(b) || string(b[nameEnd+1:ds]) != data || b[nameEnd-1] == '\r' {
+		return Event{}, 0, false
+	}
+	nl = bytes.IndexByte(b[ds:], '\n')
+	if nl < 0 {
+		return Event{}, 0, false
+	}
+	de := ds + nl
+	size = de + 2
+	if size > len(b) || b[de+1] != '\n' || b[de-1] == '\r' || size > r.max {
+		return Event{}, 0, false
+	}
+	out := r.lend(b[:size])
+	return Event{Name: eventName(b[len(event):nameEnd]), Data: out[ds:de:de], Raw: out}, size, true
+}
+
+// lend returns an event's bytes as the reader hands them out: in place
+// when it lends them (Borrow), else a copy.
+func (r *Reader) lend(b []byte) []byte {
+	if r.borrow {
+		return b[:len(b):len(b)]
+	}
+	return bytes.Clone(b)
+}
+
+func (r *Reader) finish(raw []byte, name string, data []byte, dataSeen, multi bool, ds, de int, err error) (Event, error) {
+	out := r.lend(raw)
 	r.scratch = raw[:0]
 	ev := Event{Name: name, Raw: out}
 	switch {
@@ -298,26 +343,18 @@ func (r *Reader) finish(raw []byte, name string, data []byte, dataSeen, multi bo
 	return ev, err
 }
 
+// knownNames are the event names the Anthropic API sends, the most
+// frequent first.
+var knownNames = [...]string{"content_block_delta", "ping", "content_block_start", "content_block_stop",
+	"message_start", "message_delta", "message_stop", "error"}
+
 // eventName returns an event's name, without allocating for the names the
 // Anthropic API sends.
 func eventName(b []byte) string {
-	switch string(b) {
-	case "message_start":
-		return "message_start"
-	case "content_block_start":
-		return "content_block_start"
-	case "content_block_delta":
-		return "content_block_delta"
-	case "content_block_stop":
-		return "content_block_stop"
-	case "message_delta":
-		return "message_delta"
-	case "message_stop":
-		return "message_stop"
-	case "ping":
-		return "ping"
-	case "error":
-		return "error"
+	for _, n := range knownNames {
+		if len(n) == len(b) && string(b) == n {
+			return n
+		}
 	}
 	return string(b)
 }

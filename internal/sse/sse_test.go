@@ -256,22 +256,156 @@ func BenchmarkReader(b *testing.B) {
 		in.WriteString("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" a few words of text\"}}\n\n")
 	}
 	for _, mode := range []struct {
-		name       string
-		lineByLine bool
-	}{{"buffered", false}, {"line_by_line", true}} {
+		name               string
+		lineByLine, borrow bool
+	}{{"buffered", false, false}, {"line_by_line", true, false}, {"borrowed_ready", false, true}} {
 		b.Run(mode.name, func(b *testing.B) {
 			b.SetBytes(int64(in.Len()))
 			b.ReportAllocs()
 			for b.Loop() {
-				rd := NewReader(bytes.NewReader(in.Bytes()))
+				// Reads of up to 4 KiB, as from a connection's buffer.
+				rd := NewReader(io.LimitReader(&chunked{b: in.Bytes(), n: 4 << 10}, int64(in.Len())))
 				rd.lineByLine = mode.lineByLine
+				if mode.borrow {
+					// As the relay reads: borrowing, asking Ready
+					// after each event.
+					rd.Borrow()
+				}
 				for {
 					if _, err := rd.Next(); err != nil {
 						break
+					}
+					if mode.borrow {
+						rd.Ready()
 					}
 				}
 				rd.Release()
 			}
 		})
+	}
+}
+
+// chunked returns b in reads of at most n bytes.
+type chunked struct {
+	b []byte
+	n int
+}
+
+func (c *chunked) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.n)], c.b)
+	c.b = c.b[n:]
+	return n, nil
+}
+
+// TestEventArrivingInPiecesIsReadInPlace: an event in the common form that
+// arrives a byte at a time is still read in place, without the line-by-line
+// path's copy.
+func TestEventArrivingInPiecesIsReadInPlace(t *testing.T) {
+	in := "event: message_start\ndata: {\"type\":\"message_start\"}\n\nevent: ping\ndata: {}\n\n"
+	rd := NewReader(iotest.OneByteReader(strings.NewReader(in)))
+	rd.Borrow()
+	for _, want := range []string{"message_start", "ping"} {
+		ev, err := rd.Next()
+		if err != nil || ev.Name != want {
+			t.Fatalf("got %+v %v, want %s", ev, err, want)
+		}
+	}
+	if _, err := rd.Next(); err != io.EOF {
+		t.Fatalf("then %v", err)
+	}
+	if cap(rd.scratch) != 0 {
+		t.Fatal("an event was read line by line")
+	}
+}
+
+// flakySource returns its parts (each in one Read if it fits), then err
+// once, then more.
+type flakySource struct {
+	parts []string
+	err   error
+	after string
+}
+
+func (f *flakySource) Read(p []byte) (int, error) {
+	if len(f.parts) > 0 {
+		n := copy(p, f.parts[0])
+		if f.parts[0] = f.parts[0][n:]; f.parts[0] == "" {
+			f.parts = f.parts[1:]
+		}
+		return n, nil
+	}
+	if f.err != nil {
+		err := f.err
+		f.err = nil
+		return 0, err
+	}
+	if f.after != "" {
+		n := copy(p, f.after)
+		f.after = f.after[n:]
+		return n, nil
+	}
+	return 0, io.EOF
+}
+
+// TestErrorInsideAnEventIsKept: a read error in the middle of an event is the
+// reader's answer, even if the stream would give more bytes when read again.
+func TestErrorInsideAnEventIsKept(t *testing.T) {
+	broken := errors.New("connection reset")
+	for _, lineByLine := range []bool{false, true} {
+		rd := NewReader(&flakySource{parts: []string{"event: a\ndata: 1\n\n", "event: b\ndata: par"}, err: broken, after: "tial\n\n"})
+		rd.lineByLine = lineByLine
+		if ev, err := rd.Next(); err != nil || ev.Name != "a" {
+			t.Fatalf("first event: %+v %v", ev, err)
+		}
+		if ev, err := rd.Next(); err != broken {
+			t.Fatalf("line by line %v: got %+v %v, want the read error", lineByLine, ev, err)
+		}
+	}
+}
+
+// waitSource serves data, then calls onWait at the read that would wait for
+// more, and ends the stream.
+type waitSource struct {
+	data   string
+	onWait func(p []byte)
+}
+
+func (s *waitSource) Read(p []byte) (int, error) {
+	if s.data != "" {
+		n := copy(p, s.data)
+		s.data = s.data[n:]
+		return n, nil
+	}
+	s.onWait(p)
+	return 0, io.EOF
+}
+
+// TestWaitingReaderHoldsNoBuffer: a reader that has handed on every event
+// it read waits for the stream without a buffer, so an idle stream costs
+// none.
+func TestWaitingReaderHoldsNoBuffer(t *testing.T) {
+	for _, borrow := range []bool{false, true} {
+		var rd *Reader
+		waits := 0
+		src := &waitSource{data: "event: a\ndata: 1\n\n", onWait: func(p []byte) {
+			waits++
+			if rd.win.buf != nil || len(p) != waitSize {
+				t.Errorf("borrow %v: waiting with a buffer (%v) into %d bytes", borrow, rd.win.buf != nil, len(p))
+			}
+		}}
+		rd = NewReader(src)
+		if borrow {
+			rd.Borrow()
+		}
+		if ev, err := rd.Next(); err != nil || ev.Name != "a" {
+			t.Fatalf("got %+v %v", ev, err)
+		}
+		if _, err := rd.Next(); err != io.EOF || waits != 1 {
+			t.Fatalf("then %v after %d waits", err, waits)
+		}
+		rd.Release()
 	}
 }

@@ -1,0 +1,131 @@
+package balancer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
+)
+
+// recordingOutput keeps a copy of everything it is given, and the events
+// one by one.
+type recordingOutput struct {
+	raw    bytes.Buffer
+	events []relay.Event
+}
+
+func (o *recordingOutput) Start(int, http.Header, bool) error { return nil }
+func (o *recordingOutput) Body(p []byte) error                { o.raw.Write(p); return nil }
+func (o *recordingOutput) Event(ev relay.Event, more bool) error {
+	o.raw.Write(ev.Raw)
+	o.events = append(o.events, relay.Event{Raw: bytes.Clone(ev.Raw), Info: ev.Info})
+	return nil
+}
+
+// eventReader returns one of its parts per Read.
+type eventReader struct{ parts [][]byte }
+
+func (r *eventReader) Read(p []byte) (int, error) {
+	if len(r.parts) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.parts[0])
+	if r.parts[0] = r.parts[0][n:]; len(r.parts[0]) == 0 {
+		r.parts = r.parts[1:]
+	}
+	return n, nil
+}
+
+// partsTransport answers every request with a stream read in the parts
+// given.
+type partsTransport struct{ parts func() [][]byte }
+
+func (t *partsTransport) RoundTrip(*http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}},
+		Body: io.NopCloser(&eventReader{parts: t.parts()}), ContentLength: -1}, nil
+}
+
+func deltaEvents(n int) [][]byte {
+	ev := func(name, data string) []byte { return []byte("event: " + name + "\ndata: " + data + "\n\n") }
+	out := [][]byte{
+		ev("message_start", `{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}}`),
+		ev("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`),
+	}
+	for i := range n {
+		out = append(out, ev("content_block_delta", fmt.Sprintf(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"word %d "}}`, i)))
+	}
+	return append(out,
+		ev("content_block_stop", `{"type":"content_block_stop","index":0}`),
+		ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}`),
+		ev("message_stop", `{"type":"message_stop"}`))
+}
+
+func serveParts(t *testing.T, parts func() [][]byte) (*recordingOutput, *Result) {
+	t.Helper()
+	bal, err := New(Config{Name: "relay-test", Providers: []ProviderConfig{{Name: "a", BaseURL: "http://a.invalid", AuthToken: "tok"}}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bal.Close)
+	bal.providers[0].transport = &partsTransport{parts: parts}
+	body := []byte(`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	peek, err := PeekBody(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &recordingOutput{}
+	res := bal.Serve(context.Background(), &Request{Body: body, Peek: peek, Header: http.Header{}}, out)
+	if res.Status != 200 {
+		t.Fatalf("status %d: %+v", res.Status, res)
+	}
+	return out, res
+}
+
+// TestDeltasThatComeTogetherAreWrittenTogether: deltas the provider sent in
+// one go reach the output in a few writes, byte for byte, while a delta that
+// comes alone is written alone, as soon as it is read.
+func TestDeltasThatComeTogetherAreWrittenTogether(t *testing.T) {
+	const n = 200
+	evs := deltaEvents(n)
+	whole := bytes.Join(evs, nil)
+
+	out, res := serveParts(t, func() [][]byte { return [][]byte{bytes.Clone(whole)} })
+	if !bytes.Equal(out.raw.Bytes(), whole) {
+		t.Fatalf("the output got %d bytes, not the stream's %d", out.raw.Len(), len(whole))
+	}
+	deltaWrites := 0
+	for _, ev := range out.events {
+		if ev.Info.Type == anthropic.EventContentBlockDelta {
+			deltaWrites++
+			if len(ev.Raw) > runSize {
+				t.Fatalf("a write of %d bytes, more than %d", len(ev.Raw), runSize)
+			}
+		}
+	}
+	if deltaWrites == 0 || deltaWrites > n/10 {
+		t.Fatalf("%d deltas that came together took %d writes", n, deltaWrites)
+	}
+	if res.Usage.OutputTokens != 7 || res.StopReason != "end_turn" {
+		t.Fatalf("usage %+v, stop reason %q", res.Usage, res.StopReason)
+	}
+
+	// One event per read: nothing is held back waiting for company.
+	out, _ = serveParts(t, func() [][]byte {
+		parts := make([][]byte, len(evs))
+		for i, ev := range evs {
+			parts[i] = bytes.Clone(ev)
+		}
+		return parts
+	})
+	if !bytes.Equal(out.raw.Bytes(), whole) {
+		t.Fatal("the output's bytes differ from the stream's")
+	}
+	if len(out.events) != len(evs) {
+		t.Fatalf("%d events read one at a time took %d writes", len(evs), len(out.events))
+	}
+}
