@@ -43,7 +43,7 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 	if !h.admitClient(w, sender, peek.Model, true) {
 		return
 	}
-	inFlight := getMetrics().inFlight.WithLabelValues(h.bal.Name)
+	inFlight := h.ownSeries().inFlight
 	inFlight.Inc()
 	defer inFlight.Dec()
 	req := &balancer.Request{Body: body, Peek: peek, Header: upstreamHeader(r, sender.keyHeader), RawQuery: r.URL.RawQuery}
@@ -136,21 +136,26 @@ func (h *Handler) chargeClient(sender who, req *balancer.Request, res *balancer.
 	u := team.Usage{Input: res.Usage.InputTokens, Output: res.Usage.OutputTokens,
 		CacheRead: res.Usage.CacheReadTokens, CacheWrite: res.Usage.CacheCreationTokens}
 	m := getMetrics()
-	labels := []string{h.bal.Name, sender.label, model, res.Provider.Name}
-	m.clientRequests.WithLabelValues(labels...).Inc()
-	for _, k := range [...]struct {
-		kind string
-		n    int64
-	}{{"input", u.Input}, {"output", u.Output}, {"cache_read", u.CacheRead}, {"cache_write", u.CacheWrite}} {
-		if k.n > 0 {
-			m.clientTokens.WithLabelValues(h.bal.Name, sender.label, model, res.Provider.Name, k.kind).Add(float64(k.n))
+	provider := res.Provider.Name
+	c := h.series
+	ch := lookup(c, &c.client, usageSeries{sender.label, provider, model}, func() *clientHandles {
+		ch := &clientHandles{requests: m.clientRequests.WithLabelValues(h.bal.Name, sender.label, model, provider)}
+		for i, kind := range tokenKinds {
+			ch.tokens[i] = m.clientTokens.WithLabelValues(h.bal.Name, sender.label, model, provider, kind)
+		}
+		return ch
+	})
+	ch.requests.Inc()
+	for i, n := range tokenCounts(u.Input, u.Output, u.CacheRead, u.CacheWrite) {
+		if n > 0 {
+			ch.tokens[i].Add(float64(n))
 		}
 	}
 	if sender.client == nil {
 		return
 	}
-	if cost, priced := sender.client.Charge(time.Now(), req.Peek.Model, model, res.Provider.Name, u); priced {
-		m.clientCost.WithLabelValues(labels...).Add(cost)
+	if cost, priced := sender.client.Charge(time.Now(), req.Peek.Model, model, provider, u); priced {
+		m.clientCost.WithLabelValues(h.bal.Name, sender.label, model, provider).Add(cost)
 	}
 	h.teamBoard.Changed(false)
 }

@@ -132,39 +132,139 @@ func lower(s string) string {
 	return string(b)
 }
 
+// tokenKinds are the token counts' "type" label values, in the order of
+// tokenCounts.
+var tokenKinds = [...]string{"input", "output", "cache_read", "cache_write"}
+
+// tokenCounts lists a usage's counts in the order of tokenKinds.
+func tokenCounts(input, output, cacheRead, cacheWrite int64) [4]int64 {
+	return [4]int64{input, output, cacheRead, cacheWrite}
+}
+
+// seriesCache keeps the series a handler updates on every request, by their
+// label values: finding one costs a map lookup instead of hashing and
+// validating its labels again. The series are never deleted, and their
+// labels come from the configuration and from fixed sets (a model outside
+// the routes is counted as "other"), so the cache grows no larger than the
+// metrics do.
+type seriesCache struct {
+	mu       sync.RWMutex
+	requests map[requestSeries]prometheus.Counter
+	attempts map[attemptSeries]prometheus.Counter
+	provider map[string]*providerHandles
+	usage    map[usageSeries]*[4]prometheus.Counter
+	client   map[usageSeries]*clientHandles
+	own      map[struct{}]*ownHandles
+}
+
+// ownHandles are the series of the balancer itself: requests in flight and
+// its own time per request.
+type ownHandles struct {
+	inFlight prometheus.Gauge
+	overhead prometheus.Observer
+}
+
+func (h *Handler) ownSeries() *ownHandles {
+	m, name := getMetrics(), h.bal.Name
+	return lookup(h.series, &h.series.own, struct{}{}, func() *ownHandles {
+		return &ownHandles{inFlight: m.inFlight.WithLabelValues(name), overhead: m.overhead.WithLabelValues(name)}
+	})
+}
+
+type requestSeries struct {
+	provider, route, model string
+	status                 int
+	stream                 bool
+}
+
+type attemptSeries struct{ provider, outcome string }
+
+type usageSeries struct{ client, provider, model string }
+
+// providerHandles are one provider's histograms: upstream time and time to
+// first token.
+type providerHandles struct{ upstream, ttft prometheus.Observer }
+
+func (h *Handler) providerSeries(provider string) *providerHandles {
+	m, name := getMetrics(), h.bal.Name
+	return lookup(h.series, &h.series.provider, provider, func() *providerHandles {
+		return &providerHandles{upstream: m.upstream.WithLabelValues(name, provider), ttft: m.ttft.WithLabelValues(name, provider)}
+	})
+}
+
+type clientHandles struct {
+	requests prometheus.Counter
+	tokens   [4]prometheus.Counter
+}
+
+// lookup finds k in *m, or adds what make returns.
+func lookup[K comparable, V any](c *seriesCache, m *map[K]V, k K, make func() V) V {
+	c.mu.RLock()
+	v, ok := (*m)[k]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	v = make()
+	c.mu.Lock()
+	if *m == nil {
+		*m = map[K]V{}
+	}
+	if old, ok := (*m)[k]; ok {
+		v = old
+	} else {
+		(*m)[k] = v
+	}
+	c.mu.Unlock()
+	return v
+}
+
 // observeResult records the metrics of one finished attempt loop.
 func (h *Handler) observeResult(res *balancer.Result) {
 	m := getMetrics()
 	name := h.bal.Name
+	c := h.series
 	for i, at := range res.Attempts {
-		m.attempts.WithLabelValues(name, at.Provider, at.Outcome).Inc()
-		m.upstream.WithLabelValues(name, at.Provider).Observe(at.Duration.Seconds())
+		lookup(c, &c.attempts, attemptSeries{at.Provider, at.Outcome}, func() prometheus.Counter {
+			return m.attempts.WithLabelValues(name, at.Provider, at.Outcome)
+		}).Inc()
+		h.providerSeries(at.Provider).upstream.Observe(at.Duration.Seconds())
 		if i > 0 {
 			prev := res.Attempts[i-1]
 			m.failovers.WithLabelValues(name, prev.Provider, at.Provider, prev.Outcome).Inc()
 		}
 	}
 	if res.Provider != nil && res.Committed {
+		provider := res.Provider.Name
 		model := metricModel(h.bal, res.Route, res.Model, res.ClientModel)
 		u := res.Usage
-		for typ, n := range map[string]int64{"input": u.InputTokens, "output": u.OutputTokens,
-			"cache_read": u.CacheReadTokens, "cache_write": u.CacheCreationTokens} {
+		tokens := lookup(c, &c.usage, usageSeries{provider: provider, model: model}, func() *[4]prometheus.Counter {
+			var t [4]prometheus.Counter
+			for i, kind := range tokenKinds {
+				t[i] = m.tokens.WithLabelValues(name, provider, model, kind)
+			}
+			return &t
+		})
+		for i, n := range tokenCounts(u.InputTokens, u.OutputTokens, u.CacheReadTokens, u.CacheCreationTokens) {
 			if n > 0 {
-				m.tokens.WithLabelValues(name, res.Provider.Name, model, typ).Add(float64(n))
+				tokens[i].Add(float64(n))
 			}
 		}
 		if res.Stream {
-			m.ttft.WithLabelValues(name, res.Provider.Name).Observe(res.TTFT.Seconds())
+			h.providerSeries(provider).ttft.Observe(res.TTFT.Seconds())
 		}
 		if own := res.FirstByte - res.UpstreamBeforeCommit; own >= 0 {
-			m.overhead.WithLabelValues(name).Observe(own.Seconds())
+			h.ownSeries().overhead.Observe(own.Seconds())
 		}
 	}
 }
 
 // observeRequest counts one client request.
 func (h *Handler) observeRequest(provider, route, model string, status int, stream bool) {
-	getMetrics().requests.WithLabelValues(h.bal.Name, provider, route, model, strconv.Itoa(status), strconv.FormatBool(stream)).Inc()
+	c := h.series
+	lookup(c, &c.requests, requestSeries{provider, route, model, status, stream}, func() prometheus.Counter {
+		return getMetrics().requests.WithLabelValues(h.bal.Name, provider, route, model, strconv.Itoa(status), strconv.FormatBool(stream))
+	}).Inc()
 }
 
 // stateCollector reports the state of every live balancer at scrape time,

@@ -132,6 +132,8 @@ type Handler struct {
 	// loaded is when the config was provisioned: the created_at of listed
 	// models no provider describes.
 	loaded time.Time
+	// series keeps the metric series this handler updates.
+	series *seriesCache
 }
 
 // CaddyModule returns the Caddy module information.
@@ -148,6 +150,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.loaded = time.Now().UTC().Truncate(time.Second)
+	h.series = &seriesCache{}
 	repl := caddy.NewReplacer()
 	cfg := balancer.Config{
 		Name:      h.Name,

@@ -202,16 +202,6 @@ func inBand(info anthropic.EventInfo, data []byte) *inBandError {
 	return &inBandError{errType: typ, message: msg, body: data}
 }
 
-// errorBody recognises a 2xx body that carries an error instead of an
-// answer. Only bodies with a top-level "error" are decoded, so answers pass
-// with one quick scan.
-func errorBody(cd codec, status int, body []byte) (string, string, bool) {
-	if findTopLevel(body, "error") == nil {
-		return "", "", false
-	}
-	return cd.errorInfo(status, body)
-}
-
 func truncate(b []byte, n int) []byte {
 	if len(b) > n {
 		return b[:n]

@@ -54,11 +54,12 @@ func (c *call) relayJSON(resp *http.Response) *outcome {
 	if err != nil {
 		return c.failed(err, "reading the response failed: ")
 	}
-	if !rawjson.Valid(body) {
+	top, ok := readAnswer(body)
+	if !ok {
 		return &outcome{scope: ScopeProvider, counted: true, status: resp.StatusCode,
 			message: fmt.Sprintf("HTTP %d with a body that is not JSON: %q", resp.StatusCode, truncate(body, 120))}
 	}
-	if typ, msg, ok := errorBody(c.cd, resp.StatusCode, body); ok {
+	if typ, msg, ok := top.errorInfo(c.cd, resp.StatusCode, body); ok {
 		scope, status := c.b.classifyInBand(typ, body)
 		if typ == "" {
 			typ = apierr.TypeForStatus(status)
@@ -82,14 +83,62 @@ func (c *call) relayJSON(resp *http.Response) *outcome {
 	}
 	h := responseHeader(c.p, resp.Header, false)
 	h.Set("Content-Length", strconv.Itoa(len(answer)))
-	c.res.Usage = anthropic.UsageOf(answer)
-	c.res.StopReason = rawjson.Str(rawjson.Field(answer, "stop_reason"))
+	if !sameBytes(answer, body) {
+		// A converted answer is the module's own: read it again.
+		top, _ = readAnswer(answer)
+	}
+	if rawjson.IsObject(top.usage) {
+		c.res.Usage = anthropic.ReadUsage(top.usage)
+	}
+	c.res.StopReason = rawjson.Str(top.stopReason)
 	if err := c.commit(resp.StatusCode, h, false); err != nil {
 		return success
 	}
 	// The provider did its job even if the client left during the write.
 	_ = c.out.Body(answer)
 	return success
+}
+
+// answerTop is what the relay needs of a JSON answer's top level: its
+// "error", "usage" and "stop_reason" members (the last of each, as JSON
+// decoders read duplicates), nil when absent.
+type answerTop struct {
+	err, usage, stopReason []byte
+}
+
+// readAnswer validates a JSON answer and reads its top level, in one walk.
+func readAnswer(body []byte) (answerTop, bool) {
+	var top answerTop
+	i := rawjson.SkipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return top, rawjson.Valid(body)
+	}
+	end, err := rawjson.Members(body, i, 0, func(key, v []byte) {
+		switch {
+		case rawjson.KeyIs(key, "error"):
+			top.err = v
+		case rawjson.KeyIs(key, "usage"):
+			top.usage = v
+		case rawjson.KeyIs(key, "stop_reason"):
+			top.stopReason = v
+		}
+	})
+	return top, err == nil && rawjson.SkipSpace(body, end) == len(body)
+}
+
+// errorInfo recognises a 2xx body that carries an error instead of an
+// answer: only one with a top-level "error" member is decoded, as the codec
+// reads errors.
+func (t answerTop) errorInfo(cd codec, status int, body []byte) (string, string, bool) {
+	if t.err == nil {
+		return "", "", false
+	}
+	return cd.errorInfo(status, body)
+}
+
+// sameBytes reports whether a and b are the same bytes in memory.
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // relayStream holds a stream's opening events until the first content event

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 )
 
@@ -128,4 +129,34 @@ func TestDeltasThatComeTogetherAreWrittenTogether(t *testing.T) {
 	if len(out.events) != len(evs) {
 		t.Fatalf("%d events read one at a time took %d writes", len(evs), len(out.events))
 	}
+}
+
+// readAnswer's one walk says what validating the answer and reading each
+// member by itself would say.
+func FuzzReadAnswerMatchesFields(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"msg_1","type":"message","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":1}}`,
+		`{"type":"error","error":{"type":"overloaded_error","message":"busy"}}`,
+		`{"error":null,"usage":1,"usage":{"output_tokens":2},"stop_reason":"a","stop_reason":"b"}`,
+		` {"a":[1,2,{"b":"\u00e9"}]} `, `[1,2]`, `"x"`, `{"a":1,}`, `{"a":1} x`, `{"stop_reason":"end_turn"`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		top, ok := readAnswer(body)
+		if ok != rawjson.Valid(body) {
+			t.Fatalf("%q: valid %v, want %v", body, ok, !ok)
+		}
+		if !ok {
+			return
+		}
+		for _, m := range []struct {
+			name string
+			got  []byte
+		}{{"error", top.err}, {"usage", top.usage}, {"stop_reason", top.stopReason}} {
+			if want := rawjson.Field(body, m.name); !bytes.Equal(m.got, want) || (m.got == nil) != (want == nil) {
+				t.Fatalf("%q: %s is %q, want %q", body, m.name, m.got, want)
+			}
+		}
+	})
 }

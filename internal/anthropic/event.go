@@ -232,24 +232,8 @@ func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:l
 func inspect(name string, data []byte) (EventInfo, error) {
 	info := EventInfo{Type: TypeOf(name)}
 	var typ, message, usage, delta, errObj []byte
-	i := rawjson.SkipSpace(data, 0)
-	w, err := rawjson.WalkObject(data, i, 0)
-	if err != nil {
-		return info, ErrNotJSON
-	}
-	for {
-		k, ok, err := w.Key()
-		if err != nil {
-			return info, ErrNotJSON
-		}
-		if !ok {
-			break
-		}
-		v, err := w.Value()
-		if err != nil {
-			return info, ErrNotJSON
-		}
-		switch key := k[1 : len(k)-1]; {
+	end, err := rawjson.Members(data, rawjson.SkipSpace(data, 0), 0, func(key, v []byte) {
+		switch {
 		case rawjson.KeyIs(key, "type"):
 			typ = v
 		case rawjson.KeyIs(key, "message"):
@@ -261,8 +245,8 @@ func inspect(name string, data []byte) (EventInfo, error) {
 		case rawjson.KeyIs(key, "error"):
 			errObj = v
 		}
-	}
-	if rawjson.SkipSpace(data, w.At()) != len(data) {
+	})
+	if err != nil || rawjson.SkipSpace(data, end) != len(data) {
 		return info, ErrNotJSON
 	}
 	if name == "" {

@@ -248,3 +248,17 @@ func FuzzValidDocumentMatchesJSONValid(f *testing.F) {
 		}
 	})
 }
+
+func TestMembers(t *testing.T) {
+	b := []byte(` {"a":1,"b\u0022":{"c":[2]},"a":"x"} tail`)
+	var got []string
+	end, err := Members(b, 1, 0, func(k, v []byte) { got = append(got, string(k)+"="+string(v)) })
+	if err != nil || string(b[end:]) != " tail" || strings.Join(got, " ") != `a=1 b\u0022={"c":[2]} a="x"` {
+		t.Fatalf("end %d, %v: %q", end, err, got)
+	}
+	for _, bad := range []string{`{"a":1,}`, `{"a" 1}`, `{"a":[}`, `[1]`, `{"a":1`} {
+		if _, err := Members([]byte(bad), 0, 0, func(k, v []byte) {}); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}

@@ -571,6 +571,30 @@ func (o *ObjectWalk) Value() ([]byte, error) {
 	return o.b[start:end], nil
 }
 
+// Members validates the whole of the object at b[i] (which depth objects
+// and arrays enclose) and calls fn with each member's key, as written
+// between its quotes, and value. It returns where the object ends.
+func Members(b []byte, i, depth int, fn func(key, value []byte)) (int, error) {
+	w, err := WalkObject(b, i, depth)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		k, ok, err := w.Key()
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			return w.At(), nil
+		}
+		v, err := w.Value()
+		if err != nil {
+			return 0, err
+		}
+		fn(k[1:len(k)-1], v)
+	}
+}
+
 // At is where the walk is: the start of the current value, or the end of
 // the object once Key returned false.
 func (o *ObjectWalk) At() int { return o.i }
