@@ -81,16 +81,17 @@ func (s *anthropicStream) feed(dst []relay.Event, ev sse.Event) ([]relay.Event, 
 		// A comment (a keep-alive) or an event without data: nothing to read.
 		return append(dst, relay.Event{Raw: ev.Raw, Info: anthropic.EventInfo{Type: anthropic.TypeOf(ev.Name)}}), nil
 	}
-	info, err := anthropic.Inspect(ev.Name, ev.Data)
-	if err != nil {
+	dst = append(dst, relay.Event{Raw: ev.Raw, Data: ev.Data})
+	out := &dst[len(dst)-1]
+	if err := anthropic.InspectInto(&out.Info, ev.Name, ev.Data); err != nil {
 		// A client cannot parse a corrupt event: it fails the stream like a
 		// broken connection, before the commit point as after it.
-		return dst, errBadEvent
+		return dst[:len(dst)-1], errBadEvent
 	}
-	if info.Type == anthropic.EventMessageStop {
+	if out.Info.Type == anthropic.EventMessageStop {
 		s.stopped = true
 	}
-	return append(dst, relay.Event{Raw: ev.Raw, Data: ev.Data, Info: info}), nil
+	return dst, nil
 }
 
 func (s *anthropicStream) close(dst []relay.Event) ([]relay.Event, error) {

@@ -251,7 +251,8 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 		}
 		// A client slower than the provider holds the relay here; the
 		// provider is not idle meanwhile (the watchdog only counts reads).
-		for i, ev := range evs {
+		for i := range evs {
+			ev := &evs[i]
 			info := &ev.Info
 			switch info.Type {
 			case anthropic.EventMessageStart, anthropic.EventMessageDelta:
@@ -280,7 +281,7 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 				}
 				continue
 			}
-			if flush(true) != nil || c.out.Event(ev, more) != nil {
+			if flush(true) != nil || c.out.Event(*ev, more) != nil {
 				return gone()
 			}
 			if info.Type == anthropic.EventError {

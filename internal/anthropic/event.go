@@ -167,16 +167,25 @@ func Inspections() int64 { return inspections.Load() }
 // An error event is read leniently: whatever its data, it is an error, and
 // its message is kept.
 func Inspect(name string, data []byte) (EventInfo, error) {
+	var info EventInfo
+	err := InspectInto(&info, name, data)
+	return info, err
+}
+
+// InspectInto is Inspect writing into *info, which must be zero.
+func InspectInto(info *EventInfo, name string, data []byte) error {
 	inspections.Add(1)
 	if name == "content_block_delta" && plainDelta(data) {
-		return EventInfo{Type: EventContentBlockDelta}, nil
+		info.Type = EventContentBlockDelta
+		return nil
 	}
-	info, err := inspect(name, data)
+	var err error
+	*info, err = inspect(name, data)
 	if err != nil && info.Type == EventError {
 		info.ErrorType, info.ErrorMessage = "api_error", string(data[:min(len(data), 200)])
-		return info, nil
+		return nil
 	}
-	return info, err
+	return err
 }
 
 // plainDelta reports whether data is a content_block_delta in the exact

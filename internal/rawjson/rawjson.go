@@ -262,7 +262,7 @@ func CheckStringFrom(b []byte, start, i int) (int, error) {
 			var m uint64
 			if i+8 <= len(b) {
 				m = Stops(binary.LittleEndian.Uint64(b[i:]))
-			} else if m = Stops(tailWord(b[i:])); m == 0 {
+			} else if m = Stops(tailWord(b, i)); m == 0 {
 				// The last bytes, and no quote among them.
 				return unterminated(b, i, start)
 			}
@@ -378,11 +378,16 @@ func unterminated(b []byte, i, start int) (int, error) {
 	return 0, syntaxErr(start, "unterminated string")
 }
 
-// tailWord is the word of b's last bytes (fewer than eight), filled up with
-// bytes no string scan stops at.
-func tailWord(b []byte) uint64 {
+// tailWord is the word of b's last bytes from b[i] (fewer than eight),
+// filled up with bytes no string scan stops at.
+func tailWord(b []byte, i int) uint64 {
+	k := uint(len(b) - i)
+	fill := ^uint64(0) << (8 * k) & (lsb * 'a')
+	if len(b) >= 8 {
+		return binary.LittleEndian.Uint64(b[len(b)-8:])>>(8*(8-k)) | fill
+	}
 	w := [8]byte{'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a'}
-	copy(w[:], b)
+	copy(w[:], b[i:])
 	return binary.LittleEndian.Uint64(w[:])
 }
 

@@ -90,10 +90,9 @@ func (r *Reader) Ready() bool {
 		return true
 	}
 	if !r.lineByLine {
-		ev, size, ok := r.buffered()
-		switch {
-		case ok:
-			r.next, r.nextSize = ev, size
+		switch size := r.buffered(); {
+		case size > 0:
+			r.nextSize = size
 			return true
 		case size == 0:
 			// The start of an event in the common form, no more.
@@ -118,19 +117,11 @@ func (r *Reader) SetMaxEventSize(n int) { r.max = n }
 // io.EOF; if the stream ends inside an event it returns that partial event
 // (when it has a name or data) together with io.ErrUnexpectedEOF.
 func (r *Reader) Next() (Event, error) {
-	if r.nextSize > 0 {
-		ev, size := r.next, r.nextSize
-		r.next, r.nextSize = Event{}, 0
-		// Discard leaves the bytes in place until the next read fills the
-		// buffer again.
-		r.win.discard(size)
-		return ev, nil
-	}
-	for !r.lineByLine {
-		ev, size, ok := r.buffered()
-		if ok {
-			r.win.discard(size)
-			return ev, nil
+	for r.nextSize == 0 && !r.lineByLine {
+		size := r.buffered()
+		if size > 0 {
+			r.nextSize = size
+			break
 		}
 		// The start of an event in the common form whose end is still on
 		// its way: wait for more, unless the buffer is full (a large
@@ -143,6 +134,13 @@ func (r *Reader) Next() (Event, error) {
 		if len(r.win.peek(n+1)) <= n {
 			break
 		}
+	}
+	if r.nextSize > 0 {
+		// Discard leaves the bytes in place until the next read fills the
+		// buffer again.
+		r.win.discard(r.nextSize)
+		r.nextSize = 0
+		return r.next, nil
 	}
 	raw := r.scratch[:0]
 	var (
@@ -218,23 +216,23 @@ func (r *Reader) Next() (Event, error) {
 	}
 }
 
-// buffered returns the next event when it is already in the buffer, in
-// the common form (lines ending in "\n", at most one data line, every field
-// with a colon), reading it in place and copying it once, and its size in the
-// buffer, which the caller discards. ok is false for anything else: size is
-// 0 when what is buffered is the start of an event in the common form, and
-// -1 when it is not in that form, which the line-by-line path reads.
-func (r *Reader) buffered() (ev Event, size int, ok bool) {
+// buffered reads the next event into r.next when it is already in the
+// buffer, in the common form (lines ending in "\n", at most one data line,
+// every field with a colon), in place and copying it once, and returns its
+// size in the buffer, which the caller discards. Otherwise it returns 0 when
+// what is buffered is the start of an event in the common form, and -1 when
+// it is not in that form, which the line-by-line path reads.
+func (r *Reader) buffered() int {
 	b := r.win.bytes()
 	n := len(b)
 	if n == 0 {
-		return Event{}, 0, false
+		return 0
 	}
 	if b[0] == '\n' || b[0] == '\r' {
-		return Event{}, -1, false
+		return -1
 	}
-	if ev, size, ok := r.twoLines(b); ok {
-		return ev, size, true
+	if size := r.twoLines(b); size > 0 {
+		return size
 	}
 	var name string
 	ds, de := -1, -1
@@ -243,24 +241,24 @@ func (r *Reader) buffered() (ev Event, size int, ok bool) {
 		nl := bytes.IndexByte(b[pos:], '\n')
 		if nl < 0 {
 			if n > r.max {
-				return Event{}, -1, false
+				return -1
 			}
-			return Event{}, 0, false
+			return 0
 		}
 		if pos+nl+1 > r.max {
-			return Event{}, -1, false
+			return -1
 		}
 		line := b[pos : pos+nl]
 		if len(line) == 0 {
 			break
 		}
 		if line[len(line)-1] == '\r' {
-			return Event{}, -1, false
+			return -1
 		}
 		if line[0] != ':' {
 			colon := bytes.IndexByte(line, ':')
 			if colon < 0 {
-				return Event{}, -1, false
+				return -1
 			}
 			vs := pos + colon + 1
 			if vs < pos+nl && b[vs] == ' ' {
@@ -271,51 +269,52 @@ func (r *Reader) buffered() (ev Event, size int, ok bool) {
 				name = eventName(b[vs : pos+nl])
 			case "data":
 				if ds >= 0 {
-					return Event{}, -1, false
+					return -1
 				}
 				ds, de = vs, pos+nl
 			}
 		}
 		pos += nl + 1
 	}
-	size = pos + 1
+	size := pos + 1
 	out := r.lend(b[:size])
-	ev = Event{Name: name, Raw: out}
+	r.next = Event{Name: name, Raw: out}
 	if ds >= 0 {
-		ev.Data = out[ds:de:de]
+		r.next.Data = out[ds:de:de]
 	}
-	return ev, size, true
+	return size
 }
 
 // twoLines reads an event in the exact form the Anthropic API writes,
-// "event: <name>\n" then "data: <data>\n" then a blank line, when that is
-// what b starts with; buffered reads every other form (and this one too,
-// to the same event).
-func (r *Reader) twoLines(b []byte) (ev Event, size int, ok bool) {
+// "event: <name>\n" then "data: <data>\n" then a blank line, into r.next
+// when that is what b starts with, and returns its size (0 otherwise);
+// buffered reads every other form (and this one too, to the same event).
+func (r *Reader) twoLines(b []byte) int {
 	const event, data = "event: ", "data: "
 	if len(b) < len(event) || string(b[:len(event)]) != event {
-		return Event{}, 0, false
+		return 0
 	}
 	nl := bytes.IndexByte(b[len(event):], '\n')
 	if nl < 0 {
-		return Event{}, 0, false
+		return 0
 	}
 	nameEnd := len(event) + nl
 	ds := nameEnd + 1 + len(data)
 	if ds > len(b) || string(b[nameEnd+1:ds]) != data || b[nameEnd-1] == '\r' {
-		return Event{}, 0, false
+		return 0
 	}
 	nl = bytes.IndexByte(b[ds:], '\n')
 	if nl < 0 {
-		return Event{}, 0, false
+		return 0
 	}
 	de := ds + nl
-	size = de + 2
+	size := de + 2
 	if size > len(b) || b[de+1] != '\n' || b[de-1] == '\r' || size > r.max {
-		return Event{}, 0, false
+		return 0
 	}
 	out := r.lend(b[:size])
-	return Event{Name: eventName(b[len(event):nameEnd]), Data: out[ds:de:de], Raw: out}, size, true
+	r.next = Event{Name: eventName(b[len(event):nameEnd]), Data: out[ds:de:de], Raw: out}
+	return size
 }
 
 // lend returns an event's bytes as the reader hands them out: in place
