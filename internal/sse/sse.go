@@ -1,7 +1,10 @@
 // Package sse reads and writes Server-Sent Events as the Anthropic and OpenAI
 // streaming APIs use them: one small state machine over lines, events as
 // values, and the exact bytes of every event kept so a relay can forward a
-// stream byte for byte.
+// stream byte for byte. Events in the form the Anthropic API writes are read
+// in place, from a buffer the reader holds only while bytes are waiting in
+// it (window.go): an open stream that waits for its provider costs no
+// buffer.
 package sse
 
 import (
