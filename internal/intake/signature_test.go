@@ -211,6 +211,8 @@ func FuzzCanonical(f *testing.F) {
 	f.Add([]byte(`{"x":1e10,"y":-0,"z":"\ud83d\ude00"}`))
 	f.Add([]byte(`{"a":1e400}`))
 	f.Add([]byte(`{"syst\u0065m":"B","system":"A"}`))
+	f.Add(largeBody(""))
+	f.Add(largeBody(`,"tools":[{"b":1,"a":"` + strings.Repeat("x", 1100) + `"}]`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got, err := canonical(body, defaultIgnore)
 		if err != nil && peekError(err) {

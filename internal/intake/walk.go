@@ -482,7 +482,11 @@ func (w *walker) topMember(ks, ke int, escaped bool, valueStart int) (int, error
 		messages := string(spelled) == "messages"
 		w.inMessages = messages
 		w.digestMessages = messages && w.digesting && !w.ignored(spelled)
-		end, err = w.value(valueStart)
+		if !messages && w.inline == inlineMax && valueStart < len(w.src) && !isScalar(w.src, valueStart) {
+			end, err = w.cachedValue(valueStart)
+		} else {
+			end, err = w.value(valueStart)
+		}
 		w.inMessages, w.digestMessages = false, false
 		if err != nil {
 			return 0, err
