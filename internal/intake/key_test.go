@@ -165,8 +165,11 @@ func TestNormalizeBeta(t *testing.T) {
 		"a ,b":              "a,b",
 		"a\t":               "a",
 	} {
-		if got := normalizeBeta(in); got != want {
-			t.Errorf("normalizeBeta(%q) = %q, want %q", in, got, want)
+		// Twice: the second answer is the one kept from the first.
+		for range 2 {
+			if got := normalizeBeta(in); got != want {
+				t.Errorf("normalizeBeta(%q) = %q, want %q", in, got, want)
+			}
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/zeebo/xxh3"
@@ -733,9 +734,19 @@ func (w *walker) appendTop(dst []byte) []byte {
 	return append(dst, '}')
 }
 
+// lastBeta is the last header normalizeBeta sorted, and what it made of
+// it: a client sends the same flags with every request.
+var lastBeta atomic.Pointer[[2]string]
+
 // normalizeBeta returns the header's flags sorted and joined with commas.
 func normalizeBeta(beta string) string {
-	if beta == "" || normalBeta(beta) {
+	if beta == "" {
+		return beta
+	}
+	if last := lastBeta.Load(); last != nil && last[0] == beta {
+		return last[1]
+	}
+	if normalBeta(beta) {
 		return beta
 	}
 	flags := strings.Split(beta, ",")
@@ -748,7 +759,9 @@ func normalizeBeta(beta string) string {
 	}
 	flags = flags[:n]
 	slices.Sort(flags)
-	return strings.Join(slices.Compact(flags), ",")
+	norm := strings.Join(slices.Compact(flags), ",")
+	lastBeta.Store(&[2]string{beta, norm})
+	return norm
 }
 
 // normalBeta reports whether beta is already what normalizeBeta makes of it,
