@@ -121,11 +121,14 @@ func upstreamHeader(r *http.Request, keyHeader string) http.Header {
 // request is in flight. Whether a body is accepted never depends on
 // de-duplication: both follow the module's one grammar.
 func (h *Handler) peek(body []byte, r *http.Request, sender who) (balancer.Peek, dedup.Ticket, error) {
+	// The walk skips the large values (tools, system) this client sent
+	// before, and only those.
+	owner := clientIdentity(r, sender)
 	if h.dedupOff {
-		p, _, err := intake.Read(body, intake.Options{})
+		p, _, err := intake.Read(body, intake.Options{Owner: owner})
 		return p, dedup.Ticket{}, err
 	}
-	opt := intake.Options{Ignore: h.dedupIgnore, Identity: clientIdentity(r, sender),
+	opt := intake.Options{Ignore: h.dedupIgnore, Identity: owner, Owner: owner,
 		Beta: strings.Join(r.Header.Values("Anthropic-Beta"), ","), Sign: streamHint(body)}
 	p, t, err := intake.Prepare(body, opt)
 	if err == nil && p.Stream && !t.Signed() {

@@ -1,14 +1,23 @@
 package intake
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 )
 
+// resetKnown empties the cache of known values.
+func resetKnown() {
+	known.mu.Lock()
+	defer known.mu.Unlock()
+	known.m, known.n, known.len = map[uint64][]*knownValue{}, 0, 0
+}
+
 // largeBody is a request whose "tools" and "system" are larger than
-// cachedMin, with tools' members in an order the canonical form changes.
+// knownMin, with tools' members in an order the canonical form changes.
 func largeBody(extra string) []byte {
 	var tools []string
 	for i := range 12 {
@@ -25,22 +34,22 @@ func TestLargeValuesSeenBeforeAreNotWalkedAgain(t *testing.T) {
 	body := largeBody(fmt.Sprintf(`,"nonce":%q`, t.Name()))
 	sign := func(b []byte) Key {
 		t.Helper()
-		_, k, err := Read(b, Options{Sign: true, Identity: "c"})
+		_, k, err := Read(b, Options{Sign: true, Identity: "c", Owner: "c"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return k
 	}
 	first := sign(body)
-	before := cacheHits.Load()
+	before := knownHits.Load()
 	if sign(body) != first {
 		t.Fatal("the cached walk signs differently")
 	}
-	if hits := cacheHits.Load() - before; hits != 2 {
+	if hits := knownHits.Load() - before; hits != 2 {
 		t.Fatalf("%d values taken from the cache, want 2 (tools and system)", hits)
 	}
-	// Without the cache (every value written out in full, as the tests'
-	// canonical text is), the same signature.
+	// With nothing kept, the same signature.
+	resetKnown()
 	if signWith(t, body, inlineMax, "c", "") != first {
 		t.Fatal("the signature depends on the cache")
 	}
@@ -62,7 +71,7 @@ func TestLargeValuesSeenBeforeAreNotWalkedAgain(t *testing.T) {
 func TestCachedValueKeepsWhatTheWalkLearned(t *testing.T) {
 	body := largeBody(fmt.Sprintf(`,"x":{"signature":"claude-balancer:v1:abc","pad":%q}`, strings.Repeat("p", 2000)))
 	for i := range 2 {
-		p, _, err := Read(body, Options{Sign: true, Identity: "c"})
+		p, _, err := Read(body, Options{Sign: true, Identity: "c", Owner: "c"})
 		if err != nil || !p.ForeignThinking {
 			t.Fatalf("walk %d: foreign %v, %v", i, p.ForeignThinking, err)
 		}
@@ -75,13 +84,13 @@ func TestCacheUnderConcurrentWalks(t *testing.T) {
 	bodies := make([][]byte, 40)
 	want := make([]Key, len(bodies))
 	for i := range bodies {
-		bodies[i] = largeBody(fmt.Sprintf(`,"tools":[{"n":%d,"d":%q}]`, i, strings.Repeat("d", cachedMin)))
+		bodies[i] = largeBody(fmt.Sprintf(`,"tools":[{"n":%d,"d":%q}]`, i, strings.Repeat("d", knownMin)))
 		want[i] = signWith(t, bodies[i], inlineMax, "c", "")
 	}
 	// A full cache, which drops an entry for each one added.
-	pad := []byte(fmt.Sprintf(`{"model":"m","tools":[{"i":"%%06d","d":%q}]}`, strings.Repeat("f", cachedMin)))
-	for i := range cacheEntries + 10 {
-		if _, _, err := Read(fmt.Appendf(nil, string(pad), i), Options{Sign: true}); err != nil {
+	pad := []byte(fmt.Sprintf(`{"model":"m","tools":[{"i":"%%06d","d":%q}]}`, strings.Repeat("f", knownMin)))
+	for i := range knownEntries + 10 {
+		if _, _, err := Read(fmt.Appendf(nil, string(pad), i), Options{Sign: true, Owner: "c"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -89,15 +98,15 @@ func TestCacheUnderConcurrentWalks(t *testing.T) {
 	errs := make(chan string, 8)
 	for g := range 8 {
 		wg.Go(func() {
-			for r := range 3 * cacheEntries / len(bodies) {
+			for r := range 3 * knownEntries / len(bodies) {
 				i := (g*7 + r) % len(bodies)
-				if _, k, err := Read(bodies[i], Options{Sign: true, Identity: "c"}); err != nil || k != want[i] {
+				if _, k, err := Read(bodies[i], Options{Sign: true, Identity: "c", Owner: "c"}); err != nil || k != want[i] {
 					errs <- fmt.Sprintf("body %d: %v", i, err)
 					return
 				}
 				if r%10 == 0 {
 					// Entries of their own, to fill the cache.
-					_, _, _ = Read(largeBody(fmt.Sprintf(`,"tools":[{"g":%d,"r":%d,"d":%q}]`, g, r, strings.Repeat("f", cachedMin))), Options{Sign: true})
+					_, _, _ = Read(largeBody(fmt.Sprintf(`,"tools":[{"g":%d,"r":%d,"d":%q}]`, g, r, strings.Repeat("f", knownMin))), Options{Sign: true, Owner: "c"})
 				}
 			}
 		})
@@ -107,9 +116,67 @@ func TestCacheUnderConcurrentWalks(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	canonCache.mu.RLock()
-	defer canonCache.mu.RUnlock()
-	if n := len(canonCache.m); n > cacheEntries {
-		t.Errorf("the cache holds %d entries, more than %d", n, cacheEntries)
+	known.mu.RLock()
+	defer known.mu.RUnlock()
+	if known.n > knownEntries || known.len > knownBytes {
+		t.Errorf("the cache holds %d entries of %d bytes, more than %d and %d", known.n, known.len, knownEntries, knownBytes)
+	}
+}
+
+// TestKnownValuesAreNotValidatedAgain: a body whose tools and system are
+// ones validated before is read without walking them, with the same result;
+// bytes that only start like a known value, or that follow one, are still
+// judged.
+func TestKnownValuesAreNotValidatedAgain(t *testing.T) {
+	body := largeBody(fmt.Sprintf(`,"nonce":%q`, t.Name()))
+	first, _, err := Read(body, Options{Owner: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := knownHits.Load()
+	again, _, err := Read(body, Options{Owner: "c"})
+	if err != nil || again != first {
+		t.Fatalf("read again: %+v, %v; first %+v", again, err, first)
+	}
+	if hits := knownHits.Load() - before; hits != 2 {
+		t.Fatalf("%d known values, want 2 (tools and system)", hits)
+	}
+	// Another client's body never meets them, nor does one read without
+	// an owner.
+	before = knownHits.Load()
+	for _, owner := range []string{"d", ""} {
+		if _, _, err := Read(body, Options{Owner: owner}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hits := knownHits.Load() - before; hits != 0 {
+		t.Fatalf("%d values of another owner's met", hits)
+	}
+	// The same start, then something else, and invalid.
+	tools := bytes.Index(body, []byte(`"tools":[`)) + len(`"tools":`)
+	broken := slices.Clone(body)
+	copy(broken[tools+200:], `"unterminated`)
+	if _, _, err := Read(broken, Options{Owner: "c"}); err == nil {
+		t.Fatal("a broken value that starts like a known one was accepted")
+	}
+	// A known value, then what cannot follow it.
+	end := bytes.Index(body, []byte(`,"messages"`))
+	trailing := slices.Concat(body[:end], []byte(`]`), body[end:])
+	if _, _, err := Read(trailing, Options{Owner: "c"}); err == nil {
+		t.Fatal("a stray bracket after a known value was accepted")
+	}
+	// Known from a walk that did not sign: the first signature walks the
+	// value and keeps its canonical text, the next takes it.
+	other := largeBody(`,"x":{"pad":"` + strings.Repeat("q", knownMin) + `"}`)
+	resetKnown()
+	want := signWith(t, other, inlineMax, "c", "")
+	resetKnown()
+	if _, _, err := Read(other, Options{Owner: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, k, err := Read(other, Options{Sign: true, Identity: "c", Owner: "c"}); err != nil || k != want {
+			t.Fatalf("signature %d differs (%v)", i, err)
+		}
 	}
 }

@@ -103,6 +103,11 @@ type Options struct {
 	// Identity is the client's identity, so that two clients never share a
 	// signature.
 	Identity string
+	// Owner names who sent the body, for the values a walk keeps to skip
+	// when they come again (see cache.go): only bodies of the same owner
+	// meet them, so how long a request takes says nothing about what
+	// another client sent. Without an owner nothing is kept or reused.
+	Owner string
 	// Beta is the anthropic-beta header, values joined with commas; its flags
 	// are compared as a set.
 	Beta string

@@ -261,8 +261,8 @@ func FuzzCanonical(f *testing.F) {
 		// Equal canonical forms have equal Pres (the Pre is a necessary
 		// condition of an equal Key).
 		// Whether the walk signs or not (Options.Sign) changes neither.
-		_, a, errA := Prepare(body, Options{Ignore: defaultIgnore})
-		_, b, errB := Prepare(got, Options{Ignore: defaultIgnore, Sign: true})
+		_, a, errA := Prepare(body, Options{Ignore: defaultIgnore, Owner: "fuzz"})
+		_, b, errB := Prepare(got, Options{Ignore: defaultIgnore, Sign: true, Owner: "fuzz"})
 		if (errA == nil) != (errB == nil) || errA != nil && !peekError(errA) || errA == nil && a.Pre != b.Pre {
 			t.Fatalf("%q and its canonical form %q: Pre equal %v (%v, %v)", body, got, a.Pre == b.Pre, errA, errB)
 		}

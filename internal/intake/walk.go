@@ -87,6 +87,8 @@ type walker struct {
 	topPlain bool
 	depth    int
 	ignore   []string
+	// owner is who sent the body (Options.Owner).
+	owner string
 
 	p                               Peek
 	seenModel, seenStream, seenMeta bool
@@ -127,6 +129,7 @@ func keyPrefix(q []byte) uint64 {
 
 func (w *walker) reset(src []byte, opt Options) {
 	w.src, w.depth, w.ignore, w.canon, w.inline = src, 0, opt.Ignore, opt.Sign, inlineMax
+	w.owner = opt.Owner
 	w.out, w.tmp, w.spans, w.top, w.topPlain = w.out[:0], w.tmp[:0], w.spans[:0], w.top[:0], true
 	w.p, w.seenModel, w.seenStream, w.seenMeta, w.foreign, w.inMessages, w.systemMsg = Peek{}, false, false, false, false, false, false
 	w.digesting, w.digestMessages, w.digest = false, false, 0
@@ -140,7 +143,7 @@ func (w *walker) reset(src []byte, opt Options) {
 // pin memory a rare huge body needed once. The walker lets go of the body; its
 // buffers are written afresh by each request before they are read.
 func (w *walker) release() {
-	w.src, w.ignore = nil, nil
+	w.src, w.ignore, w.owner = nil, nil, ""
 	if cap(w.out) > 8<<20 || cap(w.tmp) > 8<<20 {
 		return
 	}
@@ -473,21 +476,24 @@ func (w *walker) topMember(ks, ke int, escaped bool, valueStart int) (int, error
 	}
 	var end int
 	var err error
-	if !w.canon && string(spelled) != "messages" {
+	messages := string(spelled) == "messages"
+	switch {
+	case !messages && w.owner != "" && valueStart < len(w.src) && !isScalar(w.src, valueStart):
+		// Objects and arrays outside the conversation (tools, system)
+		// are mostly what the previous request sent (see cache.go).
+		if end, err = w.topValue(valueStart); err != nil {
+			return 0, err
+		}
+	case !w.canon && !messages:
 		// Outside the conversation nothing needs a closer look: the
 		// grammar's own walk validates it.
 		if end, err = rawjson.CheckValue(w.src, valueStart, w.depth); err != nil {
 			return 0, grammarError(err)
 		}
-	} else {
-		messages := string(spelled) == "messages"
+	default:
 		w.inMessages = messages
 		w.digestMessages = messages && w.digesting && !w.ignored(spelled)
-		if !messages && w.inline == inlineMax && valueStart < len(w.src) && !isScalar(w.src, valueStart) {
-			end, err = w.cachedValue(valueStart)
-		} else {
-			end, err = w.value(valueStart)
-		}
+		end, err = w.value(valueStart)
 		w.inMessages, w.digestMessages = false, false
 		if err != nil {
 			return 0, err
