@@ -262,3 +262,34 @@ func TestMembers(t *testing.T) {
 		}
 	}
 }
+
+// skipStringReference is SkipString a byte at a time.
+func skipStringReference(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '"':
+			return j + 1
+		case '\\':
+			j++
+		}
+	}
+	return len(b)
+}
+
+// SkipString finds the end a byte-at-a-time scan finds, for any bytes after
+// the opening quote: quotes, escaped quotes and runs of backslashes at every
+// position of a word, short strings and long ones, and no end at all.
+func FuzzSkipStringMatchesReference(f *testing.F) {
+	for _, s := range []string{`"a"`, `"\""`, `"\\"`, `"\\\""x"`, `"abcdefg\"hijklmnop\\\\"q`, `"` + strings.Repeat(`\\`, 20) + `"`,
+		`"` + strings.Repeat("x", 40) + `\"` + strings.Repeat("y", 7) + `"`, `"unterminated\`, `"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) == 0 || b[0] != '"' {
+			return
+		}
+		if got, want := SkipString(b, 0), skipStringReference(b, 0); got != want {
+			t.Fatalf("SkipString(%q) = %d, want %d", b, got, want)
+		}
+	})
+}

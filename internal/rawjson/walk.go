@@ -2,7 +2,9 @@ package rawjson
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
+	"math/bits"
 	"strconv"
 )
 
@@ -13,15 +15,22 @@ import (
 // b[i].
 func SkipString(b []byte, i int) int {
 	j := i + 1
-	// Most strings are short keys and values: look at a few bytes before
-	// paying for a vectorised search.
-	for end := min(j+16, len(b)); j < end; j++ {
-		switch b[j] {
-		case '"':
-			return j + 1
-		case '\\':
-			j++
+	// Most strings are short keys and values: a word at a time before
+	// paying for a vectorised search. The lowest quote or backslash a word
+	// marks is exact.
+	for end := min(j+32, len(b)); j+8 <= end; {
+		x := binary.LittleEndian.Uint64(b[j:])
+		q, s := x^(lsb*'"'), x^(lsb*'\\')
+		m := ((q-lsb)&^q | (s-lsb)&^s) & msb
+		if m == 0 {
+			j += 8
+			continue
 		}
+		p := j + bits.TrailingZeros64(m)>>3
+		if b[p] == '"' {
+			return p + 1
+		}
+		j = p + 2
 	}
 	for j < len(b) {
 		k := bytes.IndexByte(b[j:], '"')
