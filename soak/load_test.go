@@ -113,8 +113,10 @@ type generator struct {
 // closes each connection it was still answering on once that answer ends,
 // which can be long after the reload: a request sent on such a kept-alive
 // connection finds it closed, so after any reload a connection closed without
-// an answer is sent again too (a panic, which would look the same, is found in
-// Caddy's error log instead). At any other time such an error is a violation.
+// an answer is sent again too, on a fresh connection (the client lets go of
+// its idle ones, since more of them may be closed); a panic, which would look
+// the same, is found in Caddy's error log instead. At any other time such an
+// error is a violation.
 const (
 	reloadGrace = time.Second
 	maxResends  = 2
@@ -257,6 +259,11 @@ func (g *generator) do(ctx context.Context, r request, dup string) {
 		case errors.Is(err, context.DeadlineExceeded):
 			g.tally.violate("%s (%s): no answer within %v", r.nonce, mode, requestTimeout)
 		case attempt < maxResends && (g.reloads.near(time.Now()) || g.reloads.seen() && unanswered(err)):
+			if unanswered(err) {
+				// Other kept-alive connections the replaced server closed
+				// may wait in the pool: the next try takes a fresh one.
+				g.client.CloseIdleConnections()
+			}
 			g.tally.mu.Lock()
 			g.tally.resent++
 			g.tally.mu.Unlock()

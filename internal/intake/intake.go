@@ -5,7 +5,9 @@
 // body in canonical form, Read) or a digest that identical bodies share, with
 // the signature left for when a request with the same digest is in flight
 // (Prepare, ticket.go). No other walk of the body happens on the way to an
-// Anthropic-compatible provider unless such a request is.
+// Anthropic-compatible provider unless such a request is. Large top-level
+// values a client sent before (its tools and system prompt) are recognised
+// by their bytes and not walked again (cache.go).
 package intake
 
 import (
