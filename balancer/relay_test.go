@@ -11,6 +11,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
 
 // recordingOutput keeps a copy of everything it is given, and the events
@@ -91,6 +92,10 @@ func serveParts(t *testing.T, parts func() [][]byte) (*recordingOutput, *Result)
 // one go reach the output in a few writes, byte for byte, while a delta that
 // comes alone is written alone, as soon as it is read.
 func TestDeltasThatComeTogetherAreWrittenTogether(t *testing.T) {
+	// A buffer the event reader gives back is overwritten: an event used
+	// after that would not reach the output intact.
+	sse.SetPoison(true)
+	t.Cleanup(func() { sse.SetPoison(false) })
 	const n = 200
 	evs := deltaEvents(n)
 	whole := bytes.Join(evs, nil)

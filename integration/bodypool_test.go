@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
 
 // TestBodiesNeverMix: request bodies are read into pooled buffers. Many
@@ -34,9 +35,11 @@ func TestBodiesNeverMix(t *testing.T) {
 		}
 		okEither(text)(w, r, n)
 	})
-	// A body used after it went back to the pool reads garbage.
+	// A body used after it went back to the pool reads garbage, and so does
+	// an event whose buffer the stream reader gave back.
 	bufpool.SetPoison(true)
-	t.Cleanup(func() { bufpool.SetPoison(false) })
+	sse.SetPoison(true)
+	t.Cleanup(func() { bufpool.SetPoison(false); sse.SetPoison(false) })
 	for _, dedup := range []string{"", "dedup off"} {
 		e := start(t, fmt.Sprintf("provider a {\nbase_url %s\napi_key k\n}\n%s", up.URL, dedup))
 		const clients, each = 8, 25

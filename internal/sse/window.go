@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // A reader's buffer is small while its stream trickles: 1 KiB holds nearly
@@ -55,8 +56,20 @@ func (b *window) reset(src io.Reader) {
 	b.src, b.err, b.r, b.w, b.filled = src, nil, 0, 0, false
 }
 
+var poison atomic.Bool
+
+// SetPoison makes a reader overwrite every buffer it gives back, so that an
+// event used after its bytes went back reads garbage instead of, silently,
+// another stream's. For tests.
+func SetPoison(on bool) { poison.Store(on) }
+
 // release gives the buffer back.
 func (b *window) release() {
+	if poison.Load() {
+		for i := range b.buf {
+			b.buf[i] = 0xff
+		}
+	}
 	switch len(b.buf) {
 	case smallBuffer:
 		smallPool.Put((*[smallBuffer]byte)(b.buf))
