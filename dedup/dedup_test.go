@@ -379,11 +379,7 @@ func TestDifferentKeysAreNotCoalesced(t *testing.T) {
 }
 
 func TestFinishedAnswerIsNotReusedWithoutReplay(t *testing.T) {
-	events := fixtureEvents(t, streamFixture)
-	r := New(Options{})
-	checkClean(t, r)
-	var calls countedCalls
-	run := streamRun(&calls, nil, events)
+	r, calls, run, _ := streamRig(t, Options{})
 	for i := range 2 {
 		c := startClient(r, testKey, true, run)
 		c.wait(t)

@@ -46,6 +46,17 @@ type fakeClock = clock.Fake
 
 func newFakeClock() *fakeClock { return clock.NewFake(time.Unix(1_800_000_000, 0)) }
 
+// streamRig is a registry checked clean after the test, with a run that
+// answers the stream fixture at once and counts its calls.
+func streamRig(t *testing.T, opts Options) (r *Registry, calls *countedCalls, run RunFunc, events [][]byte) {
+	t.Helper()
+	r = New(opts)
+	checkClean(t, r)
+	events = fixtureEvents(t, streamFixture)
+	calls = &countedCalls{}
+	return r, calls, streamRun(calls, nil, events), events
+}
+
 // client is one simulated HTTP client calling Serve in its own goroutine.
 type client struct {
 	w      *httptest.ResponseRecorder

@@ -86,11 +86,7 @@ func TestSamePreOtherKeyRunsAlone(t *testing.T) {
 // Ticket is dropped and its body may be reused; an identical request that
 // comes later runs on its own (no replay), and never reads the old body.
 func TestFinishedUnsignedGroupIsGone(t *testing.T) {
-	r := New(Options{})
-	checkClean(t, r)
-	events := fixtureEvents(t, streamFixture)
-	var calls countedCalls
-	run := streamRun(&calls, nil, events)
+	r, calls, run, _ := streamRig(t, Options{})
 	first := prepare(t, lazyBody)
 	startClient(r, first, true, run).wait(t)
 	if _, ok := first.Key(); ok {
@@ -108,11 +104,7 @@ func TestFinishedUnsignedGroupIsGone(t *testing.T) {
 // within the window gets the stored answer.
 func TestReplaySignsTheFinishedGroup(t *testing.T) {
 	clock := newFakeClock()
-	r := New(Options{Replay: time.Minute, Clock: clock})
-	checkClean(t, r)
-	events := fixtureEvents(t, streamFixture)
-	var calls countedCalls
-	run := streamRun(&calls, nil, events)
+	r, calls, run, _ := streamRig(t, Options{Replay: time.Minute, Clock: clock})
 	first := prepare(t, lazyBody)
 	startClient(r, first, true, run).wait(t)
 	if !first.Signed() {

@@ -49,11 +49,7 @@ func (w *idleWrapper) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // goroutine; the race detector would see a joiner touch it), and then gets
 // the whole answer.
 func TestJoinerBoundsAStuckLeaderOnItsConnection(t *testing.T) {
-	r := New(Options{})
-	checkClean(t, r)
-	events := fixtureEvents(t, streamFixture)
-	var calls countedCalls
-	run := streamRun(&calls, nil, events)
+	r, calls, run, events := streamRig(t, Options{})
 	conn := &stuckConn{blockingWriter: newBlockingWriter()}
 	leaderW := &idleWrapper{ResponseWriter: conn}
 	leader := startClientWriter(r, keyN(7), true, run, leaderW)

@@ -52,9 +52,10 @@ type canonText struct {
 }
 
 var known = struct {
-	mu     sync.RWMutex
-	m      map[uint64][]*knownValue
-	n, len int
+	mu sync.RWMutex
+	m  map[uint64][]*knownValue
+	// n counts the values kept, size their bytes.
+	n, size int
 }{m: map[uint64][]*knownValue{}}
 
 // knownHits counts the values found in the cache, for the tests.
@@ -87,12 +88,12 @@ func keepKnown(owner string, raw []byte) *knownValue {
 	k := knownKey(owner, raw)
 	known.mu.Lock()
 	defer known.mu.Unlock()
-	for known.n > 0 && (known.n >= knownEntries || known.len+len(raw) > knownBytes) {
+	for known.n > 0 && (known.n >= knownEntries || known.size+len(raw) > knownBytes) {
 		for old, list := range known.m {
 			delete(known.m, old)
 			known.n -= len(list)
 			for _, x := range list {
-				known.len -= len(x.raw)
+				known.size -= len(x.raw)
 			}
 			break
 		}
@@ -102,7 +103,7 @@ func keepKnown(owner string, raw []byte) *knownValue {
 	}
 	known.m[k] = append(known.m[k], v)
 	known.n++
-	known.len += len(raw)
+	known.size += len(raw)
 	return v
 }
 

@@ -13,7 +13,7 @@ import (
 func resetKnown() {
 	known.mu.Lock()
 	defer known.mu.Unlock()
-	known.m, known.n, known.len = map[uint64][]*knownValue{}, 0, 0
+	known.m, known.n, known.size = map[uint64][]*knownValue{}, 0, 0
 }
 
 // largeBody is a request whose "tools" and "system" are larger than
@@ -118,8 +118,8 @@ func TestCacheUnderConcurrentWalks(t *testing.T) {
 	}
 	known.mu.RLock()
 	defer known.mu.RUnlock()
-	if known.n > knownEntries || known.len > knownBytes {
-		t.Errorf("the cache holds %d entries of %d bytes, more than %d and %d", known.n, known.len, knownEntries, knownBytes)
+	if known.n > knownEntries || known.size > knownBytes {
+		t.Errorf("the cache holds %d entries of %d bytes, more than %d and %d", known.n, known.size, knownEntries, knownBytes)
 	}
 }
 

@@ -92,41 +92,35 @@ func (b *window) fill() {
 	if b.err != nil {
 		return
 	}
-	if b.r == b.w {
+	waiting := b.r == b.w
+	dst := b.wait[:]
+	if waiting {
 		b.release()
 		b.r, b.w = 0, 0
-		for range 100 {
-			n, err := b.src.Read(b.wait[:])
-			if n > 0 {
-				b.filled = n == len(b.wait)
-				b.buf = smallPool.Get().(*[smallBuffer]byte)[:]
-				b.w = copy(b.buf, b.wait[:n])
-			}
-			if err != nil {
-				b.err = err
-			}
-			if n > 0 || err != nil {
-				return
-			}
+	} else {
+		if b.r > 0 {
+			copy(b.buf, b.buf[b.r:b.w])
+			b.w -= b.r
+			b.r = 0
 		}
-		b.err = io.ErrNoProgress
-		return
-	}
-	if b.r > 0 {
-		copy(b.buf, b.buf[b.r:b.w])
-		b.w -= b.r
-		b.r = 0
-	}
-	if (b.filled || b.w == len(b.buf)) && len(b.buf) < largeBuffer {
-		large := largePool.Get().(*[largeBuffer]byte)[:]
-		copy(large, b.buf[:b.w])
-		b.release()
-		b.buf = large
+		if (b.filled || b.w == len(b.buf)) && len(b.buf) < largeBuffer {
+			large := largePool.Get().(*[largeBuffer]byte)[:]
+			copy(large, b.buf[:b.w])
+			b.release()
+			b.buf = large
+		}
+		dst = b.buf[b.w:]
 	}
 	for range 100 {
-		n, err := b.src.Read(b.buf[b.w:])
-		b.w += n
-		b.filled = b.w == len(b.buf)
+		n, err := b.src.Read(dst)
+		if n > 0 {
+			if waiting {
+				b.buf = smallPool.Get().(*[smallBuffer]byte)[:]
+				copy(b.buf, dst[:n])
+			}
+			b.w += n
+			b.filled = n == len(dst)
+		}
 		if err != nil {
 			b.err = err
 		}
