@@ -150,7 +150,8 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 	rd := sse.NewReader(idle)
 	defer rd.Release()
 	dec := c.cd.stream(c.req)
-	if _, passthrough := dec.(*anthropicStream); passthrough {
+	_, passthrough := dec.(*anthropicStream)
+	if passthrough {
 		// Events go on as read, each before the next is read: they need
 		// no copy of their own, except the few held back before the
 		// commit point (below).
@@ -296,6 +297,27 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 		}
 		return nil
 	}
+	// deltas hands on a run of plain deltas read together from the buffer:
+	// with the deltas gathered before it when they fit, else on its own.
+	deltas := func(span []byte) *outcome {
+		more := rd.Ready()
+		if run != nil {
+			if len(*run)+len(span) <= runSize {
+				*run = append(*run, span...)
+				if !more && flush(false) != nil {
+					return gone()
+				}
+				return nil
+			}
+			if flush(true) != nil {
+				return gone()
+			}
+		}
+		if c.out.Event(relay.Event{Raw: span, Info: anthropic.EventInfo{Type: anthropic.EventContentBlockDelta}}, more) != nil {
+			return gone()
+		}
+		return nil
+	}
 	if o := write(held); o != nil {
 		return o
 	}
@@ -305,6 +327,16 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 		if stopped {
 			c.drain(rd)
 			return success
+		}
+		if err == nil && passthrough {
+			// Most of a burst: plain deltas, each checked once as a whole
+			// and handed on together, without an event apiece.
+			if span := rd.Take(anthropic.PlainDeltas); span != nil {
+				if o := deltas(span); o != nil {
+					return o
+				}
+				continue
+			}
 		}
 		if err == nil {
 			var evs []relay.Event
@@ -339,8 +371,9 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 	}
 }
 
-// runSize bounds the deltas gathered for one write.
-const runSize = 4 << 10
+// runSize bounds the deltas gathered for one write: as much as the event
+// reader holds at once, which also bounds a run it hands on whole.
+const runSize = 8 << 10
 
 var runPool = sync.Pool{New: func() any { b := make([]byte, 0, runSize); return &b }}
 

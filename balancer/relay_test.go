@@ -67,9 +67,14 @@ func deltaEvents(n int) [][]byte {
 		ev("message_stop", `{"type":"message_stop"}`))
 }
 
+var serveCalls int
+
 func serveParts(t *testing.T, parts func() [][]byte) (*recordingOutput, *Result) {
 	t.Helper()
-	bal, err := New(Config{Name: "relay-test", Providers: []ProviderConfig{{Name: "a", BaseURL: "http://a.invalid", AuthToken: "tok"}}}, Options{})
+	// A name of its own: health is kept by name, and a stream that failed
+	// here must not cool the provider down for the next call.
+	serveCalls++
+	bal, err := New(Config{Name: fmt.Sprintf("relay-test-%d", serveCalls), Providers: []ProviderConfig{{Name: "a", BaseURL: "http://a.invalid", AuthToken: "tok"}}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,4 +169,35 @@ func FuzzReadAnswerMatchesFields(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestACorruptDeltaInABurstEndsTheStream: deltas read together are handed on
+// as a run only as far as each is whole and valid; a corrupt one among them
+// stops the run, is read on its own and ends the stream with an error event,
+// and nothing after it reaches the client.
+func TestACorruptDeltaInABurstEndsTheStream(t *testing.T) {
+	evs := deltaEvents(200)
+	const bad = 100
+	for _, corrupt := range []string{
+		`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"bad \q"}}`,
+		`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"cut`,
+		`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"extra"}}}`,
+	} {
+		parts := append([][]byte{}, evs...)
+		parts[bad] = []byte("event: content_block_delta\ndata: " + corrupt + "\n\n")
+		whole := bytes.Join(parts, nil)
+		out, res := serveParts(t, func() [][]byte { return [][]byte{bytes.Clone(whole)} })
+		before := bytes.Join(evs[:bad], nil)
+		got := out.raw.Bytes()
+		if !bytes.HasPrefix(got, before) {
+			t.Fatalf("%s: the deltas before the corrupt one did not reach the output intact", corrupt)
+		}
+		rest := got[len(before):]
+		if !bytes.HasPrefix(rest, []byte("event: error\n")) || bytes.Count(rest, []byte("\n\n")) != 1 {
+			t.Fatalf("%s: after the deltas before it, %q", corrupt, rest)
+		}
+		if res.StreamError == "" {
+			t.Fatalf("%s: no stream error in the result", corrupt)
+		}
+	}
 }

@@ -40,7 +40,7 @@ type capacitySettings struct {
 }
 
 func capacityFromEnv() (capacitySettings, error) {
-	s := capacitySettings{streams: 5000, burstStreams: 8, burstEvents: 20000, pacedStreams: 50, pacedEvents: 1000, pacedGap: 2 * time.Millisecond, cpuRounds: 3}
+	s := capacitySettings{streams: 5000, burstStreams: 8, burstEvents: 20000, pacedStreams: 50, pacedEvents: 1000, pacedGap: 2 * time.Millisecond, cpuRounds: 5}
 	if v := os.Getenv("CB_CAPACITY_STREAMS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100_000 {

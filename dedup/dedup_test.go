@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/intake"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
@@ -947,4 +949,179 @@ func TestWaitingStreamKeepsASmallCopy(t *testing.T) {
 	if len(g.arena) != held || cap(g.arena) >= 1<<10 {
 		t.Fatalf("the opening %d bytes are kept in %d of a %d-byte block", held, len(g.arena), cap(g.arena))
 	}
+}
+
+// longStream writes a stream of n text deltas, each naming tag, to g as the
+// relay does, and returns its bytes.
+func longStream(t *testing.T, g *group, tag string, n int) []byte {
+	t.Helper()
+	var all []byte
+	write := func(name, data string, typ anthropic.EventType) {
+		ev := sse.Encode(name, []byte(data))
+		all = append(all, ev.Raw...)
+		if err := g.Event(relay.Event{Raw: ev.Raw, Info: anthropic.EventInfo{Type: typ}}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("message_start", `{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"usage":{"input_tokens":1,"output_tokens":1}}}`, anthropic.EventMessageStart)
+	for i := range n {
+		write("content_block_delta", fmt.Sprintf(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"%s %d"}}`, tag, i), anthropic.EventContentBlockDelta)
+	}
+	write("message_stop", `{"type":"message_stop"}`, anthropic.EventMessageStop)
+	return all
+}
+
+// chunkBytes joins the chunks of a state.
+func chunkBytes(s *state) []byte {
+	var b []byte
+	for _, c := range s.chunks {
+		b = append(b, c.data...)
+	}
+	return b
+}
+
+// TestArenaGoesBackWhenTheLastMemberLeaves holds the arena's blocks to the
+// group's last reader: a member still sending a finished answer reads it
+// whole, and only then do its blocks go back to the pool (which poisons
+// them here, so that a late read would show).
+func TestArenaGoesBackWhenTheLastMemberLeaves(t *testing.T) {
+	bufpool.SetPoison(true)
+	t.Cleanup(func() { bufpool.SetPoison(false) })
+	r := New(Options{})
+	g := newGroup(r, testKey, context.Background(), r.opts.Load())
+	leader := g.lead()
+	if err := g.Start(http.StatusOK, streamHeader(), true); err != nil {
+		t.Fatal(err)
+	}
+	want := longStream(t, g, "kept", 3000)
+	joiner, _ := g.join(time.Now(), nil)
+	if joiner == nil {
+		t.Fatal("a running group refused a member")
+	}
+	g.finish(nil, nil)
+	s := g.state.Load()
+	if len(g.pooled) < 2 {
+		t.Fatalf("%d pooled blocks for a %d-byte answer", len(g.pooled), len(want))
+	}
+	g.leave(leader, 0)
+	if !bytes.Equal(chunkBytes(s), want) || g.recycled {
+		t.Fatal("the answer changed while a member was still sending it")
+	}
+	g.leave(joiner, 0)
+	if !g.recycled || g.pooled != nil {
+		t.Fatal("the blocks were not given back when the last member left")
+	}
+	if bytes.Equal(chunkBytes(s), want) {
+		t.Fatal("the blocks given back still hold the answer: they were not the pool's")
+	}
+	if m, _ := g.join(time.Now(), nil); m != nil {
+		t.Fatal("a finished group without replay took a member")
+	}
+}
+
+// TestArenaOfAReplayableOrOverfullGroupIsNotPooled: an answer kept for
+// replay is read by members that come later, and a group that outgrew
+// MaxBuffer drops its chunks as they are sent; neither lends its blocks
+// back.
+func TestArenaOfAReplayableOrOverfullGroupIsNotPooled(t *testing.T) {
+	t.Run("replay", func(t *testing.T) {
+		r := New(Options{Replay: time.Minute})
+		g := newGroup(r, testKey, context.Background(), r.opts.Load())
+		m := g.lead()
+		if err := g.Start(http.StatusOK, streamHeader(), true); err != nil {
+			t.Fatal(err)
+		}
+		want := longStream(t, g, "replayed", 3000)
+		g.finish(nil, nil)
+		g.leave(m, 0)
+		if g.recycled || !bytes.Equal(chunkBytes(g.state.Load()), want) {
+			t.Fatal("a replayable answer went back to the pool")
+		}
+	})
+	t.Run("outgrew MaxBuffer", func(t *testing.T) {
+		r := New(Options{MaxBuffer: 40 << 10})
+		g := newGroup(r, testKey, context.Background(), r.opts.Load())
+		m := g.lead()
+		if err := g.Start(http.StatusOK, streamHeader(), true); err != nil {
+			t.Fatal(err)
+		}
+		longStream(t, g, "long", 3000)
+		if !g.full || g.pooled != nil {
+			t.Fatalf("full %v, %d pooled blocks kept", g.full, len(g.pooled))
+		}
+		g.finish(nil, nil)
+		g.leave(m, 0)
+	})
+}
+
+// TestLongStreamsNeverMix runs long streams of distinct answers at once,
+// each with twins joining at different points, and the pool poisoned: every
+// client gets its own answer, byte for byte, while finished groups' blocks
+// go back and are lent again.
+func TestLongStreamsNeverMix(t *testing.T) {
+	bufpool.SetPoison(true)
+	t.Cleanup(func() { bufpool.SetPoison(false) })
+	r := New(Options{})
+	checkClean(t, r)
+	const keys, rounds, twins = 4, 6, 3
+	var wg sync.WaitGroup
+	errs := make(chan string, keys*rounds*(twins+1))
+	for k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range rounds {
+				tag := fmt.Sprintf("key%d-round%d", k, round)
+				events := [][]byte{sse.Encode("message_start", []byte(`{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"usage":{"input_tokens":1,"output_tokens":1}}}`)).Raw}
+				for i := range 2000 {
+					events = append(events, sse.Encode("content_block_delta", fmt.Appendf(nil, `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"%s %d"}}`, tag, i)).Raw)
+				}
+				events = append(events, sse.Encode("message_stop", []byte(`{"type":"message_stop"}`)).Raw)
+				want := bytes.Join(events, nil)
+				g := newGate()
+				run := streamRun(&countedCalls{}, g, events)
+				key := keyN(100 + k*rounds + round)
+				clients := []*client{startClient(r, key, true, run)}
+				<-g.started
+				for range twins {
+					clients = append(clients, startClient(r, key, true, run))
+				}
+				eventually(t, "the twins to join", func() bool { return membersOf(r, key) == twins+1 })
+				close(g.open)
+				for i, c := range clients {
+					c.wait(t)
+					if got := c.w.Body.Bytes(); !bytes.Equal(got, want) {
+						errs <- fmt.Sprintf("%s client %d: %d bytes, want %d; first difference at %d", tag, i, len(got), len(want), firstDiff(got, want))
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// membersOf returns the members of the group key leads, or -1.
+func membersOf(r *Registry, key Ticket) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, g := range r.groups[key.Pre] {
+		g.mu.Lock()
+		n := len(g.members)
+		g.mu.Unlock()
+		return n
+	}
+	return -1
 }

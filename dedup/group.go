@@ -13,11 +13,15 @@ import (
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 )
 
 // arenaBlock is the size of the blocks small chunks are copied into, so that
 // a stream of thousands of events makes a few allocations, not thousands.
+// Full-size blocks come from the buffer pool and go back to it when the
+// group is over and its last member has left (recycleLocked): a long stream
+// then costs the collector nothing.
 const arenaBlock = 32 << 10
 
 // firstBlockRoom is what a group's first arena block holds beyond the event
@@ -54,6 +58,10 @@ type group struct {
 	nextScan int64 // total at which members are next checked for lag
 	peak     int64 // most bytes retained at once
 	arena    []byte
+	// pooled are the arena blocks lent by the buffer pool, given back by
+	// recycleLocked; a group that outgrew MaxBuffer lets go of them instead.
+	pooled   [][]byte
+	recycled bool
 	// lastAt is where the last chunk starts in arena, or -1 when it is not
 	// there; pubEnd is the absolute index just past the last chunk of the
 	// latest published state. Events of one burst go into one chunk: an
@@ -165,9 +173,13 @@ func (g *group) leave(m *member, delivered int64) {
 			break
 		}
 	}
-	abandon := len(g.members) == 0 && !g.state.Load().done && !g.abandoned
+	done := g.state.Load().done
+	abandon := len(g.members) == 0 && !done && !g.abandoned
 	if abandon {
 		g.abandoned = true
+	}
+	if done {
+		g.recycleLocked()
 	}
 	g.mu.Unlock()
 	if abandon {
@@ -234,6 +246,7 @@ func (g *group) finish(f *relay.Failure, perr error) {
 	}
 	s.notify = make(chan struct{})
 	g.state.Store(&s)
+	g.recycleLocked()
 	g.mu.Unlock()
 	close(old.notify)
 	g.cancel()
@@ -310,7 +323,10 @@ func (g *group) write(p []byte, typ anthropic.EventType, more bool) error {
 	unmap := false
 	if g.stream {
 		if !g.full && g.total > g.opts.MaxBuffer {
+			// The chunks every member has sent go from now on (scanLocked),
+			// and their blocks with them, to the collector.
 			g.full, unmap = true, true
+			g.pooled = nil
 		}
 		if g.total >= g.nextScan {
 			g.scanLocked()
@@ -351,7 +367,12 @@ func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
 			// small ones that come with it (a stream's content_block_start
 			// and ping after its message_start).
 			size := min(max(2*cap(g.arena), len(p)+firstBlockRoom), arenaBlock)
-			g.arena = make([]byte, 0, size)
+			if size == arenaBlock && !g.full {
+				g.arena = bufpool.Get(arenaBlock)
+				g.pooled = append(g.pooled, g.arena)
+			} else {
+				g.arena = make([]byte, 0, size)
+			}
 		}
 		start := len(g.arena)
 		g.arena = append(g.arena, p...)
@@ -365,6 +386,22 @@ func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
 	case anthropic.EventError:
 		g.sawError = true
 	}
+}
+
+// recycleLocked gives the arena's pooled blocks back once nothing can read
+// them again: the run is over, every member has left, and the answer is not
+// kept for replay (a replayed group's blocks go to the collector when it
+// expires). Nobody joins such a group (join), so its chunks are unread from
+// here on.
+func (g *group) recycleLocked() {
+	if g.recycled || len(g.members) > 0 || !g.replayUntil.IsZero() || !g.state.Load().done {
+		return
+	}
+	g.recycled = true
+	for _, b := range g.pooled {
+		bufpool.Put(b)
+	}
+	g.pooled, g.arena, g.lastAt = nil, nil, -1
 }
 
 // scanLocked ends members that fell more than MaxLag behind and, once the

@@ -117,10 +117,11 @@ func isASCIISpace(c byte) bool {
 // and only counts. Tests hold both equal on real text and under fuzzing.
 type cl100k struct {
 	// The ranks of tokens, split by length because a merge looks up mostly short byte strings: two-byte
-	// tokens in a flat table, three to seven bytes packed into an integer key, longer ones by string.
+	// tokens in a flat table, three to seven bytes packed into an integer key, longer ones by their hash.
+	// None of the three holds a pointer, so the garbage collector never walks the vocabulary.
 	pairs *[1 << 16]int32
 	short map[uint64]int32
-	long  map[string]int32
+	long  *longTable
 	// memo remembers the counts of pieces that needed merging (identifiers, rare words): they recur, and a
 	// merge costs a few dozen rank lookups. Each slot packs a 44-bit tag of the piece's hash with its count
 	// in one atomic word, so readers and writers need no lock and a torn entry cannot exist; a piece whose
@@ -138,13 +139,13 @@ func newCL100K(ranks map[string]int) *cl100k {
 	e := &cl100k{
 		pairs: new([1 << 16]int32),
 		short: make(map[uint64]int32),
-		long:  make(map[string]int32),
 		memo:  new([memoSlots]atomic.Uint64),
 		seed:  maphash.MakeSeed(),
 	}
 	for i := range e.pairs {
 		e.pairs[i] = noRank
 	}
+	long := map[string]int32{}
 	for tok, r := range ranks {
 		switch b := []byte(tok); {
 		case len(b) == 2:
@@ -152,10 +153,59 @@ func newCL100K(ranks map[string]int) *cl100k {
 		case len(b) >= 3 && len(b) <= shortMax:
 			e.short[pack(b)] = int32(r)
 		case len(b) > shortMax:
-			e.long[tok] = int32(r)
+			long[tok] = int32(r)
 		}
 	}
+	e.long = newLongTable(long)
 	return e
+}
+
+// longTable holds the ranks of the tokens longer than shortMax bytes. A map keyed by string would hold tens
+// of thousands of pointers, which every garbage collection in the process would follow; this keys them by a
+// 64-bit hash, keeps their bytes in one block to compare against, and holds no pointer but its slices.
+type longTable struct {
+	index map[uint64]uint32 // hash of a token's bytes → its entry
+	text  []byte            // the tokens' bytes, one after another
+	ends  []uint32          // entry i's bytes end at ends[i] and start where entry i-1's end
+	ranks []int32
+	seed  maphash.Seed
+}
+
+func newLongTable(ranks map[string]int32) *longTable {
+	for {
+		t := &longTable{index: make(map[uint64]uint32, len(ranks)), seed: maphash.MakeSeed()}
+		collided := false
+		for tok, r := range ranks {
+			h := maphash.String(t.seed, tok)
+			if _, ok := t.index[h]; ok {
+				// Two tokens with one hash (about one chance in 10¹⁰ per start): hash again with another seed.
+				collided = true
+				break
+			}
+			t.index[h] = uint32(len(t.ranks))
+			t.text = append(t.text, tok...)
+			t.ends = append(t.ends, uint32(len(t.text)))
+			t.ranks = append(t.ranks, r)
+		}
+		if !collided {
+			return t
+		}
+	}
+}
+
+func (t *longTable) rank(b []byte) (int32, bool) {
+	i, ok := t.index[maphash.Bytes(t.seed, b)]
+	if !ok {
+		return 0, false
+	}
+	start := uint32(0)
+	if i > 0 {
+		start = t.ends[i-1]
+	}
+	if string(t.text[start:t.ends[i]]) != string(b) {
+		return 0, false
+	}
+	return t.ranks[i], true
 }
 
 const (
@@ -182,7 +232,7 @@ func (e *cl100k) rank(b []byte) int32 {
 			return r
 		}
 	default:
-		if r, ok := e.long[string(b)]; ok {
+		if r, ok := e.long.rank(b); ok {
 			return r
 		}
 	}

@@ -3,6 +3,7 @@ package tokens
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -191,4 +192,48 @@ func TestSlowPathChunksKeepCounts(t *testing.T) {
 			t.Errorf("%s: count of a long piece = %d", name, n)
 		}
 	}
+}
+
+// TestVocabularyHoldsNoPointers keeps the encoder's tables out of the garbage collector's walk: a table
+// whose entries hold pointers (a map keyed by string, say) would have every collection in the process
+// follow each of its hundred thousand entries.
+func TestVocabularyHoldsNoPointers(t *testing.T) {
+	var walk func(path string, typ reflect.Type)
+	walk = func(path string, typ reflect.Type) {
+		switch typ.Kind() {
+		case reflect.Pointer:
+			walk(path, typ.Elem())
+		case reflect.Struct:
+			for i := range typ.NumField() {
+				walk(path+"."+typ.Field(i).Name, typ.Field(i).Type)
+			}
+		case reflect.Map:
+			if holdsPointers(typ.Key()) || holdsPointers(typ.Elem()) {
+				t.Errorf("%s is a %s: its entries hold pointers", path, typ)
+			}
+		case reflect.Slice, reflect.Array:
+			if holdsPointers(typ.Elem()) {
+				t.Errorf("%s is a %s: its elements hold pointers", path, typ)
+			}
+		case reflect.Interface, reflect.String, reflect.Chan, reflect.Func:
+			t.Errorf("%s is a %s", path, typ)
+		}
+	}
+	walk("cl100k", reflect.TypeFor[cl100k]())
+}
+
+func holdsPointers(typ reflect.Type) bool {
+	switch typ.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Map, reflect.String, reflect.Interface, reflect.Chan, reflect.Func, reflect.UnsafePointer:
+		return true
+	case reflect.Array:
+		return holdsPointers(typ.Elem())
+	case reflect.Struct:
+		for i := range typ.NumField() {
+			if holdsPointers(typ.Field(i).Type) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -196,44 +196,115 @@ func InspectInto(info *EventInfo, name string, data []byte) error {
 // (or thinking_delta, input_json_delta, signature_delta with their field).
 // Such an event is valid JSON when its string is, which the grammar checks;
 // anything else is left to the full walk. Most events of a stream are these.
-func plainDelta(data []byte) bool {
-	const head = `{"type":"content_block_delta","index":`
-	if len(data) < len(head)+40 || string(data[:len(head)]) != head {
-		return false
+func plainDelta(data []byte) bool { return plainDeltaEnd(data) == len(data) }
+
+// plainDeltaEnd returns the length of the plain delta (see plainDelta) that
+// data starts with, or -1.
+func plainDeltaEnd(data []byte) int {
+	if len(data) < len(deltaHead) || string(data[:len(deltaHead)]) != deltaHead {
+		return -1
 	}
-	i := len(head)
+	return deltaRest(data, len(deltaHead))
+}
+
+const (
+	deltaHead = `{"type":"content_block_delta","index":`
+	// deltaEvent is how the API writes a delta event up to its index.
+	deltaEvent = "event: content_block_delta\ndata: " + deltaHead
+	// textDelta follows the index of the most frequent delta.
+	textDelta = `,"delta":{"type":"text_delta","text":"`
+)
+
+// deltaRest reads a plain delta on from its index, at data[i], and returns
+// its length, or -1.
+func deltaRest(data []byte, i int) int {
 	start := i
 	for i < len(data) && data[i] >= '0' && data[i] <= '9' {
 		i++
 	}
 	if i == start || i-start > 9 || (data[start] == '0' && i-start > 1) {
-		return false
+		return -1
 	}
-	const mid = `,"delta":{"type":"`
-	if len(data)-i < len(mid) || string(data[i:i+len(mid)]) != mid {
-		return false
+	if len(data)-i >= len(textDelta) && string(data[i:i+len(textDelta)]) == textDelta {
+		i += len(textDelta) - 1
+	} else {
+		const mid = `,"delta":{"type":"`
+		if len(data)-i < len(mid) || string(data[i:i+len(mid)]) != mid {
+			return -1
+		}
+		i += len(mid)
+		rest := data[i:]
+		var field int
+		switch {
+		case hasPrefix(rest, `input_json_delta","partial_json":`):
+			field = len(`input_json_delta","partial_json":`)
+		case hasPrefix(rest, `thinking_delta","thinking":`):
+			field = len(`thinking_delta","thinking":`)
+		case hasPrefix(rest, `signature_delta","signature":`):
+			field = len(`signature_delta","signature":`)
+		default:
+			return -1
+		}
+		i += field
+		if i >= len(data) || data[i] != '"' {
+			return -1
+		}
 	}
-	i += len(mid)
-	rest := data[i:]
-	var field int
-	switch {
-	case hasPrefix(rest, `text_delta","text":`):
-		field = len(`text_delta","text":`)
-	case hasPrefix(rest, `input_json_delta","partial_json":`):
-		field = len(`input_json_delta","partial_json":`)
-	case hasPrefix(rest, `thinking_delta","thinking":`):
-		field = len(`thinking_delta","thinking":`)
-	case hasPrefix(rest, `signature_delta","signature":`):
-		field = len(`signature_delta","signature":`)
-	default:
-		return false
+	return deltaEnd(data, i)
+}
+
+// deltaEnd reads a plain delta on from the quote of its field's string, at
+// data[i], and returns its length, or -1.
+func deltaEnd(data []byte, i int) int {
+	end := rawjson.StringEnd(data, i)
+	if end < 0 || len(data)-end < 2 || data[end] != '}' || data[end+1] != '}' {
+		return -1
 	}
-	i += field
-	if i >= len(data) || data[i] != '"' {
-		return false
+	return end + 2
+}
+
+// textDeltaEvents are the first bytes of a text delta event, up to its
+// string, for each index of one digit: one comparison reads all of them.
+var textDeltaEvents = func() (out [10]string) {
+	for d := range out {
+		out[d] = deltaEvent + string(rune('0'+d)) + textDelta
 	}
-	end, err := rawjson.CheckString(data, i)
-	return err == nil && len(data)-end == 2 && data[end] == '}' && data[end+1] == '}'
+	return out
+}()
+
+// PlainDeltas returns the length of the run of whole plain deltas (see
+// plainDelta) that b starts with, each written as the API writes it:
+//
+//	event: content_block_delta
+//	data: {"type":"content_block_delta",...}
+//	(blank line)
+//
+// A burst of text is mostly such a run, and nothing in it is needed but its
+// bytes: a relay hands the run on as it is, each event read once, here (it
+// counts as that event's inspection). 0 when b does not start with one.
+func PlainDeltas(b []byte) int {
+	const head = len(deltaEvent) + 1 + len(textDelta)
+	n, events := 0, int64(0)
+	for {
+		rest := b[n:]
+		end := -1
+		switch {
+		case len(rest) > head && rest[len(deltaEvent)]-'0' <= 9 && string(rest[:head]) == textDeltaEvents[rest[len(deltaEvent)]-'0']:
+			// A text delta with an index of one digit, the most frequent.
+			end = deltaEnd(rest, head-1)
+		case len(rest) >= len(deltaEvent) && string(rest[:len(deltaEvent)]) == deltaEvent:
+			end = deltaRest(rest, len(deltaEvent))
+		}
+		if end < 0 || len(rest)-end < 2 || rest[end] != '\n' || rest[end+1] != '\n' {
+			break
+		}
+		n += end + 2
+		events++
+	}
+	if events > 0 {
+		inspections.Add(events)
+	}
+	return n
 }
 
 func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }

@@ -1,8 +1,13 @@
 package anthropic
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"strings"
 	"testing"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
 
 func TestInspect(t *testing.T) {
@@ -71,4 +76,72 @@ func FuzzInspectDelta(f *testing.F) {
 			t.Fatalf("the full walk reads %q as %+v, %v", data, info, err)
 		}
 	})
+}
+
+// PlainDeltas accepts a run of whole plain deltas and nothing else: each
+// event of the run, read by the stream reader, is a content_block_delta the
+// full walk accepts, and the run ends where an event ends.
+func FuzzPlainDeltas(f *testing.F) {
+	delta := func(field, text string) string {
+		return "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"" + field + "\"" + text + "}}\n\n"
+	}
+	text := delta("text_delta", `,"text":"hi"`)
+	for _, s := range []string{
+		text + text,
+		text + delta("thinking_delta", `,"thinking":"a\nb"`) + delta("input_json_delta", `,"partial_json":"{\"a\":"`) + delta("signature_delta", `,"signature":"Eq"`),
+		text + "event: content_block_delta\r\ndata: {}\r\n\r\n",
+		text + delta("text_delta", `,"text":"\x"`) + text,
+		text + text[:len(text)-1],
+		text + "event: ping\ndata: {\"type\": \"ping\"}\n\n" + text,
+		text + delta("text_delta", `,"text":"a"}`),
+		delta("text_delta", `,"text":"ok"`)[:40],
+		strings.Replace(text, `"index":0`, `"index":7`, 1) + strings.Replace(text, `"index":0`, `"index":12`, 1) + strings.Replace(text, `"index":0`, `"index":01`, 1),
+		strings.Replace(text, `"index":0`, `"index":x`, 1),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		before := Inspections()
+		n := PlainDeltas(b)
+		if n < 0 || n > len(b) {
+			t.Fatalf("a run of %d bytes in %d", n, len(b))
+		}
+		rd := sse.NewReader(bytes.NewReader(b[:n]))
+		events := 0
+		for {
+			ev, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("the run %q does not end where an event ends: %v", b[:n], err)
+			}
+			info, err := Inspect(ev.Name, ev.Data)
+			if err != nil || info.Type != EventContentBlockDelta || ev.Name != "content_block_delta" {
+				t.Fatalf("the run holds %q, read as %+v, %v", ev.Raw, info, err)
+			}
+			events++
+		}
+		if got := Inspections() - before - int64(events); got != int64(events) {
+			t.Fatalf("the run of %d events counted %d inspections", events, got)
+		}
+		if n < len(b) && plainDeltaAt(b[n:]) {
+			t.Fatalf("the run stopped before a whole plain delta: %q", b[n:])
+		}
+	})
+}
+
+// plainDeltaAt reports whether b starts with a whole plain delta written as
+// the API writes it, by the stream reader and plainDelta.
+func plainDeltaAt(b []byte) bool {
+	const head = "event: content_block_delta\ndata: "
+	if !bytes.HasPrefix(b, []byte(head)) {
+		return false
+	}
+	end := bytes.Index(b, []byte("\n\n"))
+	if end < 0 {
+		return false
+	}
+	data := b[len(head):end]
+	return !bytes.ContainsAny(data, "\r\n") && plainDelta(data)
 }

@@ -138,7 +138,7 @@ func TestCheckStringMatchesReference(t *testing.T) {
 }
 
 // FuzzCheckStringMatchesReference holds CheckString to the reference scan on
-// any input, and CheckKey and CheckStringFrom to CheckString.
+// any input, and CheckKey, CheckStringFrom and StringEnd to CheckString.
 func FuzzCheckStringMatchesReference(f *testing.F) {
 	for _, c := range cases {
 		f.Add([]byte(c), uint8(0))
@@ -156,6 +156,9 @@ func FuzzCheckStringMatchesReference(f *testing.F) {
 		sameCheck(t, b, i, false)
 		end, plain, err := CheckKey(b, i)
 		wantEnd, wantErr := CheckString(b, i)
+		if got := StringEnd(b, i); (wantErr == nil && got != wantEnd) || (wantErr != nil && got != -1) {
+			t.Fatalf("StringEnd(%q, %d) = %d; CheckString says %d, %v", b, i, got, wantEnd, wantErr)
+		}
 		if end != wantEnd || (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
 			t.Fatalf("CheckKey(%q, %d) = %d, %v; CheckString says %d, %v", b, i, end, err, wantEnd, wantErr)
 		}

@@ -106,6 +106,32 @@ func (r *Reader) Ready() bool {
 	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
 }
 
+// Take returns the longest run of whole events at the front of the buffer
+// that match accepts, and moves past it; nil when match accepts none of the
+// buffered bytes. match is given the buffered bytes (at most the largest
+// event) and returns the length of the run of events it accepts at their
+// start, 0 for none; it must end at an event's end. Take never waits for the
+// network: a relay asks for a run first and reads event by event when there
+// is none. The bytes are lent or copied as Next's events are.
+func (r *Reader) Take(match func(b []byte) int) []byte {
+	if r.lineByLine {
+		return nil
+	}
+	b := r.win.bytes()
+	if len(b) > r.max {
+		b = b[:r.max]
+	}
+	n := match(b)
+	if n <= 0 || n > len(b) {
+		return nil
+	}
+	// An event Ready found is part of the run.
+	r.next, r.nextSize = Event{}, 0
+	out := r.lend(b[:n])
+	r.win.discard(n)
+	return out
+}
+
 // Read reads the bytes left after the events returned so far: the reader
 // then is the rest of the stream, for a relay that drains it.
 func (r *Reader) Read(p []byte) (int, error) {

@@ -409,3 +409,123 @@ func TestWaitingReaderHoldsNoBuffer(t *testing.T) {
 		rd.Release()
 	}
 }
+
+// eventReads hands out whole events, as many as fit in n bytes per Read, the
+// way an HTTP/1.1 client returns a chunked body whose chunks are events; it
+// counts its reads.
+type eventReads struct {
+	events [][]byte
+	n      int
+	reads  int
+}
+
+func (s *eventReads) Read(p []byte) (int, error) {
+	if len(s.events) == 0 {
+		return 0, io.EOF
+	}
+	s.reads++
+	total := 0
+	for len(s.events) > 0 && total+len(s.events[0]) <= min(len(p), s.n) {
+		total += copy(p[total:], s.events[0])
+		s.events = s.events[1:]
+	}
+	if total == 0 {
+		// An event larger than what is asked for: a part of it.
+		total = copy(p[:min(len(p), s.n)], s.events[0])
+		s.events[0] = s.events[0][total:]
+	}
+	return total, nil
+}
+
+// TestBurstReadsAsTheSourceDoes: in a burst that the source hands over 4 KiB
+// of whole events at a time, the reader keeps its buffer between reads and
+// takes each read whole, so it reads no more often than the source is read
+// (ending on an event's end must not send it back to reading a few hundred
+// bytes at a time). takeAll says whether the events are taken as runs (Take)
+// or one by one (Next).
+func TestBurstReadsAsTheSourceDoes(t *testing.T) {
+	delta := []byte("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a few words\"}}\n\n")
+	isDelta := func(b []byte) int {
+		n := 0
+		for len(b)-n >= len(delta) && bytes.Equal(b[n:n+len(delta)], delta) {
+			n += len(delta)
+		}
+		return n
+	}
+	for _, takeAll := range []bool{false, true} {
+		const count = 2000
+		src := &eventReads{n: 4 << 10}
+		for range count {
+			src.events = append(src.events, delta)
+		}
+		rd := NewReader(src)
+		rd.Borrow()
+		events := 0
+		for {
+			if takeAll {
+				if run := rd.Take(isDelta); run != nil {
+					events += len(run) / len(delta)
+					continue
+				}
+			}
+			ev, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil || !bytes.Equal(ev.Raw, delta) {
+				t.Fatalf("event %d: %q %v", events, ev.Raw, err)
+			}
+			events++
+		}
+		rd.Release()
+		perRead := (4 << 10) / len(delta)
+		if events != count || src.reads > count/perRead+2 {
+			t.Fatalf("take %v: %d events in %d reads; the source hands over %d events a read", takeAll, events, src.reads, perRead)
+		}
+	}
+}
+
+// TestTakeLendsARunAndLeavesTheRest: Take returns the run its matcher
+// accepts, in place when the reader lends, and Next then reads on from just
+// after it, including an event Ready had found.
+func TestTakeLendsARunAndLeavesTheRest(t *testing.T) {
+	in := "event: c\ndata: 0\n\nevent: a\ndata: 1\n\nevent: a\ndata: 2\n\nevent: b\ndata: 3\n\n"
+	runOfA := func(b []byte) int {
+		n := 0
+		for bytes.HasPrefix(b[n:], []byte("event: a\n")) {
+			n += bytes.Index(b[n:], []byte("\n\n")) + 2
+		}
+		return n
+	}
+	for _, borrow := range []bool{false, true} {
+		rd := NewReader(strings.NewReader(in))
+		if borrow {
+			rd.Borrow()
+		}
+		if rd.Take(runOfA) != nil {
+			t.Fatal("a run before anything was read")
+		}
+		// The first read brings the rest, and Ready finds the next event.
+		if ev, err := rd.Next(); err != nil || ev.Name != "c" {
+			t.Fatalf("first event %+v %v", ev, err)
+		}
+		if rd.Take(func([]byte) int { return 0 }) != nil || !rd.Ready() {
+			t.Fatal("nothing ready")
+		}
+		run := rd.Take(runOfA)
+		if string(run) != "event: a\ndata: 1\n\nevent: a\ndata: 2\n\n" {
+			t.Fatalf("run %q", run)
+		}
+		if rd.Take(runOfA) != nil {
+			t.Fatal("a second run")
+		}
+		ev, err := rd.Next()
+		if err != nil || ev.Name != "b" || string(ev.Data) != "3" {
+			t.Fatalf("after the run: %+v %v", ev, err)
+		}
+		if _, err := rd.Next(); err != io.EOF {
+			t.Fatalf("then %v", err)
+		}
+		rd.Release()
+	}
+}

@@ -9,14 +9,22 @@ import (
 )
 
 // A reader's buffer is small while its stream trickles: 1 KiB holds nearly
-// every event the API sends. Once a read fills it, the stream is sending
-// faster than it is read, and the buffer grows to 4 KiB, so that a burst
-// costs fewer reads and its events go on in fewer writes. An event larger
-// than 4 KiB is read line by line, at the cost of a copy.
+// every event the API sends. Once a read comes back nearly full, or brings
+// busyRead bytes or more, the stream is sending faster than it is read, and the buffer
+// grows to 8 KiB: room for all that an HTTP/1.1 client's 4 KiB read buffer
+// hands over at once beside an event cut in two, so that a burst costs a
+// read of ours per read of the connection, and its events go on in as few
+// writes. An event larger than 8 KiB is read line by line, at the cost of a
+// copy.
 const (
 	smallBuffer = 1 << 10
-	largeBuffer = 4 << 10
+	largeBuffer = 8 << 10
 )
+
+// busyRead is the size of a read that says a burst is on: the next read will
+// not wait, so the reader keeps its buffer for it even when it has handed on
+// every byte.
+const busyRead = 2 << 10
 
 var (
 	smallPool = sync.Pool{New: func() any { return new([smallBuffer]byte) }}
@@ -42,10 +50,11 @@ var errBufferFull = errors.New("sse: buffer full")
 type window struct {
 	buf  []byte
 	r, w int
-	// filled is set when the last read filled the buffer: more is coming
-	// than the buffer holds.
-	filled bool
-	src    io.Reader
+	// busy is set when the last read came back nearly full (three quarters
+	// of what it asked for, or more), or brought busyRead bytes or more:
+	// more is coming than was asked for.
+	busy bool
+	src  io.Reader
 	// err is the stream's first error. The stream is not read after it.
 	err  error
 	wait [waitSize]byte
@@ -53,7 +62,7 @@ type window struct {
 
 func (b *window) reset(src io.Reader) {
 	b.release()
-	b.src, b.err, b.r, b.w, b.filled = src, nil, 0, 0, false
+	b.src, b.err, b.r, b.w, b.busy = src, nil, 0, 0, false
 }
 
 var poison atomic.Bool
@@ -85,14 +94,14 @@ func (b *window) buffered() int { return b.w - b.r }
 func (b *window) bytes() []byte { return b.buf[b.r:b.w] }
 
 // fill reads the stream once. With nothing buffered it lets the buffer go
-// first and waits reading into the small array; otherwise it moves what is
-// buffered to the front, grows the buffer if it was full, and reads into the
-// rest.
+// first and waits reading into the small array, unless a burst is on;
+// otherwise it moves what is buffered to the front, grows the buffer if the
+// burst asks for it, and reads into the rest.
 func (b *window) fill() {
 	if b.err != nil {
 		return
 	}
-	waiting := b.r == b.w
+	waiting := b.r == b.w && !(b.busy && b.buf != nil)
 	dst := b.wait[:]
 	if waiting {
 		b.release()
@@ -103,7 +112,7 @@ func (b *window) fill() {
 			b.w -= b.r
 			b.r = 0
 		}
-		if (b.filled || b.w == len(b.buf)) && len(b.buf) < largeBuffer {
+		if (b.busy || b.w == len(b.buf)) && len(b.buf) < largeBuffer {
 			large := largePool.Get().(*[largeBuffer]byte)[:]
 			copy(large, b.buf[:b.w])
 			b.release()
@@ -119,8 +128,8 @@ func (b *window) fill() {
 				copy(b.buf, dst[:n])
 			}
 			b.w += n
-			b.filled = n == len(dst)
 		}
+		b.busy = n >= busyRead || 4*n >= 3*len(dst)
 		if err != nil {
 			b.err = err
 		}
