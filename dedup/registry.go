@@ -11,7 +11,8 @@
 // so a slow or departed client never holds up the others or the upstream
 // read. Events arrive with what the relay learned of
 // them (internal/relay), so a group never parses one; members are woken once
-// per burst. With Options.Off every request runs its own loop straight into
+// per burst. The answer's bytes live in blocks lent by internal/bufpool,
+// given back when the group is over and its last member has left. With Options.Off every request runs its own loop straight into
 // its client: the handler always goes through a Registry, which knows "off".
 // See README.md for the policy.
 package dedup

@@ -4,7 +4,9 @@
 // stream byte for byte. Events in the form the Anthropic API writes are read
 // in place, from a buffer the reader holds only while bytes are waiting in
 // it (window.go): an open stream that waits for its provider costs no
-// buffer.
+// buffer, except right after a burst, when the next read will not wait. A
+// relay can also take a run of whole events straight from the buffer (Take),
+// with a matcher of its own that checks them in one pass.
 package sse
 
 import (
