@@ -93,9 +93,9 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		_, _ = w.Write(e.stream)
 	}))
 	b.Cleanup(up.Close)
-	handler := func(name, prefix string) string {
+	handler := func(name, prefix string, extra ...string) string {
 		return fmt.Sprintf(`{"match":[{"path":["/%s/*"]}],"handle":[{
-			"handler":"claude_balancer","name":%q,"strategy":"headroom",
+			"handler":"claude_balancer","name":%q,"strategy":"headroom",`+strings.Join(extra, "")+`
 			"providers":[{"name":"a","base_url":"%[3]s/%[4]s/a","api_key":"sk-a"},
 				{"name":"b","base_url":"%[3]s/%[4]s/b","api_key":"sk-b"},
 				{"name":"c","base_url":"%[3]s/%[4]s/c","api_key":"sk-c"}],
@@ -106,8 +106,9 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	}
 	cfg := fmt.Sprintf(`{"admin":{"disabled":true},"logging":{"logs":{"default":{"level":"ERROR"}}},
 	"storage":{"module":"file_system","root":%q},
-	"apps":{"http":{"servers":{"bench":{"listen":["127.0.0.1:0"],"routes":[%s,%s,%s]}}}}}`,
-		b.TempDir(), handler("bench-plain", "plain"), handler("bench-quota", "quota"), handler("bench-burst", "burst"))
+	"apps":{"http":{"servers":{"bench":{"listen":["127.0.0.1:0"],"routes":[%s,%s,%s,%s]}}}}}`,
+		b.TempDir(), handler("bench-plain", "plain"), handler("bench-quota", "quota"), handler("bench-burst", "burst"),
+		handler("bench-nodedup", "plain", `"dedup":{"off":true},`))
 	if err := caddy.Load([]byte(cfg), true); err != nil {
 		b.Fatal(err)
 	}
@@ -183,6 +184,14 @@ func BenchmarkQuotaHeaders(b *testing.B) {
 	if q := liveHandler("bench-quota").bal.Provider("a").Quota(); e.quota > 0 && len(q.Windows) == 0 {
 		b.Fatal("the quota headers were not read")
 	}
+}
+
+// BenchmarkDedupOverhead compares the defaults with de-duplication off, for
+// requests that have no twin: the difference is what looking for one costs
+// (and keeping the answer for one that might come).
+func BenchmarkDedupOverhead(b *testing.B) {
+	e := newBenchEnv(b)
+	e.compare(b, []benchVariant{{"defaults", "bench-plain", "anon-key"}, {"off", "bench-nodedup", "anon-key"}})
 }
 
 // sink is a ResponseWriter that counts what it is given.

@@ -1125,3 +1125,32 @@ func membersOf(r *Registry, key Ticket) int {
 	}
 	return -1
 }
+
+// TestJSONAnswerGoesBackToThePool: a JSON answer, small or large, is kept
+// in a buffer lent by the pool, given back (poisoned here) when its last
+// member has left.
+func TestJSONAnswerGoesBackToThePool(t *testing.T) {
+	bufpool.SetPoison(true)
+	t.Cleanup(func() { bufpool.SetPoison(false) })
+	for _, size := range []int{3 << 10, 20 << 10, 300 << 10} {
+		r := New(Options{})
+		g := newGroup(r, testKey, context.Background(), r.opts.Load())
+		m := g.lead()
+		if err := g.Start(http.StatusOK, jsonHeader(), false); err != nil {
+			t.Fatal(err)
+		}
+		body := []byte(`{"type":"message","content":[{"type":"text","text":"` + strings.Repeat("x", size) + `"}]}`)
+		if err := g.Body(body); err != nil {
+			t.Fatal(err)
+		}
+		g.finish(nil, nil)
+		s := g.state.Load()
+		if got := g.jsonBody(s); !bytes.Equal(got, body) || len(g.pooled) != 1 {
+			t.Fatalf("%d bytes: the answer is kept in %d pooled buffers", size, len(g.pooled))
+		}
+		g.leave(m, 0)
+		if !g.recycled || bytes.Equal(chunkBytes(s), body) {
+			t.Fatalf("%d bytes: the answer did not go back to the pool", size)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package dedup
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,9 +18,9 @@ import (
 
 // arenaBlock is the size of the blocks small chunks are copied into, so that
 // a stream of thousands of events makes a few allocations, not thousands.
-// Full-size blocks come from the buffer pool and go back to it when the
-// group is over and its last member has left (recycleLocked): a long stream
-// then costs the collector nothing.
+// Blocks after the first, and chunks too large for a block, come from the
+// buffer pool and go back to it when the group is over and its last member
+// has left (recycleLocked): answers then cost the collector nothing.
 const arenaBlock = 32 << 10
 
 // firstBlockRoom is what a group's first arena block holds beyond the event
@@ -357,7 +356,8 @@ func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
 		g.arena = append(g.arena, p...)
 		g.chunks[n-1] = chunk{data: g.arena[g.lastAt:len(g.arena):len(g.arena)], end: g.total}
 	case len(p) > arenaBlock/4:
-		g.chunks = append(g.chunks, chunk{data: bytes.Clone(p), end: g.total})
+		b := append(g.lend(len(p)), p...)
+		g.chunks = append(g.chunks, chunk{data: b[:len(p):len(p)], end: g.total})
 		g.lastAt = -1
 	default:
 		if cap(g.arena)-len(g.arena) < len(p) {
@@ -365,13 +365,13 @@ func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
 			// that waits after its first events, does not hold a full
 			// block: the first holds this event and room for the few
 			// small ones that come with it (a stream's content_block_start
-			// and ping after its message_start).
-			size := min(max(2*cap(g.arena), len(p)+firstBlockRoom), arenaBlock)
-			if size == arenaBlock && !g.full {
-				g.arena = bufpool.Get(arenaBlock)
-				g.pooled = append(g.pooled, g.arena)
+			// and ping after its message_start), made to measure; the
+			// next are lent by the pool, each twice the last. A JSON
+			// answer comes whole: its block is lent from the start.
+			if g.arena == nil && g.stream {
+				g.arena = make([]byte, 0, len(p)+firstBlockRoom)
 			} else {
-				g.arena = make([]byte, 0, size)
+				g.arena = g.lend(min(max(2*cap(g.arena), len(p)), arenaBlock))
 			}
 		}
 		start := len(g.arena)
@@ -386,6 +386,17 @@ func (g *group) appendLocked(p []byte, typ anthropic.EventType) {
 	case anthropic.EventError:
 		g.sawError = true
 	}
+}
+
+// lend returns an empty buffer for at least n bytes, lent by the pool while
+// the group can give it back (see recycleLocked).
+func (g *group) lend(n int) []byte {
+	if g.full {
+		return make([]byte, 0, n)
+	}
+	b := bufpool.Get(n)
+	g.pooled = append(g.pooled, b)
+	return b
 }
 
 // recycleLocked gives the arena's pooled blocks back once nothing can read

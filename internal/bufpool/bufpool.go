@@ -1,7 +1,8 @@
-// Package bufpool lends byte buffers for request bodies, by size class, so
-// that a busy balancer does not allocate (and collect) a fresh buffer the size
-// of each client's body. A buffer goes back only when its last reader is done
-// with it; the caller is responsible for knowing when that is.
+// Package bufpool lends byte buffers by size class (2 KiB to 1 MiB) for
+// request bodies and for the answers de-duplication keeps, so that a busy
+// balancer does not allocate (and collect) a fresh buffer the size of each
+// client's body or answer. A buffer goes back only when its last reader is
+// done with it; the caller is responsible for knowing when that is.
 package bufpool
 
 import (
@@ -10,7 +11,7 @@ import (
 )
 
 const (
-	minShift = 14 // 16 KiB
+	minShift = 11 // 2 KiB
 	maxShift = 20 // 1 MiB
 )
 
@@ -36,8 +37,8 @@ func class(n int) int {
 
 // Get returns an empty buffer whose capacity is at least n: from the pool
 // when n fits a class, else newly made. A buffer for a quarter of the
-// smallest class or less is made to measure: lending 16 KiB for a small body
-// would cost more memory than it saves work.
+// smallest class or less is made to measure: lending 2 KiB for a few hundred
+// bytes would cost more memory than it saves work.
 func Get(n int) []byte {
 	c := class(n)
 	if c < 0 || n <= 1<<minShift/4 {
