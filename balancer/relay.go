@@ -331,7 +331,7 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 		if err == nil && passthrough {
 			// Most of a burst: plain deltas, each checked once as a whole
 			// and handed on together, without an event apiece.
-			if span := rd.Take(anthropic.PlainDeltas); span != nil {
+			if span := rd.TakeWaiting(anthropic.PlainDeltas); span != nil {
 				if o := deltas(span); o != nil {
 					return o
 				}

@@ -134,6 +134,35 @@ func (r *Reader) Take(match func(b []byte) int) []byte {
 	return out
 }
 
+// TakeWaiting is Take that waits for the network while the buffer holds
+// only the start of an event: it reads the stream until the event at the
+// front is whole, then takes the run there. It returns nil, having read
+// nothing more, when the event at the front is whole and not one match
+// accepts (Next returns it without reading it again), when the stream ended
+// or failed, and when an event is larger than the buffer: Next says what
+// is there. A relay that reads its stream this way makes no event of the
+// runs it hands on, the one cut by a read included.
+func (r *Reader) TakeWaiting(match func(b []byte) int) []byte {
+	for {
+		if run := r.Take(match); run != nil || r.lineByLine || r.nextSize > 0 {
+			return run
+		}
+		if size := r.buffered(); size != 0 {
+			if size > 0 {
+				r.nextSize = size
+			}
+			return nil
+		}
+		n := r.win.buffered()
+		if n >= largeBuffer {
+			return nil
+		}
+		if r.win.fill(); r.win.buffered() <= n {
+			return nil
+		}
+	}
+}
+
 // Read reads the bytes left after the events returned so far: the reader
 // then is the rest of the stream, for a relay that drains it.
 func (r *Reader) Read(p []byte) (int, error) {

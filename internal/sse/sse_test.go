@@ -529,3 +529,54 @@ func TestTakeLendsARunAndLeavesTheRest(t *testing.T) {
 		rd.Release()
 	}
 }
+
+// TestTakeWaitingMakesNoEventOfARun: events cut in two by the reads still
+// go out in runs; only the events the matcher refuses, and the end of the
+// stream, come from Next.
+func TestTakeWaitingMakesNoEventOfARun(t *testing.T) {
+	delta := "event: content_block_delta\ndata: {\"text\":\"a few words\"}\n\n"
+	other := "event: content_block_stop\ndata: {}\n\n"
+	isDelta := func(b []byte) int {
+		n := 0
+		for strings.HasPrefix(string(b[n:]), delta) {
+			n += len(delta)
+		}
+		return n
+	}
+	var in strings.Builder
+	for i := range 300 {
+		if i == 150 {
+			in.WriteString(other)
+		}
+		in.WriteString(delta)
+	}
+	in.WriteString(other)
+	for _, size := range []int{7, 100, 1000, 3000} {
+		rd := NewReader(&chunked{b: []byte(in.String()), n: size})
+		rd.Borrow()
+		var out strings.Builder
+		fromNext := 0
+		for {
+			if run := rd.TakeWaiting(isDelta); run != nil {
+				out.Write(run)
+				continue
+			}
+			ev, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("reads of %d: %v", size, err)
+			}
+			if string(ev.Raw) != other {
+				t.Fatalf("reads of %d: Next returned %q", size, ev.Raw)
+			}
+			fromNext++
+			out.Write(ev.Raw)
+		}
+		rd.Release()
+		if out.String() != in.String() || fromNext != 2 {
+			t.Fatalf("reads of %d: %d events from Next, %d of %d bytes", size, fromNext, out.Len(), in.Len())
+		}
+	}
+}
