@@ -4,6 +4,7 @@ import (
 	"context"
 	"mime"
 	"net/http"
+	"net/http/httptrace"
 	"time"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
@@ -32,6 +33,10 @@ type call struct {
 	// windows, when hasReading.
 	reading    quota.Reading
 	hasReading bool
+	// conn is the connection a stream's answer came on, when it reads
+	// ahead (a plain HTTP/1.1 connection): what it holds is read without
+	// waiting.
+	conn *readAhead
 }
 
 // attempt sends the request to the candidate and, if the answer is good,
@@ -63,8 +68,14 @@ func (c *call) attempt() *outcome {
 		src.release()
 		c.req.release()
 	}
+	rctx := actx
+	if c.req.Peek.Stream {
+		rctx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+			c.conn, _ = info.Conn.(*readAhead)
+		}})
+	}
 	for {
-		hreq, token, err := c.b.newUpstreamRequest(actx, p, target, &upstreamBody{src: src}, len(body), c.req, c.cd)
+		hreq, token, err := c.b.newUpstreamRequest(rctx, p, target, &upstreamBody{src: src}, len(body), c.req, c.cd)
 		if err != nil {
 			return c.failed(err, "")
 		}

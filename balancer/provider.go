@@ -292,7 +292,13 @@ func (p *Provider) newTransport() (*http.Transport, error) {
 		}}
 	}
 	t := &http.Transport{
-		DialContext:           dialer.DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newReadAhead(c), nil
+		},
 		TLSHandshakeTimeout:   p.connect,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   256,
@@ -303,10 +309,11 @@ func (p *Provider) newTransport() (*http.Transport, error) {
 		// uncompressed.
 		DisableCompression: true,
 		// A connection keeps its buffers while a stream lasts, and a
-		// stream mostly waits: small ones cost no more syscalls here (the
-		// request body and the stream reader's reads bypass them) and keep
-		// an open stream's memory down.
-		ReadBufferSize:  2 << 10,
+		// stream mostly waits: small ones keep an open stream's memory
+		// down. A request body bypasses the write buffer; an answer is
+		// read ahead, as much as has come at once (readAhead), so the
+		// read buffer is filled from memory, not from the network.
+		ReadBufferSize:  upstreamReadBuffer,
 		WriteBufferSize: 2 << 10,
 	}
 	if p.dialContext != nil {

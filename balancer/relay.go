@@ -232,6 +232,12 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 	// stopped is set by message_stop: the answer is complete, whether or not
 	// the provider closes the connection.
 	stopped := false
+	// ahead reports that the connection has read ahead the end of an event:
+	// reaching it needs no wait on the network, so what is written until
+	// then may wait for it and go in the same flush. Without it (an
+	// encrypted or multiplexed connection), only the events the reader
+	// already holds count.
+	ahead := func() bool { return c.conn != nil && c.conn.EventAhead() }
 	// run gathers text and other deltas that came together, for one write:
 	// a burst costs the output a write per batch, not per event. A delta
 	// that comes alone is written as it is, without a copy.
@@ -266,7 +272,7 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 			}
 			// More is already here: the output may send it all with one
 			// flush, which comes before the relay next waits on the network.
-			more := i < len(evs)-1 || rd.Ready()
+			more := i < len(evs)-1 || rd.Ready() || ahead()
 			if info.Type == anthropic.EventContentBlockDelta && (more || run != nil) {
 				if run != nil && len(*run)+len(ev.Raw) > runSize {
 					if flush(true) != nil {
@@ -300,20 +306,21 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 	// deltas hands on a run of plain deltas read together from the buffer:
 	// with the deltas gathered before it when they fit, else on its own.
 	deltas := func(span []byte) *outcome {
-		more := rd.Ready()
-		if run != nil {
-			if len(*run)+len(span) <= runSize {
-				*run = append(*run, span...)
-				if !more && flush(false) != nil {
-					return gone()
-				}
-				return nil
-			}
-			if flush(true) != nil {
+		more := rd.Ready() || ahead()
+		if run == nil && !more {
+			if c.out.Event(relay.Event{Raw: span, Info: anthropic.EventInfo{Type: anthropic.EventContentBlockDelta}}, false) != nil {
 				return gone()
 			}
+			return nil
 		}
-		if c.out.Event(relay.Event{Raw: span, Info: anthropic.EventInfo{Type: anthropic.EventContentBlockDelta}}, more) != nil {
+		if run != nil && len(*run)+len(span) > runSize && flush(true) != nil {
+			return gone()
+		}
+		if run == nil {
+			run = runPool.Get().(*[]byte)
+		}
+		*run = append(*run, span...)
+		if !more && flush(false) != nil {
 			return gone()
 		}
 		return nil
@@ -371,9 +378,8 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 	}
 }
 
-// runSize bounds the deltas gathered for one write: as much as the event
-// reader holds at once, which also bounds a run it hands on whole.
-const runSize = 8 << 10
+// runSize bounds the deltas gathered for one write.
+const runSize = 16 << 10
 
 var runPool = sync.Pool{New: func() any { b := make([]byte, 0, runSize); return &b }}
 

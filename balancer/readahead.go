@@ -1,0 +1,119 @@
+package balancer
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// An upstream connection keeps small buffers (the transport's
+// ReadBufferSize), because a stream mostly waits and every open stream holds
+// them. readAhead lets them be smaller still and a burst cost fewer system
+// calls: once the connection is readable, it reads all that the connection
+// holds, up to readAheadSize, in one system call, into a buffer it takes from
+// a pool then and gives back as soon as it has handed every byte on. A
+// connection that waits holds no buffer of it. It also tells the relay when
+// the end of an event is already read (EventAhead), so that what came
+// together goes to the client in one write.
+const readAheadSize = 16 << 10
+
+var readAheadPool = sync.Pool{New: func() any { return new([readAheadSize]byte) }}
+
+// readAhead is a plain connection read through a pooled buffer. Its reads
+// are made by one goroutine at a time, as a connection's are; Close and
+// EventAhead may come from any.
+type readAhead struct {
+	net.Conn
+	// raw reads the socket without blocking; nil where that is not
+	// available, and reads then go straight to the connection.
+	raw syscall.RawConn
+	buf *[readAheadSize]byte
+	// buf[r:w] is read and not handed on; end is just past the last blank
+	// line ("\n\n") in buf[:w], 0 when there is none.
+	r, w, end int
+	// ahead is r < end, for EventAhead.
+	ahead atomic.Bool
+	// fills counts the reads of the socket, for tests.
+	fills int
+}
+
+func newReadAhead(c net.Conn) net.Conn {
+	return &readAhead{Conn: c, raw: rawConnOf(c)}
+}
+
+// EventAhead reports whether the connection has read ahead the end of an
+// event (a blank line) of a stream carried as is: everything up to it
+// reaches the reader without waiting for the network, so an output may
+// hold back what it has until then instead of flushing it.
+func (c *readAhead) EventAhead() bool { return c.ahead.Load() }
+
+var blankLine = []byte("\n\n")
+
+func (c *readAhead) Read(p []byte) (int, error) {
+	if c.r == c.w {
+		if c.raw == nil || len(p) >= readAheadSize {
+			return c.Conn.Read(p)
+		}
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, c.buf[c.r:c.w])
+	c.r += n
+	c.ahead.Store(c.r < c.end)
+	if c.r == c.w {
+		c.release()
+	}
+	return n, nil
+}
+
+// fill waits until the connection is readable, holding no buffer, and
+// reads what it holds into a pooled one. It returns an error when it read
+// nothing: the connection's error, as its own Read would give it, or io.EOF.
+func (c *readAhead) fill() error {
+	var (
+		n    int
+		rerr error
+	)
+	err := c.raw.Read(func(fd uintptr) bool {
+		buf := readAheadPool.Get().(*[readAheadSize]byte)
+		n, rerr = readFD(fd, buf[:])
+		if rerr == syscall.EAGAIN {
+			// Nothing yet: wait for it without the buffer.
+			readAheadPool.Put(buf)
+			return false
+		}
+		c.buf = buf
+		return true
+	})
+	c.fills++
+	switch {
+	case err == nil && rerr != nil:
+		err = os.NewSyscallError("read", rerr)
+	case err == nil && n <= 0:
+		c.release()
+		return io.EOF
+	}
+	if err != nil {
+		// Closed, past a deadline, reset.
+		c.release()
+		return &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	}
+	c.r, c.w, c.end = 0, n, 0
+	if i := bytes.LastIndex(c.buf[:n], blankLine); i >= 0 {
+		c.end = i + len(blankLine)
+	}
+	return nil
+}
+
+func (c *readAhead) release() {
+	if c.buf != nil {
+		readAheadPool.Put(c.buf)
+	}
+	c.buf, c.r, c.w, c.end = nil, 0, 0, 0
+	c.ahead.Store(false)
+}

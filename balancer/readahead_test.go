@@ -1,0 +1,234 @@
+package balancer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
+)
+
+// socketPair returns the two ends of a loopback TCP connection, the client's
+// read through readAhead.
+func socketPair(t *testing.T) (*readAhead, net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	ra, ok := newReadAhead(c).(*readAhead)
+	if !ok {
+		t.Fatalf("newReadAhead returned a %T", ra)
+	}
+	t.Cleanup(func() { ra.Close(); server.Close() })
+	if ra.raw == nil {
+		t.Skip("no raw socket reads here")
+	}
+	return ra, server
+}
+
+// TestReadAheadReadsWhatTheConnectionHolds: a burst already in the socket is
+// read in system calls of up to 16 KiB, however small the reads asking for
+// it; the bytes come through unchanged, and no buffer is held once they are
+// handed on.
+func TestReadAheadReadsWhatTheConnectionHolds(t *testing.T) {
+	ra, server := socketPair(t)
+	burst := bytes.Repeat([]byte("event: content_block_delta\ndata: {}\n\n"), 3000) // about 111 KB
+	if _, err := server.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	time.Sleep(50 * time.Millisecond) // the whole burst is in the socket
+	var got []byte
+	p := make([]byte, upstreamReadBuffer)
+	for {
+		n, err := ra.Read(p)
+		got = append(got, p[:n]...)
+		if ra.r == ra.w && ra.buf != nil {
+			t.Fatal("a buffer held with nothing in it")
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, burst) {
+		t.Fatalf("%d of %d bytes, or not the same", len(got), len(burst))
+	}
+	// Reads of the transport's buffer straight from the socket would have
+	// taken len(burst)/512 system calls.
+	if want := len(burst)/readAheadSize + 3; ra.fills > want {
+		t.Fatalf("%d reads of the socket for %d bytes, want at most %d", ra.fills, len(burst), want)
+	}
+}
+
+// TestReadAheadSaysWhenAnEventEndIsRead: EventAhead holds while the end of an
+// event is read and not yet handed on, and no longer.
+func TestReadAheadSaysWhenAnEventEndIsRead(t *testing.T) {
+	ra, server := socketPair(t)
+	if _, err := server.Write([]byte("event: a\ndata: 1\n\nevent: b\ndata: 2\n\nevent: c\ndata: pa")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	p := make([]byte, 10)
+	if _, err := ra.Read(p); err != nil || !ra.EventAhead() {
+		t.Fatalf("after the first 10 bytes: ahead %v, %v", ra.EventAhead(), err)
+	}
+	for range 2 {
+		if _, err := ra.Read(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 30 of 48 bytes handed on: the second event's end (at 36) is still
+	// ahead.
+	if !ra.EventAhead() {
+		t.Fatal("the second event's end is read and not handed on")
+	}
+	if _, err := ra.Read(p); err != nil || ra.EventAhead() {
+		t.Fatalf("past the last event's end: ahead %v, %v", ra.EventAhead(), err)
+	}
+}
+
+// TestReadAheadErrorsAreTheConnections: a deadline, a reset and a close read
+// as they do from the connection itself, and hold no buffer.
+func TestReadAheadErrorsAreTheConnections(t *testing.T) {
+	ra, server := socketPair(t)
+	if err := ra.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	var ne net.Error
+	if _, err := ra.Read(make([]byte, 100)); !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("past the deadline: %v", err)
+	}
+	if ra.buf != nil {
+		t.Fatal("a buffer held after a failed read")
+	}
+	_ = ra.SetReadDeadline(time.Time{})
+	_ = server.(*net.TCPConn).SetLinger(0)
+	server.Close()
+	time.Sleep(20 * time.Millisecond)
+	if _, err := ra.Read(make([]byte, 100)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after a reset: %v", err)
+	}
+	ra.Close()
+	if _, err := ra.Read(make([]byte, 100)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// TestABurstReadAheadGoesOutInFewWrites: a provider's burst, read through
+// the transport's small buffer, reaches the output in runs as large as what
+// came at once, not one write per buffer's worth; the bytes are the
+// stream's.
+func TestABurstReadAheadGoesOutInFewWrites(t *testing.T) {
+	const n = 1600
+	events := deltaEvents(n)
+	whole := bytes.Join(events, nil) // about 200 KB
+	// One chunk per event, as a provider that flushes each writes them,
+	// all sent at once.
+	var raw bytes.Buffer
+	raw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for _, ev := range events {
+		fmt.Fprintf(&raw, "%x\r\n%s\r\n", len(ev), ev)
+	}
+	raw.WriteString("0\r\n\r\n")
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = conn.Write(raw.Bytes())
+	}))
+	defer up.Close()
+	serveCalls++
+	bal, err := New(Config{Name: fmt.Sprintf("relay-test-%d", serveCalls), Providers: []ProviderConfig{{Name: "a", BaseURL: up.URL, AuthToken: "tok"}}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bal.Close()
+	if upstreamReadBuffer > 512 {
+		t.Skip("no read-ahead here")
+	}
+	body := []byte(`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	peek, err := PeekBody(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &recordingOutput{}
+	res := bal.Serve(context.Background(), &Request{Body: body, Peek: peek, Header: http.Header{}}, out)
+	if res.Status != 200 || !bytes.Equal(out.raw.Bytes(), whole) {
+		t.Fatalf("status %d, %d of %d bytes", res.Status, out.raw.Len(), len(whole))
+	}
+	// At 512 bytes a fill, without the read-ahead's word the output would
+	// get a write per fill: about 95.
+	// What came at once goes out in runs of up to runSize (16 KiB), one per
+	// read of the socket. Without the read-ahead's word a run would end
+	// with the event reader's buffer, at 8 KiB: twice as many writes.
+	deltaWrites := 0
+	for _, ev := range out.events {
+		if ev.Info.Type == anthropic.EventContentBlockDelta {
+			deltaWrites++
+		}
+	}
+	if deltaWrites > len(whole)/runSize*3/2+2 {
+		t.Fatalf("%d writes for %d bytes of deltas that came at once", deltaWrites, len(whole))
+	}
+}
+
+// TestProviderConnectionsReadAhead: the connections a provider dials read
+// ahead.
+func TestProviderConnectionsReadAhead(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	p, err := newProvider(ProviderConfig{Name: "a", BaseURL: "http://" + l.Addr().String()}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := p.newTransport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tr.DialContext(t.Context(), "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*readAhead); !ok {
+		t.Fatalf("a provider's connection is a %T", c)
+	}
+}
