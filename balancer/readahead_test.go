@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -167,27 +166,13 @@ func TestABurstReadAheadGoesOutInFewWrites(t *testing.T) {
 		_, _ = conn.Write(raw.Bytes())
 	}))
 	defer up.Close()
-	serveCalls++
-	bal, err := New(Config{Name: fmt.Sprintf("relay-test-%d", serveCalls), Providers: []ProviderConfig{{Name: "a", BaseURL: up.URL, AuthToken: "tok"}}}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bal.Close()
 	if upstreamReadBuffer > 512 {
 		t.Skip("no read-ahead here")
 	}
-	body := []byte(`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
-	peek, err := PeekBody(body)
-	if err != nil {
-		t.Fatal(err)
+	out, _ := serveStream(t, up.URL, nil)
+	if !bytes.Equal(out.raw.Bytes(), whole) {
+		t.Fatalf("%d of %d bytes, or not the stream's", out.raw.Len(), len(whole))
 	}
-	out := &recordingOutput{}
-	res := bal.Serve(context.Background(), &Request{Body: body, Peek: peek, Header: http.Header{}}, out)
-	if res.Status != 200 || !bytes.Equal(out.raw.Bytes(), whole) {
-		t.Fatalf("status %d, %d of %d bytes", res.Status, out.raw.Len(), len(whole))
-	}
-	// At 512 bytes a fill, without the read-ahead's word the output would
-	// get a write per fill: about 95.
 	// What came at once goes out in runs of up to runSize (16 KiB), one per
 	// read of the socket. Without the read-ahead's word a run would end
 	// with the event reader's buffer, at 8 KiB: twice as many writes.

@@ -71,15 +71,24 @@ var serveCalls int
 
 func serveParts(t *testing.T, parts func() [][]byte) (*recordingOutput, *Result) {
 	t.Helper()
-	// A name of its own: health is kept by name, and a stream that failed
-	// here must not cool the provider down for the next call.
+	return serveStream(t, "http://a.invalid", &partsTransport{parts: parts})
+}
+
+// serveStream serves a streaming request through a balancer of one provider
+// at baseURL, with a name of its own (health is kept by name, and a stream
+// that failed in one test must not cool the provider down for the next),
+// through transport when it is not nil. The answer's status must be 200.
+func serveStream(t *testing.T, baseURL string, transport http.RoundTripper) (*recordingOutput, *Result) {
+	t.Helper()
 	serveCalls++
-	bal, err := New(Config{Name: fmt.Sprintf("relay-test-%d", serveCalls), Providers: []ProviderConfig{{Name: "a", BaseURL: "http://a.invalid", AuthToken: "tok"}}}, Options{})
+	bal, err := New(Config{Name: fmt.Sprintf("relay-test-%d", serveCalls), Providers: []ProviderConfig{{Name: "a", BaseURL: baseURL, AuthToken: "tok"}}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(bal.Close)
-	bal.providers[0].transport = &partsTransport{parts: parts}
+	if transport != nil {
+		bal.providers[0].transport = transport
+	}
 	body := []byte(`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
 	peek, err := PeekBody(body)
 	if err != nil {
