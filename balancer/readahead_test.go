@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 )
 
 // socketPair returns the two ends of a loopback TCP connection, the client's
@@ -176,13 +174,7 @@ func TestABurstReadAheadGoesOutInFewWrites(t *testing.T) {
 	// What came at once goes out in runs of up to runSize (16 KiB), one per
 	// read of the socket. Without the read-ahead's word a run would end
 	// with the event reader's buffer, at 8 KiB: twice as many writes.
-	deltaWrites := 0
-	for _, ev := range out.events {
-		if ev.Info.Type == anthropic.EventContentBlockDelta {
-			deltaWrites++
-		}
-	}
-	if deltaWrites > len(whole)/runSize*3/2+2 {
+	if deltaWrites := len(out.deltaWrites()); deltaWrites > len(whole)/runSize*3/2+2 {
 		t.Fatalf("%d writes for %d bytes of deltas that came at once", deltaWrites, len(whole))
 	}
 }

@@ -252,6 +252,28 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 		run = nil
 		return err
 	}
+	// gather hands on deltas (one, or a run read together): alone, as they
+	// are; with more to come, into run, flushed when it would overflow and
+	// when nothing more is ready.
+	gather := func(span []byte, more bool) *outcome {
+		if run == nil && !more {
+			if c.out.Event(relay.Event{Raw: span, Info: anthropic.EventInfo{Type: anthropic.EventContentBlockDelta}}, false) != nil {
+				return gone()
+			}
+			return nil
+		}
+		if run != nil && len(*run)+len(span) > runSize && flush(true) != nil {
+			return gone()
+		}
+		if run == nil {
+			run = runPool.Get().(*[]byte)
+		}
+		*run = append(*run, span...)
+		if !more && flush(false) != nil {
+			return gone()
+		}
+		return nil
+	}
 	write := func(evs []relay.Event) *outcome {
 		if len(evs) == 0 {
 			return nil
@@ -273,18 +295,9 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 			// More is already here: the output may send it all with one
 			// flush, which comes before the relay next waits on the network.
 			more := i < len(evs)-1 || rd.Ready() || ahead()
-			if info.Type == anthropic.EventContentBlockDelta && (more || run != nil) {
-				if run != nil && len(*run)+len(ev.Raw) > runSize {
-					if flush(true) != nil {
-						return gone()
-					}
-				}
-				if run == nil {
-					run = runPool.Get().(*[]byte)
-				}
-				*run = append(*run, ev.Raw...)
-				if !more && flush(false) != nil {
-					return gone()
+			if info.Type == anthropic.EventContentBlockDelta {
+				if o := gather(ev.Raw, more); o != nil {
+					return o
 				}
 				continue
 			}
@@ -303,28 +316,6 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 		}
 		return nil
 	}
-	// deltas hands on a run of plain deltas read together from the buffer:
-	// with the deltas gathered before it when they fit, else on its own.
-	deltas := func(span []byte) *outcome {
-		more := rd.Ready() || ahead()
-		if run == nil && !more {
-			if c.out.Event(relay.Event{Raw: span, Info: anthropic.EventInfo{Type: anthropic.EventContentBlockDelta}}, false) != nil {
-				return gone()
-			}
-			return nil
-		}
-		if run != nil && len(*run)+len(span) > runSize && flush(true) != nil {
-			return gone()
-		}
-		if run == nil {
-			run = runPool.Get().(*[]byte)
-		}
-		*run = append(*run, span...)
-		if !more && flush(false) != nil {
-			return gone()
-		}
-		return nil
-	}
 	if o := write(held); o != nil {
 		return o
 	}
@@ -339,7 +330,7 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 			// Most of a burst: plain deltas, each checked once as a whole
 			// and handed on together, without an event apiece.
 			if span := rd.TakeWaiting(anthropic.PlainDeltas); span != nil {
-				if o := deltas(span); o != nil {
+				if o := gather(span, rd.Ready() || ahead()); o != nil {
 					return o
 				}
 				continue

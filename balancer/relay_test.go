@@ -29,6 +29,17 @@ func (o *recordingOutput) Event(ev relay.Event, more bool) error {
 	return nil
 }
 
+// deltaWrites returns the writes that carried deltas.
+func (o *recordingOutput) deltaWrites() []relay.Event {
+	var out []relay.Event
+	for _, ev := range o.events {
+		if ev.Info.Type == anthropic.EventContentBlockDelta {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
 // eventReader returns one of its parts per Read.
 type eventReader struct{ parts [][]byte }
 
@@ -118,13 +129,10 @@ func TestDeltasThatComeTogetherAreWrittenTogether(t *testing.T) {
 	if !bytes.Equal(out.raw.Bytes(), whole) {
 		t.Fatalf("the output got %d bytes, not the stream's %d", out.raw.Len(), len(whole))
 	}
-	deltaWrites := 0
-	for _, ev := range out.events {
-		if ev.Info.Type == anthropic.EventContentBlockDelta {
-			deltaWrites++
-			if len(ev.Raw) > runSize {
-				t.Fatalf("a write of %d bytes, more than %d", len(ev.Raw), runSize)
-			}
+	deltaWrites := len(out.deltaWrites())
+	for _, ev := range out.deltaWrites() {
+		if len(ev.Raw) > runSize {
+			t.Fatalf("a write of %d bytes, more than %d", len(ev.Raw), runSize)
 		}
 	}
 	if deltaWrites == 0 || deltaWrites > n/10 {
