@@ -104,7 +104,7 @@ func describeNetError(err error) string {
 // upstreamError classifies a non-2xx answer.
 func (c *call) upstreamError(resp *http.Response) *outcome {
 	t0 := now()
-	body, err := readBody(c.wd, resp.Body, maxErrorBody)
+	body, err := readBody(c.wd, resp.Body, resp.ContentLength, maxErrorBody)
 	c.res.Upstream += now().Sub(t0)
 	if err != nil && c.ctx.Err() != nil {
 		return &outcome{scope: ScopeClient, message: "client went away"}

@@ -128,7 +128,7 @@ func (b *Balancer) countOnce(ctx context.Context, cand candidate, req *Request) 
 		return CountResult{}, c.failed(err, "")
 	}
 	defer resp.Body.Close()
-	data, err := readBody(c.wd, resp.Body, maxErrorBody)
+	data, err := readBody(c.wd, resp.Body, resp.ContentLength, maxErrorBody)
 	if err != nil {
 		return CountResult{}, c.failed(err, "reading the answer failed: ")
 	}

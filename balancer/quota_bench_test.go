@@ -21,7 +21,7 @@ type stubTransport struct {
 }
 
 func (s *stubTransport) RoundTrip(*http.Request) (*http.Response, error) {
-	return &http.Response{StatusCode: 200, Header: s.header, Body: io.NopCloser(bytes.NewReader(s.body)), ContentLength: int64(len(s.body))}, nil
+	return &http.Response{StatusCode: 200, Header: s.header.Clone(), Body: io.NopCloser(bytes.NewReader(s.body)), ContentLength: int64(len(s.body))}, nil
 }
 
 type discardOutput struct{}

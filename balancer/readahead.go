@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
 )
 
 // An upstream connection keeps small buffers (the transport's
@@ -103,12 +105,53 @@ func (c *readAhead) fill() error {
 		c.release()
 		return &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 	}
-	c.r, c.w, c.end = 0, n, 0
-	if i := bytes.LastIndex(c.buf[:n], blankLine); i >= 0 {
-		c.end = i + len(blankLine)
-	}
+	c.r, c.w, c.end = 0, n, lastEventEnd(c.buf[:n])
 	return nil
 }
+
+// lastEventEnd returns the index just past the last blank line ("\n\n") in
+// b, or 0 when there is none. A read of a stream mostly ends at, or a few
+// bytes after, the end of an event, so the last bytes are looked at first,
+// one by one; past them, the rest is searched forward, which is vectorised
+// (a backward search of a whole buffer, as bytes.LastIndex makes it, costs
+// about ten instructions a byte, and a JSON answer has no blank line).
+func lastEventEnd(b []byte) int {
+	const tail = 64
+	lo := max(len(b)-tail, 1)
+	for i := len(b) - 1; i >= lo; i-- {
+		if b[i] == '\n' && b[i-1] == '\n' {
+			return i + 1
+		}
+	}
+	end := 0
+	// Blank lines ending before lo: their second newline is at most lo-1.
+	for off := 0; ; {
+		i := bytes.Index(b[off:min(lo, len(b))], blankLine)
+		if i < 0 {
+			return end
+		}
+		off += i + 1
+		end = off + 1
+	}
+}
+
+// ReadFrom writes what r holds to the connection through a pooled buffer.
+// The transport hands a request's body over this way once its write buffer
+// is full; without it, io.Copy would make a buffer of up to 32 KiB for every
+// request, for the collector to find.
+func (c *readAhead) ReadFrom(r io.Reader) (int64, error) {
+	buf := bufpool.Get(copyBufferSize)
+	n, err := io.CopyBuffer(writerOnly{c.Conn}, r, buf[:cap(buf)])
+	bufpool.Put(buf)
+	return n, err
+}
+
+// copyBufferSize is ReadFrom's buffer, io.Copy's own size.
+const copyBufferSize = 32 << 10
+
+// writerOnly hides a connection's own ReadFrom, which would make the buffer
+// ReadFrom lends.
+type writerOnly struct{ io.Writer }
 
 func (c *readAhead) release() {
 	if c.buf != nil {

@@ -25,11 +25,18 @@ const (
 )
 
 // responseHeader builds the headers the client gets with a committed answer.
+// An Anthropic provider's headers pass on, and its answer's header map,
+// which nothing reads after the commit point, becomes the client's.
 func responseHeader(p *Provider, upstream http.Header, stream bool) http.Header {
-	h := make(http.Header, len(upstream)+2)
+	var h http.Header
 	if p.Type == TypeAnthropic {
-		copyResponseHeaders(h, upstream)
+		h = upstream
+		if h == nil {
+			h = make(http.Header, 4)
+		}
+		keepResponseHeaders(h)
 	} else {
+		h = make(http.Header, 4)
 		for _, k := range []string{"X-Request-Id", "Retry-After"} {
 			if v := upstream.Get(k); v != "" {
 				h.Set(k, v)
@@ -49,7 +56,7 @@ func responseHeader(p *Provider, upstream http.Header, stream bool) http.Header 
 // relayJSON reads a complete JSON answer and commits it.
 func (c *call) relayJSON(resp *http.Response) *outcome {
 	t0 := now()
-	body, err := readBody(c.wd, resp.Body, maxResponseBody)
+	body, err := readBody(c.wd, resp.Body, resp.ContentLength, maxResponseBody)
 	c.res.Upstream += now().Sub(t0)
 	if err != nil {
 		return c.failed(err, "reading the response failed: ")
@@ -390,16 +397,44 @@ func (c *call) drain(rd *sse.Reader) {
 	_, _ = io.CopyN(io.Discard, rd, maxDrainBytes)
 }
 
-// readBody reads a response body under the watchdog and a size limit.
-func readBody(wd *watchdog, r io.Reader, limit int64) ([]byte, error) {
+// readBody reads a response body of the given size (-1 when unknown) under
+// the watchdog and a size limit.
+func readBody(wd *watchdog, r io.Reader, size, limit int64) ([]byte, error) {
 	wd.streaming()
 	ir := &idleReader{r: io.LimitReader(r, limit+1), w: wd}
-	b, err := io.ReadAll(ir)
+	b, err := readAll(ir, min(size, limit))
 	if err == nil && int64(len(b)) > limit {
 		return nil, fmt.Errorf("response body larger than %d bytes", limit)
 	}
 	return b, err
 }
+
+// readAll is io.ReadAll into a buffer made for size bytes (the answer's
+// Content-Length, -1 when unknown): an answer of a known length is read into
+// one allocation instead of a series of growing ones.
+func readAll(r io.Reader, size int64) ([]byte, error) {
+	if size < 0 || size > maxPresize {
+		return io.ReadAll(r)
+	}
+	// One byte more, so that the end is seen without growing.
+	b := make([]byte, 0, size+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
+// maxPresize bounds what readAll makes ahead on a provider's word.
+const maxPresize = 1 << 20
 
 func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))

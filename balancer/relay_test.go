@@ -3,10 +3,13 @@ package balancer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"testing"
+	"testing/iotest"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
@@ -216,5 +219,73 @@ func TestACorruptDeltaInABurstEndsTheStream(t *testing.T) {
 		if res.StreamError == "" {
 			t.Fatalf("%s: no stream error in the result", corrupt)
 		}
+	}
+}
+
+// TestResponseHeaderIsTheAnswersOwn: an Anthropic provider's header map
+// becomes the client's in place, without what is the connection's own; an
+// OpenAI-compatible provider's headers do not pass, but for its request id
+// and Retry-After.
+func TestResponseHeaderIsTheAnswersOwn(t *testing.T) {
+	upstream := func() http.Header {
+		return http.Header{
+			"Request-Id": {"req_1"}, "Anthropic-Ratelimit-Requests-Remaining": {"9"}, "Retry-After": {"3"},
+			"X-Request-Id": {"x1"}, "Connection": {"keep-alive"}, "Keep-Alive": {"timeout=5"},
+			"Transfer-Encoding": {"chunked"}, "Content-Length": {"12"}, "Content-Encoding": {"gzip"},
+			"Alt-Svc": {"h3=\":443\""}, "Content-Type": {"application/json; charset=utf-8"},
+		}
+	}
+	in := upstream()
+	h := responseHeader(&Provider{Name: "a", Type: TypeAnthropic}, in, true)
+	if reflect.ValueOf(h).UnsafePointer() != reflect.ValueOf(in).UnsafePointer() {
+		t.Fatal("a new header map was made for an Anthropic provider's answer")
+	}
+	want := http.Header{
+		"Request-Id": {"req_1"}, "Anthropic-Ratelimit-Requests-Remaining": {"9"}, "Retry-After": {"3"},
+		"X-Request-Id": {"x1"}, "Content-Type": {"text/event-stream; charset=utf-8"}, "Cache-Control": {"no-cache"},
+		"X-Claude-Balancer-Provider": {"a"},
+	}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("Anthropic provider: got %v, want %v", h, want)
+	}
+	in = upstream()
+	h = responseHeader(&Provider{Name: "o", Type: TypeOpenAI}, in, false)
+	want = http.Header{"X-Request-Id": {"x1"}, "Retry-After": {"3"}, "Content-Type": {"application/json"},
+		"X-Claude-Balancer-Provider": {"o"}}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("OpenAI provider: got %v, want %v", h, want)
+	}
+	if !reflect.DeepEqual(in, upstream()) {
+		t.Fatal("an OpenAI provider's headers were changed")
+	}
+}
+
+// TestReadAllReadsWhatComesWhateverTheLength: a body is read whole and alone
+// whether its declared length is unknown, right, too small or too large,
+// and one of a known length takes one allocation.
+func TestReadAllReadsWhatComesWhateverTheLength(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), 300)
+	for _, size := range []int64{-1, 0, 1, 2999, 3000, 3001, 100000, 2 << 20} {
+		got, err := readAll(iotest.HalfReader(bytes.NewReader(body)), size)
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("size %d: %d bytes, %v", size, len(got), err)
+		}
+	}
+	r := bytes.NewReader(body)
+	allocs := testing.AllocsPerRun(20, func() {
+		r.Reset(body)
+		if _, err := readAll(r, int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 1 {
+		t.Fatalf("%v allocations to read a body of a known length, want 1", allocs)
+	}
+	errRead := errors.New("reset")
+	if _, err := readAll(iotest.TimeoutReader(bytes.NewReader(body)), 3000); err == nil {
+		t.Fatal("a failed read was not reported")
+	}
+	if _, err := readAll(io.MultiReader(bytes.NewReader(body), iotest.ErrReader(errRead)), 3000); !errors.Is(err, errRead) {
+		t.Fatalf("got %v, want the reader's error", err)
 	}
 }

@@ -66,11 +66,29 @@ func namedIn(conn []string, name string) bool {
 // ...) into dst.
 func copyResponseHeaders(dst, src http.Header) {
 	for k, vs := range src {
-		if isHopHeader(k) || k == "Content-Length" || k == "Content-Encoding" || k == "Alt-Svc" {
+		if !forwardedResponseHeader(k) {
 			continue
 		}
 		dst[k] = vs
 	}
+}
+
+// keepResponseHeaders removes, in place, what copyResponseHeaders would not
+// copy: a provider's answer's own header map becomes the client's, with no
+// map made for it. The response is the caller's, as Caddy's reverse proxy
+// treats it too.
+func keepResponseHeaders(h http.Header) {
+	for k := range h {
+		if !forwardedResponseHeader(k) {
+			delete(h, k)
+		}
+	}
+}
+
+// forwardedResponseHeader reports whether a response header, named in
+// canonical form, goes on to the client.
+func forwardedResponseHeader(k string) bool {
+	return !isHopHeader(k) && k != "Content-Length" && k != "Content-Encoding" && k != "Alt-Svc"
 }
 
 // mergeBeta appends a flag to the anthropic-beta header unless present.
@@ -105,6 +123,8 @@ func (b *Balancer) newUpstreamRequest(ctx context.Context, p *Provider, target s
 		hreq.GetBody = ub.src.reopen
 	}
 	if cd.clientHeaders() {
+		// Made at its size, instead of grown header by header.
+		hreq.Header = make(http.Header, len(req.Header)+len(p.headers)+2)
 		forwardRequestHeaders(hreq.Header, req.Header)
 	}
 	cd.header(hreq.Header, req)
