@@ -34,6 +34,8 @@ type Output interface {
 	// to send; the header is the output's from then on, and the caller does
 	// not touch it again. stream reports whether the body is an SSE event
 	// stream (delivered with Event) or a JSON body (delivered with Body).
+	// A stream's first events follow at once: the flush after them carries
+	// the headers too, in the same write.
 	Start(status int, header http.Header, stream bool) error
 	// Body delivers a whole JSON body. An error means nobody reads any more
 	// (the client left); the caller stops and cancels its upstream call.
@@ -101,10 +103,6 @@ func (c *ClientOutput) Start(status int, header http.Header, stream bool) error 
 	c.Started = true
 	c.Status = status
 	c.w.WriteHeader(status)
-	if stream {
-		// Let the client see the headers now, as the API does.
-		return c.rc.Flush()
-	}
 	return nil
 }
 
