@@ -61,15 +61,17 @@ integration: claude-code build
 # Placeholder secrets, so that examples naming {env.*} keys validate.
 EXAMPLE_ENV = ANTHROPIC_API_KEY=x OPENROUTER_API_KEY=x RELAY_TOKEN=x TEAM_KEY_ALICE=x TEAM_KEY_BOB=x BALANCER_ADMIN_KEY=x
 
-# Everything CI runs: lint, every test under the race detector, each fuzz
-# target briefly, and a short soak; then every test that was skipped, and
-# why. testreport prints what go test prints and keeps the JSON stream in
-# .cache/ (test-go.json, test-soak.json).
+# Everything CI runs: lint, every test under the race detector, the memory
+# test without it (the detector makes stacks larger), each fuzz target
+# briefly, and a short soak; then every test that was skipped, and why.
+# testreport prints what go test prints and keeps the JSON stream in .cache/
+# (test-go.json, test-memory.json, test-soak.json).
 test: lint build claude-code examples bin/testreport
 	bin/testreport -json .cache/test-go.json -- $(GO) test -json -race -count=1 -p 1 ./...
+	bin/testreport -v -json .cache/test-memory.json -- $(GO) test -json -count=1 -run '^TestIdleStreamMemory$$' ./bench/
 	./scripts/fuzz.sh 5s
 	bin/testreport -v -json .cache/test-soak.json -- $(GO) test -json -count=1 -run '^TestSoak$$' ./soak/ -soak -soak.short
-	bin/testreport -summary .cache/test-go.json .cache/test-soak.json
+	bin/testreport -summary .cache/test-go.json .cache/test-memory.json .cache/test-soak.json
 
 bin/testreport: scripts/testreport/main.go
 	$(GO) build -o $@ ./scripts/testreport

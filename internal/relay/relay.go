@@ -34,8 +34,8 @@ type Output interface {
 	// to send; the header is the output's from then on, and the caller does
 	// not touch it again. stream reports whether the body is an SSE event
 	// stream (delivered with Event) or a JSON body (delivered with Body).
-	// A stream's first events follow at once: the flush after them carries
-	// the headers too, in the same write.
+	// A stream's first events follow at once, so an output may leave its
+	// headers for the flush after them, in the same write.
 	Start(status int, header http.Header, stream bool) error
 	// Body delivers a whole JSON body. An error means nobody reads any more
 	// (the client left); the caller stops and cancels its upstream call.
