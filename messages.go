@@ -73,8 +73,17 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request) {
 		}
 		return res.Failure
 	})
+	h.finishMessages(r, req, sender, dres, done.Load(), start)
+}
+
+// finishMessages logs and accounts a request once its answer is sent. It is
+// a function of its own so that its record is off the stack while the
+// answer is relayed: an idle stream's goroutine keeps the deepest stack it
+// reached, and serveMessages is on it.
+//
+//go:noinline
+func (h *Handler) finishMessages(r *http.Request, req *balancer.Request, sender who, dres dedup.Result, res *balancer.Result, start time.Time) {
 	rec := requestRecord{status: dres.Status, role: dres.Role.String(), client: sender.label}
-	res := done.Load()
 	if res != nil {
 		rec.route, rec.attempts = res.Route, len(res.Attempts)
 	} else if kept, ok := dres.Kept.(*balancer.Result); ok {

@@ -58,55 +58,73 @@ func (c *call) attempt() *outcome {
 	if c.req.RawQuery != "" && p.Type == TypeAnthropic {
 		target += "?" + c.req.RawQuery
 	}
-	var (
-		resp    *http.Response
-		retried bool
-	)
 	src := &bodySource{b: body}
 	defer src.release()
 	c.onCommit = func() {
 		src.release()
 		c.req.release()
 	}
+	resp, o := c.send(actx, target, src, len(body))
+	if o != nil {
+		return o
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return c.upstreamError(resp)
+	}
+	if isEventStream(resp.Header) {
+		return c.relayStream(resp)
+	}
+	return c.relayJSON(resp)
+}
+
+// isEventStream reports whether an answer's content type is an SSE stream.
+//
+//go:noinline
+func isEventStream(h http.Header) bool {
+	ct, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	return ct == "text/event-stream"
+}
+
+// send sends the request and returns the provider's answer, after one
+// token refresh and retry when an OAuth account's token is refused. It is a
+// function of its own so that what sending takes (the request, the trace)
+// is off the stack while the answer is relayed: an idle stream's goroutine
+// keeps the deepest stack it reached.
+//
+//go:noinline
+func (c *call) send(actx context.Context, target string, src *bodySource, n int) (*http.Response, *outcome) {
+	p := c.p
 	rctx := actx
 	if c.req.Peek.Stream {
 		rctx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
 			c.conn, _ = info.Conn.(*readAhead)
 		}})
 	}
-	for {
-		hreq, token, err := c.b.newUpstreamRequest(rctx, p, target, &upstreamBody{src: src}, len(body), c.req, c.cd)
+	for retried := false; ; {
+		hreq, token, err := c.b.newUpstreamRequest(rctx, p, target, &upstreamBody{src: src}, n, c.req, c.cd)
 		if err != nil {
-			return c.failed(err, "")
+			return nil, c.failed(err, "")
 		}
 		t0 := now()
-		resp, err = p.transport.RoundTrip(hreq)
+		resp, err := p.transport.RoundTrip(hreq)
 		c.res.Upstream += now().Sub(t0)
 		if err != nil {
-			return c.failed(err, "")
+			return nil, c.failed(err, "")
 		}
 		if resp.StatusCode == http.StatusUnauthorized && p.auth == authOAuth && !retried {
 			// One refresh and one retry on the same account before failing over.
 			drain(resp)
 			retried = true
 			if _, err := c.b.tokens.Refresh(actx, p.Account, token); err != nil {
-				return &outcome{scope: ScopeCredential, counted: true, status: http.StatusUnauthorized,
+				return nil, &outcome{scope: ScopeCredential, counted: true, status: http.StatusUnauthorized,
 					errType: apierr.Authentication, message: "token rejected and refresh failed: " + err.Error()}
 			}
 			continue
 		}
-		break
+		c.reading, c.hasReading = quota.Parse(resp.Header, now())
+		return resp, nil
 	}
-	defer resp.Body.Close()
-	c.reading, c.hasReading = quota.Parse(resp.Header, now())
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return c.upstreamError(resp)
-	}
-	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if ct == "text/event-stream" {
-		return c.relayStream(resp)
-	}
-	return c.relayJSON(resp)
 }
 
 // commit marks the answer as the one the client gets and starts the output.

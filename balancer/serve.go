@@ -46,10 +46,7 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 			continue
 		}
 		if last := fails.last; prev != nil && last != nil {
-			b.logger.Info("failover", zap.String("from", prev.Name), zap.String("to", p.Name), zap.String("reason", last.message))
-			if b.observer != nil {
-				b.observer.Failover(prev, p, last.scope.String())
-			}
+			b.failover(prev, p, last)
 		}
 		p.state.requests.Add(1)
 		c := &call{b: b, ctx: ctx, cand: cand, p: p, cd: p.codec(), req: req, out: out, res: res, start: start, sent: now()}
@@ -107,6 +104,19 @@ func (b *Balancer) Serve(ctx context.Context, req *Request, out relay.Output) *R
 	}
 	res.Status = res.Failure.Status
 	return res
+}
+
+// failover logs and reports a move from one provider to the next. It is a
+// function of its own, not inline in Serve, so that its log fields do not
+// take room in Serve's frame: an idle stream's goroutine keeps the deepest
+// stack it reached, and Serve is on it.
+//
+//go:noinline
+func (b *Balancer) failover(from, to *Provider, last *outcome) {
+	b.logger.Info("failover", zap.String("from", from.Name), zap.String("to", to.Name), zap.String("reason", last.message))
+	if b.observer != nil {
+		b.observer.Failover(from, to, last.scope.String())
+	}
 }
 
 // Probe sends req to one provider, whatever the routes and its health say,

@@ -1154,3 +1154,77 @@ func TestJSONAnswerGoesBackToThePool(t *testing.T) {
 		}
 	}
 }
+
+// callLog is a ResponseWriter that records what is done to it, in order.
+type callLog struct {
+	mu     sync.Mutex
+	header http.Header
+	ops    []string
+}
+
+func (l *callLog) Header() http.Header { return l.header }
+func (l *callLog) WriteHeader(int)     { l.add("header") }
+func (l *callLog) Write(p []byte) (int, error) {
+	l.add("write")
+	return len(p), nil
+}
+func (l *callLog) Flush() { l.add("flush") }
+func (l *callLog) add(op string) {
+	l.mu.Lock()
+	l.ops = append(l.ops, op)
+	l.mu.Unlock()
+}
+
+// firstFlushCarriesEvents reports whether the writer's first flush came
+// after a write: the headers left with events, not alone.
+func (l *callLog) firstFlushCarriesEvents() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, op := range l.ops {
+		switch op {
+		case "write":
+			return true
+		case "flush":
+			return false
+		}
+	}
+	return false
+}
+
+// TestStreamHeadersGoWithTheFirstEvents: a stream's status and headers are
+// not flushed alone, for the leader nor for a client that joins after the
+// commit: they reach the client with the first events, in one write.
+func TestStreamHeadersGoWithTheFirstEvents(t *testing.T) {
+	events := fixtureEvents(t, streamFixture)
+	r := New(Options{})
+	checkClean(t, r)
+	committed, rest := make(chan struct{}), make(chan struct{})
+	run := func(ctx context.Context, out relay.Output) *relay.Failure {
+		if err := out.Start(http.StatusOK, streamHeader(), true); err != nil {
+			return nil
+		}
+		for i, ev := range events {
+			if err := writeEvent(out, ev); err != nil {
+				return nil
+			}
+			if i == 2 {
+				close(committed)
+				<-rest
+			}
+		}
+		return nil
+	}
+	leaderW, lateW := &callLog{header: http.Header{}}, &callLog{header: http.Header{}}
+	leader := startClientWriter(r, testKey, true, run, leaderW)
+	<-committed
+	late := startClientWriter(r, testKey, true, run, lateW)
+	eventually(t, "the late client joined", func() bool { return r.Stats().Joins == 1 })
+	close(rest)
+	leader.wait(t)
+	late.wait(t)
+	for name, l := range map[string]*callLog{"leader": leaderW, "late": lateW} {
+		if !l.firstFlushCarriesEvents() {
+			t.Errorf("%s: the headers were flushed before any event: %v", name, l.ops)
+		}
+	}
+}

@@ -129,11 +129,7 @@ func (p *pump) stepLocked() {
 	if !p.started {
 		p.started = true
 		p.res.Header = g.header
-		if !g.startStream(p.w, p.rc, &p.res) {
-			p.ended = true
-			p.leaveLocked()
-			return
-		}
+		g.startStream(p.w, &p.res)
 	}
 	if end := s.base + int64(len(s.chunks)); p.pos < end {
 		for _, c := range s.chunks[p.pos-s.base:] {

@@ -112,30 +112,24 @@ func (g *group) sendStream(ctx context.Context, w http.ResponseWriter, m *member
 	return g.streamFrom(ctx, w, http.NewResponseController(w), m, false, 0, res)
 }
 
-// startStream sends the stream's status and headers; false when the client
-// is gone. They are flushed on their own, at the commit point, and not with
-// the first events as a client's direct output does: the group writes the
-// events from deeper in the leader's stack, and writing the headers there
-// too took the deepest call of an idle stream past 16 KiB, which doubled
-// its stack (TestIdleStreamMemory).
-func (g *group) startStream(w http.ResponseWriter, rc *http.ResponseController, res *Result) bool {
+// startStream writes the stream's status and headers. They go to the
+// client with the first chunks, in the flush that follows them: a committed
+// stream has its first events at once. (Serialising the headers then
+// happens deeper in the leader's stack than at the commit point; the frames
+// on the way are kept small for it, see TestIdleStreamMemory.)
+func (g *group) startStream(w http.ResponseWriter, res *Result) {
 	h := w.Header()
 	copyHeader(h, g.header)
 	h.Del("Content-Length")
 	w.WriteHeader(g.status)
 	res.Status = g.status
-	if err := flush(rc); err != nil {
-		res.Err = err
-		return false
-	}
-	return true
 }
 
 // streamFrom relays the stream from chunk pos on, its headers first unless
 // started.
 func (g *group) streamFrom(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, m *member, started bool, pos int64, res *Result) (delivered int64) {
-	if !started && !g.startStream(w, rc, res) {
-		return 0
+	if !started {
+		g.startStream(w, res)
 	}
 	for {
 		s := g.state.Load()
