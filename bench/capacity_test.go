@@ -107,25 +107,7 @@ func TestCapacity(t *testing.T) {
 		n = feasible
 	}
 
-	p := startPeer(t)
-	mock, err := p.call("mock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	upstreams := map[string]string{}
-	for _, target := range targets {
-		upstreams[target] = mock[0]
-	}
-	// Streams held open must not trip the balancer's idle timeout.
-	sites, _, err := loadSites(targets, upstreams, "timeouts {\n\t\t\t\tidle 10m\n\t\t\t}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := restoreEnvironment(); err != nil {
-			t.Errorf("restoring the benchmark config: %v", err)
-		}
-	})
+	p, sites := startCapacitySites(t, targets)
 
 	var rows []capacityRow
 	for _, body := range []string{bodySmall, bodyClaudeCode} {
@@ -160,6 +142,32 @@ func TestCapacity(t *testing.T) {
 		}
 	}
 	fmt.Printf("\n%s\n%s\n%s\n", capacityTable(rows, n), cpuTable(cpuRows, set), capacityGoals(rows, cpuRows))
+}
+
+// startCapacitySites starts the helper process with its mock and loads a
+// site per target in front of it, with an idle timeout that streams held
+// open do not trip; the benchmark config comes back when the test ends.
+func startCapacitySites(t *testing.T, targets []string) (*peer, map[string]string) {
+	t.Helper()
+	p := startPeer(t)
+	mock, err := p.call("mock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstreams := map[string]string{}
+	for _, target := range targets {
+		upstreams[target] = mock[0]
+	}
+	sites, _, err := loadSites(targets, upstreams, "timeouts {\n\t\t\t\tidle 10m\n\t\t\t}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := restoreEnvironment(); err != nil {
+			t.Errorf("restoring the benchmark config: %v", err)
+		}
+	})
+	return p, sites
 }
 
 // writeProfile saves a runtime profile: "heap", the live heap, to see what

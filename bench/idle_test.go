@@ -18,25 +18,8 @@ func TestIdleStreamMemory(t *testing.T) {
 		t.Skip("the race detector makes stacks larger; make test runs this test without it")
 	}
 	const n = 300
-	p := startPeer(t)
-	mock, err := p.call("mock")
-	if err != nil {
-		t.Fatal(err)
-	}
 	targets := []string{targetBalancer, targetBalancerNoDedup, targetReverseProxy}
-	upstreams := map[string]string{}
-	for _, target := range targets {
-		upstreams[target] = mock[0]
-	}
-	sites, _, err := loadSites(targets, upstreams, "timeouts {\n\t\t\t\tidle 10m\n\t\t\t}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := restoreEnvironment(); err != nil {
-			t.Errorf("restoring the benchmark config: %v", err)
-		}
-	})
+	p, sites := startCapacitySites(t, targets)
 	kib := map[string]float64{}
 	measure := func(target string) {
 		row, err := holdStreams(p, target, sites[target], bodyClaudeCode, n)
