@@ -40,10 +40,18 @@ type readAhead struct {
 	ahead atomic.Bool
 	// fills counts the reads of the socket, for tests.
 	fills int
+	// readFn is fill's read of the socket, made once per connection (a
+	// closure made in fill would be allocated on every fill); n and rerr
+	// are its results.
+	readFn func(fd uintptr) bool
+	n      int
+	rerr   error
 }
 
 func newReadAhead(c net.Conn) net.Conn {
-	return &readAhead{Conn: c, raw: rawConnOf(c)}
+	ra := &readAhead{Conn: c, raw: rawConnOf(c)}
+	ra.readFn = ra.readSocket
+	return ra
 }
 
 // EventAhead reports whether the connection has read ahead the end of an
@@ -74,21 +82,10 @@ func (c *readAhead) Read(p []byte) (int, error) {
 // reads what it holds into a pooled one. It returns an error when it read
 // nothing: the connection's error, as its own Read would give it, or io.EOF.
 func (c *readAhead) fill() error {
-	var (
-		n    int
-		rerr error
-	)
-	err := c.raw.Read(func(fd uintptr) bool {
-		buf := readAheadPool.Get().(*[readAheadSize]byte)
-		n, rerr = readFD(fd, buf[:])
-		if rerr == syscall.EAGAIN {
-			// Nothing yet: wait for it without the buffer.
-			readAheadPool.Put(buf)
-			return false
-		}
-		c.buf = buf
-		return true
-	})
+	c.n = 0
+	err := c.raw.Read(c.readFn)
+	n, rerr := c.n, c.rerr
+	c.rerr = nil
 	c.fills++
 	switch {
 	case err == nil && rerr != nil:
@@ -104,6 +101,20 @@ func (c *readAhead) fill() error {
 	}
 	c.r, c.w, c.end = 0, n, lastEventEnd(c.buf[:n])
 	return nil
+}
+
+// readSocket reads what the socket holds into a pooled buffer, for fill
+// (through raw.Read, which calls it again once the socket is readable).
+func (c *readAhead) readSocket(fd uintptr) bool {
+	buf := readAheadPool.Get().(*[readAheadSize]byte)
+	c.n, c.rerr = readFD(fd, buf[:])
+	if c.rerr == syscall.EAGAIN {
+		// Nothing yet: wait for it without the buffer.
+		readAheadPool.Put(buf)
+		return false
+	}
+	c.buf = buf
+	return true
 }
 
 // lastEventEnd returns the index just past the last blank line ("\n\n") in

@@ -86,6 +86,48 @@ func TestReadAheadReadsWhatTheConnectionHolds(t *testing.T) {
 	}
 }
 
+// TestReadAheadFillsWithoutAllocating: a stream whose events come one at a
+// time reads the socket once per event, and that read allocates nothing
+// (its buffer is lent by the pool).
+func TestReadAheadFillsWithoutAllocating(t *testing.T) {
+	ra, server := socketPair(t)
+	event := []byte("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n")
+	p := make([]byte, upstreamReadBuffer)
+	relay := func() {
+		if _, err := server.Write(event); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(event); {
+			n, err := ra.Read(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	}
+	relay() // the pool's first buffer
+	const events = 200
+	fills := ra.fills
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range events {
+		relay()
+	}
+	runtime.ReadMemStats(&after)
+	if ra.fills-fills < events {
+		t.Fatalf("%d reads of the socket for %d events sent apart", ra.fills-fills, events)
+	}
+	// Under the race detector, sync.Pool drops a quarter of what it is
+	// given, and the pool makes a buffer for each.
+	limit := 0.05
+	if raceEnabled {
+		limit = 0.6
+	}
+	if per := float64(after.Mallocs-before.Mallocs) / float64(ra.fills-fills); per > limit {
+		t.Fatalf("%.2f allocations per read of the socket, want none", per)
+	}
+}
+
 // TestReadAheadSaysWhenAnEventEndIsRead: EventAhead holds while the end of an
 // event is read and not yet handed on, and no longer.
 func TestReadAheadSaysWhenAnEventEndIsRead(t *testing.T) {
