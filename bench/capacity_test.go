@@ -278,6 +278,10 @@ type cpuRow struct {
 	events          int
 	cpu             time.Duration
 	elapsed         time.Duration
+	// gcs and faults are the collections and the page faults (minor and
+	// major: memory first touched) in the process while it relayed; they
+	// show what a target's allocations cost beyond its own work.
+	gcs, faults int64
 }
 
 func relayEvents(p *peer, target, base, cadence string, streams, events int, gap time.Duration) (cpuRow, error) {
@@ -288,12 +292,18 @@ func relayEvents(p *peer, target, base, cadence string, streams, events int, gap
 		return row, fmt.Errorf("%s %s: %w", target, cadence, err)
 	}
 	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	gc0, faults0 := ms.NumGC, pageFaults()
 	cpu0, t0 := processCPU(), time.Now()
 	out, err := p.call("relay", u, strconv.Itoa(streams))
 	if err != nil {
 		return row, fmt.Errorf("%s %s: %w", target, cadence, err)
 	}
 	row.cpu, row.elapsed = processCPU()-cpu0, time.Since(t0)
+	row.faults = pageFaults() - faults0
+	runtime.ReadMemStats(&ms)
+	row.gcs = int64(ms.NumGC - gc0)
 	row.events, _ = strconv.Atoi(out[0])
 	if row.events != streams*events {
 		return row, fmt.Errorf("%s %s: %d events relayed, want %d", target, cadence, row.events, streams*events)
@@ -345,11 +355,12 @@ func cpuTable(rows map[string][]cpuRow, set capacitySettings) string {
 	fmt.Fprintf(&b, "CPU per relayed event (this process: Caddy only), rounds rotating the targets. burst: %d rounds of %d streams × %d events back to back; "+
 		"paced: %d rounds of %d streams × %d events, %v apart.\n", set.rounds("burst"), set.burstStreams, set.burstEvents,
 		set.rounds("paced"), set.pacedStreams, set.pacedEvents, set.pacedGap)
-	b.WriteString("CPU ratio = target µs/event ÷ reverse_proxy µs/event in the same round, median [min–max] over rounds; ≤ 1.00 means no more CPU than reverse_proxy.\n\n")
+	b.WriteString("CPU ratio = target µs/event ÷ reverse_proxy µs/event in the same round, median [min–max] over rounds; ≤ 1.00 means no more CPU than reverse_proxy.\n" +
+		"Collections (besides the one forced before each round) and page faults, medians over rounds: the cost of what a target allocates, paid partly outside its own code.\n\n")
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', 0)
 	row := func(cols ...string) { fmt.Fprintln(w, "| "+strings.Join(cols, "\t| ")+"\t|") }
-	row("target", "cadence", "events per round", "µs/event", "CPU ratio vs reverse_proxy", "wall s")
-	row("---", "---", "--:", "--:", "--:", "--:")
+	row("target", "cadence", "events per round", "µs/event", "CPU ratio vs reverse_proxy", "collections per round", "page faults per 1k events", "wall s")
+	row("---", "---", "--:", "--:", "--:", "--:", "--:", "--:")
 	for _, cadence := range []string{"burst", "paced"} {
 		for _, target := range targets {
 			per, ratios, wall, events := cpuOf(rows[cadence], target)
@@ -357,7 +368,8 @@ func cpuTable(rows map[string][]cpuRow, set capacitySettings) string {
 			if target != targetReverseProxy {
 				ratio = fmt.Sprintf("%.2f [%.2f–%.2f]", median(ratios), slices.Min(ratios), slices.Max(ratios))
 			}
-			row(target, cadence, strconv.Itoa(events), fmt.Sprintf("%.2f", median(per)), ratio, f1(median(wall)))
+			gcs, faults := churnOf(rows[cadence], target)
+			row(target, cadence, strconv.Itoa(events), fmt.Sprintf("%.2f", median(per)), ratio, f1(median(gcs)), f1(median(faults)), f1(median(wall)))
 		}
 	}
 	w.Flush()
@@ -387,6 +399,18 @@ func cpuOf(rows []cpuRow, target string) (per, ratios, wall []float64, events in
 		events = r.events
 	}
 	return per, ratios, wall, events
+}
+
+// churnOf gathers a target's rounds of one cadence: the collections in
+// each, and its page faults per thousand events.
+func churnOf(rows []cpuRow, target string) (gcs, faults []float64) {
+	for _, r := range rows {
+		if r.target == target {
+			gcs = append(gcs, float64(r.gcs))
+			faults = append(faults, float64(r.faults)*1000/float64(max(r.events, 1)))
+		}
+	}
+	return gcs, faults
 }
 
 // capacityGoals states whether the defaults hold an idle stream in less than

@@ -20,6 +20,17 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// pageFaults returns the page faults (minor and major) this process has
+// taken (getrusage): each is a page of memory touched for the first time
+// since the system gave it, or gave it back.
+func pageFaults() int64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return ru.Minflt + ru.Majflt
+}
+
 // raiseFileLimit lifts the soft limit on open files to the hard limit and
 // returns it.
 func raiseFileLimit() (uint64, error) {
