@@ -33,7 +33,10 @@ type benchEnv struct {
 	stream    []byte
 	// burst is a stream of 2,000 text deltas.
 	burst []byte
-	n     int
+	// jsonBody is body asking for a JSON answer ("stream":false), with its
+	// counter at the same place; answer is that answer.
+	jsonBody, answer []byte
+	n                int
 	// named and quota count the requests of a named client and to the
 	// balancer whose upstream sends quota headers.
 	named, quota int
@@ -59,6 +62,12 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	if e.stream, err = os.ReadFile("testdata/anthropic-stream-thinking-text-tool.sse"); err != nil {
 		b.Fatal(err)
 	}
+	e.jsonBody = bytes.Replace(e.body, []byte(`"stream":true`), []byte(`"stream":false`), 1)
+	if bytes.Equal(e.jsonBody, e.body) {
+		b.Fatal(`the fixture has no "stream":true`)
+	}
+	e.answer = []byte(`{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"` +
+		strings.Repeat("A few words of an answer. ", 60) + `"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":300}}`)
 	quotaHeader, plainHeader := http.Header{}, http.Header{}
 	for k, v := range map[string]string{
 		"anthropic-ratelimit-unified-status": "allowed", "anthropic-ratelimit-unified-reset": "1999999999",
@@ -79,6 +88,11 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		w.Header().Set("Content-Type", "text/event-stream")
 		if strings.HasPrefix(r.URL.Path, "/burst/") {
 			_, _ = w.Write(e.burst)
+			return
+		}
+		if strings.HasPrefix(r.URL.Path, "/json/") {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(e.answer)
 			return
 		}
 		// Built once, so that the upstream's own cost stays out of the
@@ -106,9 +120,10 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	}
 	cfg := fmt.Sprintf(`{"admin":{"disabled":true},"logging":{"logs":{"default":{"level":"ERROR"}}},
 	"storage":{"module":"file_system","root":%q},
-	"apps":{"http":{"servers":{"bench":{"listen":["127.0.0.1:0"],"routes":[%s,%s,%s,%s]}}}}}`,
+	"apps":{"http":{"servers":{"bench":{"listen":["127.0.0.1:0"],"routes":[%s,%s,%s,%s,%s,%s]}}}}}`,
 		b.TempDir(), handler("bench-plain", "plain"), handler("bench-quota", "quota"), handler("bench-burst", "burst"),
-		handler("bench-nodedup", "plain", `"dedup":{"off":true},`))
+		handler("bench-nodedup", "plain", `"dedup":{"off":true},`),
+		handler("bench-json", "json"), handler("bench-json-nodedup", "json", `"dedup":{"off":true},`))
 	if err := caddy.Load([]byte(cfg), true); err != nil {
 		b.Fatal(err)
 	}
@@ -125,16 +140,20 @@ func (e *benchEnv) serve(b *testing.B, h *Handler, key string) {
 	if h.bal.Name == "bench-quota" {
 		e.quota++
 	}
-	copy(e.body[e.counterAt:], fmt.Sprintf("%010d", e.n))
-	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/messages", bytes.NewReader(e.body))
+	body, want := e.body, e.stream
+	if strings.HasPrefix(h.bal.Name, "bench-json") {
+		body, want = e.jsonBody, e.answer
+	}
+	copy(body[e.counterAt:], fmt.Sprintf("%010d", e.n))
+	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/messages", bytes.NewReader(body))
 	r.RemoteAddr = "127.0.0.1:40000"
 	r.Header.Set("Content-Type", "application/json")
 	r.Header.Set("Anthropic-Version", "2023-06-01")
 	r.Header.Set("X-Api-Key", key)
 	w := &sink{header: http.Header{}}
 	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, nil)
-	if err := h.ServeHTTP(w, r, nil); err != nil || w.status != http.StatusOK || w.n != len(e.stream) {
-		b.Fatalf("status %d, %d of %d bytes, %v", w.status, w.n, len(e.stream), err)
+	if err := h.ServeHTTP(w, r, nil); err != nil || w.status != http.StatusOK || w.n != len(want) {
+		b.Fatalf("status %d, %d of %d bytes, %v", w.status, w.n, len(want), err)
 	}
 }
 
@@ -187,11 +206,12 @@ func BenchmarkQuotaHeaders(b *testing.B) {
 }
 
 // BenchmarkDedupOverhead compares the defaults with de-duplication off, for
-// requests that have no twin: the difference is what looking for one costs
-// (and keeping the answer for one that might come).
+// requests that have no twin, streamed and JSON: the difference is what
+// looking for one costs (and keeping the answer for one that might come).
 func BenchmarkDedupOverhead(b *testing.B) {
 	e := newBenchEnv(b)
-	e.compare(b, []benchVariant{{"defaults", "bench-plain", "anon-key"}, {"off", "bench-nodedup", "anon-key"}})
+	e.compare(b, []benchVariant{{"defaults", "bench-plain", "anon-key"}, {"off", "bench-nodedup", "anon-key"},
+		{"json-defaults", "bench-json", "anon-key"}, {"json-off", "bench-json-nodedup", "anon-key"}})
 }
 
 // sink is a ResponseWriter that counts what it is given.
