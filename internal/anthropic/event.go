@@ -1,7 +1,9 @@
 package anthropic
 
 import (
+	"encoding/binary"
 	"errors"
+	"math/bits"
 	"sync/atomic"
 
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
@@ -263,14 +265,68 @@ func deltaEnd(data []byte, i int) int {
 	return end + 2
 }
 
-// textDeltaEvents are the first bytes of a text delta event, up to its
-// string, for each index of one digit: one comparison reads all of them.
-var textDeltaEvents = func() (out [10]string) {
+// textDeltaHead is the length of a text delta event with an index of one
+// digit, up to its string's opening quote included.
+const textDeltaHead = len(deltaEvent) + 1 + len(textDelta)
+
+// textDeltaWords are the first textDeltaHead bytes of a text delta event,
+// for each index of one digit, as little-endian words: the last word ends
+// at textDeltaHead, overlapping the one before it.
+var textDeltaWords = func() (out [10][textDeltaHead/8 + 1]uint64) {
 	for d := range out {
-		out[d] = deltaEvent + string(rune('0'+d)) + textDelta
+		ev := deltaEvent + string(rune('0'+d)) + textDelta
+		for i := range textDeltaHead / 8 {
+			out[d][i] = binary.LittleEndian.Uint64([]byte(ev[8*i:]))
+		}
+		out[d][textDeltaHead/8] = binary.LittleEndian.Uint64([]byte(ev[textDeltaHead-8:]))
 	}
 	return out
 }()
+
+// deltaTail is what ends a text delta event after its string.
+var deltaTail = binary.LittleEndian.Uint32([]byte("}}\n\n"))
+
+// textDeltaEnd returns the length of the text delta event with an index of
+// one digit, written as the API writes it, that b starts with, blank line
+// included; 0 when b does not start with such an event's fixed first bytes
+// (another delta may, which deltaRest reads), and -1 when it does and the
+// rest is not such an event. It compares the event's fixed first bytes a word at a
+// time and reads a short string of plain text in the same loop, handing
+// anything else in the string (an escape) to rawjson.StringEnd.
+func textDeltaEnd(b []byte) int {
+	if len(b) < textDeltaHead+5 || b[len(deltaEvent)]-'0' > 9 {
+		return 0
+	}
+	w := &textDeltaWords[b[len(deltaEvent)]-'0']
+	h := (*[textDeltaHead]byte)(b)
+	le := binary.LittleEndian
+	// (^ and | bind alike in Go: each difference is in parentheses.)
+	x := (le.Uint64(h[0:]) ^ w[0]) | (le.Uint64(h[8:]) ^ w[1]) | (le.Uint64(h[16:]) ^ w[2]) | (le.Uint64(h[24:]) ^ w[3]) |
+		(le.Uint64(h[32:]) ^ w[4]) | (le.Uint64(h[40:]) ^ w[5]) | (le.Uint64(h[48:]) ^ w[6]) | (le.Uint64(h[56:]) ^ w[7]) |
+		(le.Uint64(h[64:]) ^ w[8]) | (le.Uint64(h[72:]) ^ w[9]) | (le.Uint64(h[80:]) ^ w[10]) | (le.Uint64(h[88:]) ^ w[11]) |
+		(le.Uint64(h[96:]) ^ w[12]) | (le.Uint64(h[textDeltaHead-8:]) ^ w[13])
+	if x != 0 {
+		return 0
+	}
+	end := -1
+	for i := textDeltaHead; i+8 <= len(b); i += 8 {
+		if m := rawjson.Stops(le.Uint64(b[i : i+8])); m != 0 {
+			if p := i + bits.TrailingZeros64(m)>>3; b[p] == '"' {
+				end = p + 1
+			} else {
+				end = rawjson.StringEnd(b, textDeltaHead-1)
+			}
+			break
+		}
+	}
+	if end < 0 {
+		end = rawjson.StringEnd(b, textDeltaHead-1)
+	}
+	if end < 0 || len(b)-end < 4 || binary.LittleEndian.Uint32(b[end:]) != deltaTail {
+		return -1
+	}
+	return end + 4
+}
 
 // PlainDeltas returns the length of the run of whole plain deltas (see
 // plainDelta) that b starts with, each written as the API writes it:
@@ -283,16 +339,21 @@ var textDeltaEvents = func() (out [10]string) {
 // bytes: a relay hands the run on as it is, each event read once, here (it
 // counts as that event's inspection). 0 when b does not start with one.
 func PlainDeltas(b []byte) int {
-	const head = len(deltaEvent) + 1 + len(textDelta)
 	n, events := 0, int64(0)
 	for {
 		rest := b[n:]
-		end := -1
-		switch {
-		case len(rest) > head && rest[len(deltaEvent)]-'0' <= 9 && string(rest[:head]) == textDeltaEvents[rest[len(deltaEvent)]-'0']:
+		switch end := textDeltaEnd(rest); {
+		case end > 0:
 			// A text delta with an index of one digit, the most frequent.
-			end = deltaEnd(rest, head-1)
-		case len(rest) >= len(deltaEvent) && string(rest[:len(deltaEvent)]) == deltaEvent:
+			n += end
+			events++
+			continue
+		case end < 0:
+			// Its first bytes, and not the rest.
+			return plainDeltasEnd(n, events)
+		}
+		end := -1
+		if len(rest) >= len(deltaEvent) && string(rest[:len(deltaEvent)]) == deltaEvent {
 			end = deltaRest(rest, len(deltaEvent))
 		}
 		if end < 0 || len(rest)-end < 2 || rest[end] != '\n' || rest[end+1] != '\n' {
@@ -301,6 +362,11 @@ func PlainDeltas(b []byte) int {
 		n += end + 2
 		events++
 	}
+	return plainDeltasEnd(n, events)
+}
+
+// plainDeltasEnd counts a run's events as inspected and returns its length.
+func plainDeltasEnd(n int, events int64) int {
 	if events > 0 {
 		inspections.Add(events)
 	}

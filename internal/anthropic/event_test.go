@@ -3,6 +3,7 @@ package anthropic
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -100,35 +101,61 @@ func FuzzPlainDeltas(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		before := Inspections()
-		n := PlainDeltas(b)
-		if n < 0 || n > len(b) {
-			t.Fatalf("a run of %d bytes in %d", n, len(b))
-		}
-		rd := sse.NewReader(bytes.NewReader(b[:n]))
-		events := 0
-		for {
-			ev, err := rd.Next()
-			if err == io.EOF {
-				break
+	f.Fuzz(checkPlainDeltas)
+}
+
+// TestPlainDeltasTellEveryByte holds PlainDeltas to the full walk for every
+// change of one byte, anywhere in a run of text deltas: of the fixed first
+// bytes it compares a word at a time, of the string and of what ends the
+// event.
+func TestPlainDeltasTellEveryByte(t *testing.T) {
+	ev := "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":3,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello, w\\u00f6rld \\\"x\\\"\"}}\n\n"
+	run := []byte(ev + ev)
+	for i := range len(ev) {
+		for _, c := range []byte{'#', '"', '\\', '\n', 0x1f, '0', 'e'} {
+			if run[i] == c {
+				continue
 			}
-			if err != nil {
-				t.Fatalf("the run %q does not end where an event ends: %v", b[:n], err)
-			}
-			info, err := Inspect(ev.Name, ev.Data)
-			if err != nil || info.Type != EventContentBlockDelta || ev.Name != "content_block_delta" {
-				t.Fatalf("the run holds %q, read as %+v, %v", ev.Raw, info, err)
-			}
-			events++
+			b := bytes.Clone(run)
+			b[i] = c
+			checkPlainDeltas(t, b)
 		}
-		if got := Inspections() - before - int64(events); got != int64(events) {
-			t.Fatalf("the run of %d events counted %d inspections", events, got)
+	}
+}
+
+// checkPlainDeltas checks PlainDeltas(b) against the stream reader and the
+// full walk: every event of the run it accepts is a content_block_delta the
+// full walk accepts, the run ends where an event ends, and it stops only
+// before something that is not a whole plain delta.
+func checkPlainDeltas(t *testing.T, b []byte) {
+	t.Helper()
+	before := Inspections()
+	n := PlainDeltas(b)
+	if n < 0 || n > len(b) {
+		t.Fatalf("a run of %d bytes in %d", n, len(b))
+	}
+	rd := sse.NewReader(bytes.NewReader(b[:n]))
+	events := 0
+	for {
+		ev, err := rd.Next()
+		if err == io.EOF {
+			break
 		}
-		if n < len(b) && plainDeltaAt(b[n:]) {
-			t.Fatalf("the run stopped before a whole plain delta: %q", b[n:])
+		if err != nil {
+			t.Fatalf("the run %q does not end where an event ends: %v", b[:n], err)
 		}
-	})
+		info, err := Inspect(ev.Name, ev.Data)
+		if err != nil || info.Type != EventContentBlockDelta || ev.Name != "content_block_delta" {
+			t.Fatalf("the run holds %q, read as %+v, %v", ev.Raw, info, err)
+		}
+		events++
+	}
+	if got := Inspections() - before - int64(events); got != int64(events) {
+		t.Fatalf("the run of %d events counted %d inspections", events, got)
+	}
+	if n < len(b) && plainDeltaAt(b[n:]) {
+		t.Fatalf("the run stopped before a whole plain delta: %q", b[n:])
+	}
 }
 
 // plainDeltaAt reports whether b starts with a whole plain delta written as
@@ -144,4 +171,24 @@ func plainDeltaAt(b []byte) bool {
 	}
 	data := b[len(head):end]
 	return !bytes.ContainsAny(data, "\r\n") && plainDelta(data)
+}
+
+// BenchmarkPlainDeltas checks a read's worth (8 KB) of text deltas, as a
+// burst hands them to the relay.
+func BenchmarkPlainDeltas(b *testing.B) {
+	var buf bytes.Buffer
+	events := 0
+	for buf.Len() < 8000 {
+		fmt.Fprintf(&buf, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":%d,\"delta\":{\"type\":\"text_delta\",\"text\":%q}}\n\n",
+			events%3, strings.Repeat(" a few words", 1+events%4))
+		events++
+	}
+	p := buf.Bytes()
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		if PlainDeltas(p) != len(p) {
+			b.Fatal("the run is shorter than the buffer")
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
 }
