@@ -71,7 +71,10 @@ func (c *readAhead) Read(p []byte) (int, error) {
 	}
 	n := copy(p, c.buf[c.r:c.w])
 	c.r += n
-	c.ahead.Store(c.r < c.end)
+	if ahead := c.r < c.end; ahead != c.ahead.Load() {
+		// A store is a barrier; most reads of a burst leave it as it is.
+		c.ahead.Store(ahead)
+	}
 	if c.r == c.w {
 		c.release()
 	}

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // socketPair returns the two ends of a loopback TCP connection, the client's
@@ -338,5 +341,61 @@ func TestReadAheadWritesABodyThroughALentBuffer(t *testing.T) {
 	}
 	if b := <-got; !bytes.Equal(b, bytes.Repeat(body, 40)) {
 		t.Fatalf("the other end read %d bytes, not the 40 bodies", len(b))
+	}
+}
+
+// TestABurstThenSilenceTimesOut: reads served from what the connection has
+// read ahead are not bounded by the idle timeout, since they cannot wait;
+// once the burst is handed on, a provider that falls silent is still cut off
+// after the idle timeout, with every event it sent relayed.
+func TestABurstThenSilenceTimesOut(t *testing.T) {
+	events := deltaEvents(400)
+	events = events[:len(events)-3] // no block stop, message delta or stop: the stream stays open
+	var raw bytes.Buffer
+	raw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for _, ev := range events {
+		fmt.Fprintf(&raw, "%x\r\n%s\r\n", len(ev), ev)
+	}
+	release := make(chan struct{})
+	defer close(release)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = conn.Write(raw.Bytes())
+		<-release
+	}))
+	defer up.Close()
+	bal, err := New(Config{Name: "burst-then-silence", Providers: []ProviderConfig{{Name: "a", BaseURL: up.URL, AuthToken: "tok",
+		Timeouts: &Timeouts{Idle: caddy.Duration(300 * time.Millisecond)}}}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bal.Close()
+	body := []byte(`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	peek, err := PeekBody(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &recordingOutput{}
+	done := make(chan *Result, 1)
+	start := time.Now()
+	go func() {
+		done <- bal.Serve(context.Background(), &Request{Body: body, Peek: peek, Header: http.Header{}}, out)
+	}()
+	var res *Result
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a silent provider was not cut off by the idle timeout")
+	}
+	if res.StreamError == "" || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("the stream ended after %v without a timeout: %+v", time.Since(start), res)
+	}
+	if want := bytes.Join(events, nil); !bytes.HasPrefix(out.raw.Bytes(), want) {
+		t.Fatalf("%d bytes relayed before the timeout, want the %d the provider sent", out.raw.Len(), len(want))
 	}
 }

@@ -154,6 +154,9 @@ func sameBytes(a, b []byte) bool {
 // event's bytes to the output.
 func (c *call) relayStream(resp *http.Response) *outcome {
 	idle := &idleReader{r: resp.Body, w: c.wd, spent: &c.res.Upstream}
+	if c.conn != nil {
+		idle.held = c.conn.EventAhead
+	}
 	rd := sse.NewReader(idle)
 	defer rd.Release()
 	dec := c.cd.stream(c.req)

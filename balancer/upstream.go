@@ -316,9 +316,17 @@ type idleReader struct {
 	r     io.Reader
 	w     *watchdog
 	spent *time.Duration
+	// held, when set, reports that the connection has read ahead the end
+	// of an event (readAhead.EventAhead): everything before it is in
+	// memory, so the next read returns without waiting on the provider,
+	// and is neither bounded nor timed. In a burst most reads are.
+	held func() bool
 }
 
 func (ir *idleReader) Read(p []byte) (int, error) {
+	if ir.held != nil && ir.held() {
+		return ir.r.Read(p)
+	}
 	t0 := wdNow()
 	ir.w.waiting.Store(t0)
 	n, err := ir.r.Read(p)
