@@ -18,21 +18,13 @@ func BenchmarkChunkedBurst(b *testing.B) {
 	whole := bytes.Join(events, nil)
 	up := chunkedUpstream(events)
 	defer up.Close()
-	bal, err := New(Config{Name: "chunked-burst", Providers: []ProviderConfig{{Name: "a", BaseURL: up.URL, AuthToken: "tok"}}}, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bal.Close()
-	body := []byte(`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
-	peek, err := PeekBody(body)
-	if err != nil {
-		b.Fatal(err)
-	}
+	bal := oneProvider(b, "chunked-burst", ProviderConfig{BaseURL: up.URL})
+	req := streamRequest(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
 		out := &countingOutput{}
-		res := bal.Serve(context.Background(), &Request{Body: body, Peek: peek, Header: http.Header{}}, out)
+		res := bal.Serve(context.Background(), req, out)
 		if res.Status != 200 || out.n != len(whole) {
 			b.Fatalf("status %d, %d of %d bytes", res.Status, out.n, len(whole))
 		}

@@ -369,23 +369,12 @@ func TestABurstThenSilenceTimesOut(t *testing.T) {
 		<-release
 	}))
 	defer up.Close()
-	bal, err := New(Config{Name: "burst-then-silence", Providers: []ProviderConfig{{Name: "a", BaseURL: up.URL, AuthToken: "tok",
-		Timeouts: &Timeouts{Idle: caddy.Duration(300 * time.Millisecond)}}}}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bal.Close()
-	body := []byte(`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
-	peek, err := PeekBody(body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bal := oneProvider(t, "burst-then-silence", ProviderConfig{BaseURL: up.URL, Timeouts: &Timeouts{Idle: caddy.Duration(300 * time.Millisecond)}})
+	req := streamRequest(t)
 	out := &recordingOutput{}
 	done := make(chan *Result, 1)
 	start := time.Now()
-	go func() {
-		done <- bal.Serve(context.Background(), &Request{Body: body, Peek: peek, Header: http.Header{}}, out)
-	}()
+	go func() { done <- bal.Serve(context.Background(), req, out) }()
 	var res *Result
 	select {
 	case res = <-done:

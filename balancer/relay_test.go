@@ -95,25 +95,40 @@ func serveParts(t *testing.T, parts func() [][]byte) (*recordingOutput, *Result)
 func serveStream(t *testing.T, baseURL string, transport http.RoundTripper) (*recordingOutput, *Result) {
 	t.Helper()
 	serveCalls++
-	bal, err := New(Config{Name: fmt.Sprintf("relay-test-%d", serveCalls), Providers: []ProviderConfig{{Name: "a", BaseURL: baseURL, AuthToken: "tok"}}}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bal.Close)
+	bal := oneProvider(t, fmt.Sprintf("relay-test-%d", serveCalls), ProviderConfig{BaseURL: baseURL})
 	if transport != nil {
 		bal.providers[0].transport = transport
 	}
-	body := []byte(`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
-	peek, err := PeekBody(body)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := &recordingOutput{}
-	res := bal.Serve(context.Background(), &Request{Body: body, Peek: peek, Header: http.Header{}}, out)
+	res := bal.Serve(context.Background(), streamRequest(t), out)
 	if res.Status != 200 {
 		t.Fatalf("status %d: %+v", res.Status, res)
 	}
 	return out, res
+}
+
+// oneProvider returns a balancer of one provider, "a" with a token, made
+// from pc, closed when the test ends.
+func oneProvider(tb testing.TB, name string, pc ProviderConfig) *Balancer {
+	tb.Helper()
+	pc.Name, pc.AuthToken = "a", "tok"
+	bal, err := New(Config{Name: name, Providers: []ProviderConfig{pc}}, Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(bal.Close)
+	return bal
+}
+
+// streamRequest is a small request for a stream.
+func streamRequest(tb testing.TB) *Request {
+	tb.Helper()
+	body := []byte(`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	peek, err := PeekBody(body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &Request{Body: body, Peek: peek, Header: http.Header{}}
 }
 
 // TestDeltasThatComeTogetherAreWrittenTogether: deltas the provider sent in
