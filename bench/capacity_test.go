@@ -287,8 +287,11 @@ type cpuRow struct {
 func relayEvents(p *peer, target, base, cadence string, streams, events int, gap time.Duration) (cpuRow, error) {
 	row := cpuRow{target: target, cadence: cadence}
 	u := fmt.Sprintf("%s/v1/messages?events=%d&gap=%d", base, events, gap.Microseconds())
-	// A short warm-up opens the connections and fills the pools.
-	if _, err := p.call("relay", fmt.Sprintf("%s/v1/messages?events=10&gap=0", base), strconv.Itoa(streams)); err != nil {
+	// A warm-up opens the connections and fills the pools: as many events as
+	// the round, back to back, so that what the round asks of a buffer pool
+	// is there, as on a server that relays streams all day, and the round
+	// measures relaying them rather than a pool's first fill.
+	if _, err := p.call("relay", fmt.Sprintf("%s/v1/messages?events=%d&gap=0", base, events), strconv.Itoa(streams)); err != nil {
 		return row, fmt.Errorf("%s %s: %w", target, cadence, err)
 	}
 	runtime.GC()
