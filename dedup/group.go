@@ -29,8 +29,8 @@ const firstBlockRoom = 256
 
 // group is one upstream answer shared by its members. The run is its only
 // writer (through Start and Write); members read published states
-// without taking the lock, so fan-out costs the writer one allocation and a
-// channel close per chunk, whatever the number of members.
+// without taking the lock, so fan-out costs the writer one allocation per
+// chunk, and a channel close when members wait, whatever their number.
 type group struct {
 	reg *Registry
 	// ticket is the leader's: the group is found by its Pre, and matched
@@ -89,12 +89,15 @@ type group struct {
 }
 
 // state is an immutable snapshot of a group. Chunks before len(chunks) never
-// change, so members read them without the lock; a new state (with a new
-// notify channel) is published for every change and the previous channel is
-// closed to wake the members waiting on it.
+// change, so members read them without the lock; a new state is published for
+// every change, and the previous state's notify channel, if a member asked for
+// one (changed), is closed to wake the members waiting on it. Nobody waits
+// while the leader alone reads the answer, and a state then costs no channel.
 type state struct {
-	chunks    []chunk
-	base      int64
+	chunks []chunk
+	base   int64
+	// notify is made by changed and closed when the next state is
+	// published; both under the group's lock.
 	notify    chan struct{}
 	committed bool
 	done      bool
@@ -123,7 +126,7 @@ func newGroup(r *Registry, t Ticket, reqCtx context.Context, opts *Options) *gro
 	// request's values and is cancelled by the group itself.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(reqCtx))
 	g := &group{reg: r, ticket: t, opts: opts, ctx: ctx, cancel: cancel, nextScan: opts.MaxLag / 8}
-	g.state.Store(&state{notify: make(chan struct{})})
+	g.state.Store(&state{})
 	return g
 }
 
@@ -243,11 +246,12 @@ func (g *group) finish(f *relay.Failure, perr error) {
 	if replayable {
 		g.replayUntil = g.reg.clock.Now().Add(g.opts.Replay)
 	}
-	s.notify = make(chan struct{})
+	s.notify = nil
 	g.state.Store(&s)
 	g.recycleLocked()
+	wake := old.notify
 	g.mu.Unlock()
-	close(old.notify)
+	wakeUp(wake)
 	g.cancel()
 	g.reg.finished(g, replayable)
 	g.reg.active.Add(-1)
@@ -283,10 +287,11 @@ func (g *group) Start(status int, header http.Header, stream bool) error {
 	}
 	s := *old
 	s.committed = true
-	s.notify = make(chan struct{})
+	s.notify = nil
 	g.state.Store(&s)
+	wake := old.notify
 	g.mu.Unlock()
-	close(old.notify)
+	wakeUp(wake)
 	if stream {
 		// The stream's headers go to the leader at once, as the API sends
 		// them.
@@ -335,11 +340,12 @@ func (g *group) write(p []byte, typ anthropic.EventType, more bool) error {
 		g.mu.Unlock()
 		return nil
 	}
-	s := &state{chunks: g.chunks, base: g.base, notify: make(chan struct{}), committed: true}
+	s := &state{chunks: g.chunks, base: g.base, committed: true}
 	g.pubEnd = g.base + int64(len(g.chunks))
 	g.state.Store(s)
+	wake := old.notify
 	g.mu.Unlock()
-	close(old.notify)
+	wakeUp(wake)
 	if unmap {
 		g.reg.unmap(g)
 	}
@@ -443,6 +449,31 @@ func (g *group) scanLocked() {
 		g.chunks, g.base = rest, low
 	}
 	g.nextScan = g.total + max(g.opts.MaxLag/8, 1)
+}
+
+// changed returns a channel that is closed once a state newer than s is
+// published (at once when one is).
+func (g *group) changed(s *state) <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.state.Load() != s {
+		return closedChan
+	}
+	if s.notify == nil {
+		s.notify = make(chan struct{})
+	}
+	return s.notify
+}
+
+// closedChan is a closed channel.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// wakeUp closes the notify channel of a state just replaced, if a member
+// asked for one.
+func wakeUp(notify chan struct{}) {
+	if notify != nil {
+		close(notify)
+	}
 }
 
 // offsetAt returns the byte offset at which chunk idx starts.

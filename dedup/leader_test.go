@@ -2,10 +2,15 @@ package dedup
 
 import (
 	"bytes"
+	"context"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 )
 
 // stuckConn is the connection under a leader's writers: its first body write
@@ -68,5 +73,43 @@ func TestJoinerBoundsAStuckLeaderOnItsConnection(t *testing.T) {
 	}
 	if n := leaderW.outside.Load(); n != 0 {
 		t.Errorf("a deadline went through the wrapper %d times", n)
+	}
+}
+
+// TestALeaderAloneCostsOneStatePerBurst: while the leader alone reads the
+// answer, nobody waits on the states the run publishes, and a burst costs
+// the state and nothing more (no channel to wake a member with).
+func TestALeaderAloneCostsOneStatePerBurst(t *testing.T) {
+	r := New(Options{})
+	checkClean(t, r)
+	delta := []byte("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n")
+	const bursts = 500
+	var perBurst float64
+	run := func(ctx context.Context, out relay.Output) *relay.Failure {
+		if err := out.Start(http.StatusOK, streamHeader(), true); err != nil {
+			return nil
+		}
+		info := anthropic.EventInfo{Type: anthropic.EventContentBlockDelta}
+		ev := relay.Event{Raw: delta, Info: info}
+		for range 10 { // the arena's first blocks
+			_ = out.Event(ev, false)
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range bursts {
+			if out.Event(ev, false) != nil {
+				return nil
+			}
+		}
+		runtime.ReadMemStats(&after)
+		perBurst = float64(after.Mallocs-before.Mallocs) / bursts
+		return nil
+	}
+	c := startClientWriter(r, prepare(t, lazyBody), true, run, newDiscardWriter(nil))
+	c.wait(t)
+	// One state a burst, and now and then an arena block; a channel a
+	// burst would make it two.
+	if perBurst > 1.2 {
+		t.Fatalf("%.2f allocations per burst with the leader alone", perBurst)
 	}
 }

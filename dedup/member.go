@@ -69,7 +69,7 @@ func (g *group) awaitCommit(ctx context.Context, role Role) (s *state, gaveUp bo
 	}
 	for {
 		select {
-		case <-s.notify:
+		case <-g.changed(s):
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
 		case <-expired:
@@ -92,7 +92,7 @@ func (g *group) awaitDone(ctx context.Context) (*state, error) {
 			return s, nil
 		}
 		select {
-		case <-s.notify:
+		case <-g.changed(s):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -164,7 +164,7 @@ func (g *group) streamFrom(ctx context.Context, w http.ResponseWriter, rc *http.
 			return delivered
 		}
 		select {
-		case <-s.notify:
+		case <-g.changed(s):
 		case <-ctx.Done():
 			res.Err = ctx.Err()
 			return delivered
@@ -207,7 +207,7 @@ func (g *group) sendAssembled(ctx context.Context, w http.ResponseWriter, m *mem
 			break
 		}
 		select {
-		case <-s.notify:
+		case <-g.changed(s):
 		case <-ctx.Done():
 			res.Err = ctx.Err()
 			return 0
