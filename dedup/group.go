@@ -78,8 +78,16 @@ type group struct {
 	// leader is the leading client while the run serves it (see leader.go).
 	leader *pump
 
-	// kept is what the run kept (Keep); members read it once done.
-	kept atomic.Pointer[any]
+	// The leader's member and pump, and room for the members slice's
+	// first element, live in the group: a group and its leader are one
+	// allocation, not four.
+	leaderMember member
+	leaderPump   pump
+	firstMembers [1]*member
+
+	// kept is what the run kept (Keep); members read it once done. It
+	// holds a *balancer.Result-like pointer, stored without a box.
+	kept atomic.Value
 
 	bodyOnce  sync.Once
 	body      []byte
@@ -126,14 +134,16 @@ func newGroup(r *Registry, t Ticket, reqCtx context.Context, opts *Options) *gro
 	// request's values and is cancelled by the group itself.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(reqCtx))
 	g := &group{reg: r, ticket: t, opts: opts, ctx: ctx, cancel: cancel, nextScan: opts.MaxLag / 8}
+	g.members = g.firstMembers[:0]
 	g.state.Store(&state{})
 	return g
 }
 
+// lead adds the group's first member, its leader.
 func (g *group) lead() *member {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	m := &member{}
+	m := &g.leaderMember
 	g.members = append(g.members, m)
 	return m
 }
@@ -257,16 +267,15 @@ func (g *group) finish(f *relay.Failure, perr error) {
 	g.reg.active.Add(-1)
 }
 
-// Keep implements Keeper.
-func (g *group) Keep(v any) { g.kept.Store(&v) }
+// Keep implements Keeper. A run keeps one value, of one type, or none.
+func (g *group) Keep(v any) {
+	if v != nil {
+		g.kept.Store(v)
+	}
+}
 
 // keptValue returns what the run kept, or nil.
-func (g *group) keptValue() any {
-	if p := g.kept.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (g *group) keptValue() any { return g.kept.Load() }
 
 // Start implements relay.Output.
 func (g *group) Start(status int, header http.Header, stream bool) error {

@@ -19,6 +19,7 @@ type pump struct {
 	g      *group
 	w      http.ResponseWriter
 	rc     *http.ResponseController
+	rcv    http.ResponseController // what rc points at
 	m      *member
 	ctx    context.Context
 	stream bool
@@ -47,7 +48,10 @@ type pump struct {
 // leadInline runs the group's attempt loop in the calling goroutine and
 // serves the leader's client from it.
 func (g *group) leadInline(w http.ResponseWriter, req *http.Request, m *member, stream bool, fn RunFunc) Result {
-	p := &pump{g: g, w: w, rc: http.NewResponseController(w), m: m, ctx: req.Context(), stream: stream, res: Result{Role: Leader}}
+	p := &g.leaderPump
+	p.g, p.w, p.m, p.ctx, p.stream, p.res = g, w, m, req.Context(), stream, Result{Role: Leader}
+	p.rcv = *http.NewResponseController(w)
+	p.rc = &p.rcv
 	g.mu.Lock()
 	g.leader = p
 	g.mu.Unlock()

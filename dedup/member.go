@@ -298,8 +298,9 @@ func (g *group) sendDone(w http.ResponseWriter, s *state, res *Result) (delivere
 func writeJSON(w http.ResponseWriter, header http.Header, status int, body []byte, res *Result) {
 	h := w.Header()
 	copyHeader(h, header)
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	// The keys are canonical as written.
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(status)
 	n, err := w.Write(body)
 	res.Status, res.Bytes = status, int64(n)
