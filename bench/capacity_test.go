@@ -41,7 +41,7 @@ type capacitySettings struct {
 	cpuRounds int
 }
 
-const burstRoundsPer = 4
+const burstRoundsPer = 10
 
 func (s capacitySettings) rounds(cadence string) int {
 	if cadence == "burst" {
