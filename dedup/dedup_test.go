@@ -168,9 +168,14 @@ func TestLateJoinerGetsHistoryThenFollowsLive(t *testing.T) {
 	}
 	leader := startClient(r, testKey, true, run)
 	<-half
-	late := startClient(r, testKey, true, run)
+	lateW := &countingWriter{ResponseRecorder: httptest.NewRecorder()}
+	late := startClientWriter(r, testKey, true, run, lateW)
 	lateJSON := startClient(r, testKey, false, run)
 	eventually(t, "late joiners joined", func() bool { return r.Stats().Joins == 2 })
+	// Everything written so far reaches the late joiner while the run
+	// waits: the history, however the leader was reading it.
+	history := int64(len(bytes.Join(events[:len(events)/2], nil)))
+	eventually(t, "the late joiner got the history", func() bool { return lateW.n.Load() == history })
 	close(rest)
 	leader.wait(t)
 	late.wait(t)
@@ -178,9 +183,9 @@ func TestLateJoinerGetsHistoryThenFollowsLive(t *testing.T) {
 	if calls.count() != 1 {
 		t.Fatalf("run called %d times", calls.count())
 	}
-	for name, c := range map[string]*client{"leader": leader, "late": late} {
-		if !bytes.Equal(c.w.Body.Bytes(), whole) {
-			t.Errorf("%s stream is not byte-identical to the upstream stream:\n%s", name, c.w.Body.Bytes())
+	for name, body := range map[string][]byte{"leader": leader.w.Body.Bytes(), "late": lateW.Body.Bytes()} {
+		if !bytes.Equal(body, whole) {
+			t.Errorf("%s stream is not byte-identical to the upstream stream:\n%s", name, body)
 		}
 	}
 	if !bytes.Equal(lateJSON.w.Body.Bytes(), assembled(t, whole)) {

@@ -30,7 +30,8 @@ const firstBlockRoom = 256
 // group is one upstream answer shared by its members. The run is its only
 // writer (through Start and Write); members read published states
 // without taking the lock, so fan-out costs the writer one allocation per
-// chunk, and a channel close when members wait, whatever their number.
+// chunk, and a channel close when members wait, whatever their number; a
+// leader reading alone costs it none.
 type group struct {
 	reg *Registry
 	// ticket is the leader's: the group is found by its Pre, and matched
@@ -77,6 +78,14 @@ type group struct {
 
 	// leader is the leading client while the run serves it (see leader.go).
 	leader *pump
+	// solo is set while the leader alone reads the answer, written to by
+	// the run's own goroutine: the states the run publishes then carry its
+	// flags, not each burst's chunks, which the leader takes from the group
+	// (published, through soloView, the run goroutine's alone). A member
+	// that joins, or the leader's move to a goroutine of its own, ends it
+	// and publishes every chunk first (endSoloLocked).
+	solo     bool
+	soloView state
 
 	// The leader's member and pump, and room for the members slice's
 	// first element, live in the group: a group and its leader are one
@@ -99,8 +108,9 @@ type group struct {
 // state is an immutable snapshot of a group. Chunks before len(chunks) never
 // change, so members read them without the lock; a new state is published for
 // every change, and the previous state's notify channel, if a member asked for
-// one (changed), is closed to wake the members waiting on it. Nobody waits
-// while the leader alone reads the answer, and a state then costs no channel.
+// one (changed), is closed to wake the members waiting on it. While the leader
+// alone reads the answer (solo), only changes of the flags are published, and
+// nobody waits on them.
 type state struct {
 	chunks []chunk
 	base   int64
@@ -169,7 +179,27 @@ func (g *group) join(now time.Time, avoid *group) (*member, Role) {
 	}
 	m := &member{joinPos: g.base + int64(len(g.chunks))}
 	g.members = append(g.members, m)
+	g.endSoloLocked()
 	return m, role
+}
+
+// endSoloLocked makes the states carry every chunk again, from a state
+// published now with those written so far. The caller holds g.mu.
+func (g *group) endSoloLocked() {
+	if !g.solo {
+		return
+	}
+	g.solo = false
+	old := g.state.Load()
+	if old.base == g.base && len(old.chunks) == len(g.chunks) {
+		return
+	}
+	s := *old
+	s.chunks, s.base, s.notify = g.chunks, g.base, nil
+	g.pubEnd = g.base + int64(len(g.chunks))
+	g.state.Store(&s)
+	// Nobody waited on a state while the leader read alone.
+	wakeUp(old.notify)
 }
 
 // leave removes m; the last member to leave a running group cancels it.
@@ -347,6 +377,13 @@ func (g *group) write(p []byte, typ anthropic.EventType, more bool) error {
 	}
 	if more && !unmap {
 		g.mu.Unlock()
+		return nil
+	}
+	if g.solo && !unmap {
+		// The leader alone reads: it takes the chunks from the group, and
+		// no state need show them.
+		g.mu.Unlock()
+		g.published()
 		return nil
 	}
 	s := &state{chunks: g.chunks, base: g.base, committed: true}

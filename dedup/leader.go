@@ -53,7 +53,7 @@ func (g *group) leadInline(w http.ResponseWriter, req *http.Request, m *member, 
 	p.rcv = *http.NewResponseController(w)
 	p.rc = &p.rcv
 	g.mu.Lock()
-	g.leader = p
+	g.leader, g.solo = p, true
 	g.mu.Unlock()
 	// A client that leaves while the run waits on the provider leaves the
 	// group, which cancels the run when nobody else reads it.
@@ -65,7 +65,7 @@ func (g *group) leadInline(w http.ResponseWriter, req *http.Request, m *member, 
 		p.mu.Unlock()
 		<-p.done
 	} else {
-		p.stepLocked()
+		p.stepLocked(nil)
 		p.leaveLocked()
 		p.mu.Unlock()
 	}
@@ -76,22 +76,31 @@ func (g *group) leadInline(w http.ResponseWriter, req *http.Request, m *member, 
 	return res
 }
 
-// published is called by the run after each state it publishes, without
-// the group's lock.
+// published is called by the run after each state it publishes, and after
+// each burst while the leader reads alone, without the group's lock.
 func (g *group) published() {
 	g.mu.Lock()
 	p := g.leader
+	var view *state
+	if g.solo {
+		// The states do not carry every chunk (see write): the leader
+		// takes them from the group, and they are shown from now on.
+		view = &g.soloView
+		view.chunks, view.base = g.chunks, g.base
+		g.pubEnd = g.base + int64(len(g.chunks))
+	}
 	g.mu.Unlock()
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
-	p.stepLocked()
+	p.stepLocked(view)
 	p.mu.Unlock()
 }
 
-// stepLocked writes what the leader has not got yet. The caller holds p.mu.
-func (p *pump) stepLocked() {
+// stepLocked writes what the leader has not got yet: the chunks of view when
+// it is not nil, else of the latest state. The caller holds p.mu.
+func (p *pump) stepLocked(view *state) {
 	if p.async || p.ended {
 		return
 	}
@@ -135,8 +144,12 @@ func (p *pump) stepLocked() {
 		p.res.Header = g.header
 		g.startStream(p.w, &p.res)
 	}
-	if end := s.base + int64(len(s.chunks)); p.pos < end {
-		for _, c := range s.chunks[p.pos-s.base:] {
+	chunks, base := s.chunks, s.base
+	if view != nil {
+		chunks, base = view.chunks, view.base
+	}
+	if end := base + int64(len(chunks)); p.pos < end {
+		for _, c := range chunks[p.pos-base:] {
 			n, err := p.w.Write(c.data)
 			p.res.Bytes += int64(n)
 			if err != nil {
@@ -240,6 +253,10 @@ func (p *pump) goAsyncLocked() {
 	}
 	p.async = true
 	p.done = make(chan struct{})
+	// From now on the leader reads the states, as members do.
+	p.g.mu.Lock()
+	p.g.endSoloLocked()
+	p.g.mu.Unlock()
 	if p.ended {
 		p.leaveLocked()
 		close(p.done)
