@@ -188,13 +188,19 @@ func TestReadAheadErrorsAreTheConnections(t *testing.T) {
 // chunkedUpstream answers every request with the events as one chunk per
 // event, as a provider that flushes each writes them, all sent at once, and
 // closes the connection.
-func chunkedUpstream(events [][]byte) *httptest.Server {
+func chunkedUpstream(events [][]byte) *httptest.Server { return chunkedUpstreamThen(events, nil) }
+
+// chunkedUpstreamThen is chunkedUpstream that, when hold is not nil, leaves
+// the body unfinished and the connection open until hold is closed.
+func chunkedUpstreamThen(events [][]byte, hold <-chan struct{}) *httptest.Server {
 	var raw bytes.Buffer
 	raw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
 	for _, ev := range events {
 		fmt.Fprintf(&raw, "%x\r\n%s\r\n", len(ev), ev)
 	}
-	raw.WriteString("0\r\n\r\n")
+	if hold == nil {
+		raw.WriteString("0\r\n\r\n")
+	}
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		conn, _, err := http.NewResponseController(w).Hijack()
@@ -203,6 +209,9 @@ func chunkedUpstream(events [][]byte) *httptest.Server {
 		}
 		defer conn.Close()
 		_, _ = conn.Write(raw.Bytes())
+		if hold != nil {
+			<-hold
+		}
 	}))
 }
 
@@ -351,23 +360,9 @@ func TestReadAheadWritesABodyThroughALentBuffer(t *testing.T) {
 func TestABurstThenSilenceTimesOut(t *testing.T) {
 	events := deltaEvents(400)
 	events = events[:len(events)-3] // no block stop, message delta or stop: the stream stays open
-	var raw bytes.Buffer
-	raw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-	for _, ev := range events {
-		fmt.Fprintf(&raw, "%x\r\n%s\r\n", len(ev), ev)
-	}
 	release := make(chan struct{})
 	defer close(release)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		conn, _, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		_, _ = conn.Write(raw.Bytes())
-		<-release
-	}))
+	up := chunkedUpstreamThen(events, release)
 	defer up.Close()
 	bal := oneProvider(t, "burst-then-silence", ProviderConfig{BaseURL: up.URL, Timeouts: &Timeouts{Idle: caddy.Duration(300 * time.Millisecond)}})
 	req := streamRequest(t)

@@ -158,16 +158,7 @@ func startCapacitySites(t *testing.T, targets []string) (*peer, map[string]strin
 	for _, target := range targets {
 		upstreams[target] = mock[0]
 	}
-	sites, _, err := loadSites(targets, upstreams, "timeouts {\n\t\t\t\tidle 10m\n\t\t\t}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := restoreEnvironment(); err != nil {
-			t.Errorf("restoring the benchmark config: %v", err)
-		}
-	})
-	return p, sites
+	return p, loadSitesForTest(t, targets, upstreams, "timeouts {\n\t\t\t\tidle 10m\n\t\t\t}")
 }
 
 // writeProfile saves a runtime profile: "heap", the live heap, to see what

@@ -104,15 +104,7 @@ func TestCompareProxies(t *testing.T) {
 	for i, target := range compareTargets {
 		upstreams[target] = addrs[i]
 	}
-	base, _, err := loadSites(compareTargets, upstreams, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := restoreEnvironment(); err != nil {
-			t.Errorf("restoring the benchmark config: %v", err)
-		}
-	})
+	base := loadSitesForTest(t, compareTargets, upstreams, "")
 
 	var results []modeResult
 	// others is, per measured run, the share of the machine's CPU time that

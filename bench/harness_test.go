@@ -195,6 +195,22 @@ const globalOptions = `{
 // per target, each in front of its upstream (host:port), and returns each
 // site's base URL and the adapted config. providerExtra goes inside every
 // balancer provider block.
+// loadSitesForTest loads a site per target, as loadSites does, for the rest
+// of the test: the benchmark config comes back when it ends.
+func loadSitesForTest(t *testing.T, ts []string, upstreams map[string]string, providerExtra string) map[string]string {
+	t.Helper()
+	sites, _, err := loadSites(ts, upstreams, providerExtra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := restoreEnvironment(); err != nil {
+			t.Errorf("restoring the benchmark config: %v", err)
+		}
+	})
+	return sites
+}
+
 func loadSites(ts []string, upstreams map[string]string, providerExtra string) (map[string]string, []byte, error) {
 	ports, err := freePorts(len(ts))
 	if err != nil {

@@ -18,8 +18,7 @@ import (
 type pump struct {
 	g      *group
 	w      http.ResponseWriter
-	rc     *http.ResponseController
-	rcv    http.ResponseController // what rc points at
+	rc     http.ResponseController
 	m      *member
 	ctx    context.Context
 	stream bool
@@ -50,8 +49,7 @@ type pump struct {
 func (g *group) leadInline(w http.ResponseWriter, req *http.Request, m *member, stream bool, fn RunFunc) Result {
 	p := &g.leaderPump
 	p.g, p.w, p.m, p.ctx, p.stream, p.res = g, w, m, req.Context(), stream, Result{Role: Leader}
-	p.rcv = *http.NewResponseController(w)
-	p.rc = &p.rcv
+	p.rc = *http.NewResponseController(w)
 	g.mu.Lock()
 	g.leader, g.solo = p, true
 	g.mu.Unlock()
@@ -133,7 +131,7 @@ func (p *pump) stepLocked(view *state) {
 		g.reg.slow.Add(1)
 		n, _ := p.w.Write(tooSlowFrame)
 		p.res.Bytes += int64(n)
-		_ = flush(p.rc)
+		_ = flush(&p.rc)
 		p.res.Err = ErrTooSlow
 		p.ended = true
 		p.leaveLocked()
@@ -162,7 +160,7 @@ func (p *pump) stepLocked(view *state) {
 		}
 		p.pos = end
 		p.m.pos.Store(end)
-		if err := flush(p.rc); err != nil {
+		if err := flush(&p.rc); err != nil {
 			p.res.Err = err
 			p.ended = true
 			p.leaveLocked()
@@ -292,7 +290,7 @@ func (p *pump) goAsyncLocked() {
 		res.Header = g.header
 		switch {
 		case g.stream && p.stream:
-			delivered = g.streamFrom(p.ctx, p.w, p.rc, p.m, p.started, p.pos, res)
+			delivered = g.streamFrom(p.ctx, p.w, &p.rc, p.m, p.started, p.pos, res)
 		case g.stream:
 			delivered = g.sendAssembled(p.ctx, p.w, p.m, res)
 		case p.stream:
