@@ -30,7 +30,10 @@ type codec interface {
 }
 
 // streamDecoder turns upstream SSE events into Anthropic events, each read
-// once: what it learns travels with the event.
+// once: what it learns travels with the event. It keeps nothing of an
+// upstream event past the feed that reads it (the relay lends them), and
+// the events it appends may be lent too: valid until its next feed or
+// close.
 type streamDecoder interface {
 	// feed appends the Anthropic events completed by ev to dst.
 	feed(dst []relay.Event, ev sse.Event) ([]relay.Event, error)

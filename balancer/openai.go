@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
 
@@ -46,7 +47,10 @@ func (openAICodec) stream(req *Request) streamDecoder {
 	if req.EstimateTokens != nil {
 		est = req.EstimateTokens(req.Body)
 	}
-	return &openAIStream{s: convert.NewStream(req.Peek.Model, convert.StreamOptions{InputTokens: est})}
+	s := convert.NewStream(req.Peek.Model, convert.StreamOptions{InputTokens: est})
+	// The relay hands each event on before the next feed.
+	s.Borrow()
+	return &openAIStream{s: s}
 }
 
 func (openAICodec) errorInfo(status int, body []byte) (string, string, bool) {
@@ -99,7 +103,8 @@ func streamErr(err error, data []byte) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &ue):
-		return &inBandError{errType: ue.Type, message: ue.Message, body: data}
+		// The upstream event is lent: the error keeps a copy.
+		return &inBandError{errType: ue.Type, message: ue.Message, body: bytes.Clone(data)}
 	case errors.Is(err, convert.ErrTruncated):
 		return errTruncated
 	}

@@ -161,12 +161,11 @@ func (c *call) relayStream(resp *http.Response) *outcome {
 	defer rd.Release()
 	dec := c.cd.stream(c.req)
 	_, passthrough := dec.(*anthropicStream)
-	if passthrough {
-		// Events go on as read, each before the next is read: they need
-		// no copy of their own, except the few held back before the
-		// commit point (below).
-		rd.Borrow()
-	}
+	// Events go on as read, each before the next is read: they need no
+	// copy of their own, except the few held back before the commit point
+	// (below). A decoder keeps nothing of an upstream event past its feed,
+	// and the events it makes are lent until its next feed.
+	rd.Borrow()
 	var buf, held []relay.Event
 	// next returns the events completed by the next upstream event(s);
 	// io.EOF marks the clean end, after any closing events.

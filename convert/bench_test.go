@@ -100,6 +100,7 @@ func BenchmarkStreamTranslate(b *testing.B) {
 	c0 := cpuTime()
 	for b.Loop() {
 		s := NewStream("claude-sonnet-4-5", StreamOptions{})
+		s.Borrow() // as the relay reads it
 		for _, ev := range evs {
 			var err error
 			if out, err = s.Feed(out[:0], ev); err != nil {
@@ -160,6 +161,7 @@ func BenchmarkStreamTranslateInterleaved(b *testing.B) {
 	c0 := cpuTime()
 	for b.Loop() {
 		s := NewStream("claude-sonnet-4-5", StreamOptions{})
+		s.Borrow() // as the relay reads it
 		for _, ev := range evs {
 			var err error
 			if out, err = s.Feed(out[:0], ev); err != nil {

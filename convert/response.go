@@ -97,25 +97,19 @@ type reply struct {
 	choices, usage, err, object []byte
 }
 
-func parseReply(v []byte) reply {
-	var rp reply
-	o := newObject(v)
-	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
-		if hasBackslash(k) {
-			k = keyName(k) // an escaped key: compare what it spells
-		}
-		switch string(k) {
-		case "choices":
-			rp.choices = val
-		case "usage":
-			rp.usage = val
-		case "error":
-			rp.err = val
-		case "object":
-			rp.object = val
-		}
+// member records one top-level member; k is the key as written.
+func (rp *reply) member(k, v []byte) {
+	// An escaped key is compared by what it spells.
+	switch string(keyName(k)) {
+	case "choices":
+		rp.choices = v
+	case "usage":
+		rp.usage = v
+	case "error":
+		rp.err = v
+	case "object":
+		rp.object = v
 	}
-	return rp
 }
 
 // upstreamError returns the error body reports in place of a reply, or nil:
@@ -125,6 +119,114 @@ func (rp reply) upstreamError(body []byte) *UpstreamError {
 		return parseError(http.StatusOK, body)
 	}
 	return nil
+}
+
+// readChunk validates a reply or a stream chunk and reads it in the same
+// walk: its top-level members (the last of a name counts) and its first
+// choice, the one with index 0 or, when strict is false and there is none,
+// the first listed. Streams are strict: a chunk may carry only the other
+// choices of an n>1 request. ok is false when data is not one valid JSON
+// object. Only the choice's message or delta is walked again, with the
+// plain iterators: a chunk's id, model and other members, most of its
+// bytes, are read once.
+func readChunk(data []byte, strict bool) (rp reply, ch choice, found, ok bool) {
+	o, ok := newVObject(data, 0, 0)
+	if !ok {
+		return rp, ch, false, false
+	}
+	for {
+		k, more, err := o.key()
+		if err != nil {
+			return rp, ch, false, false
+		}
+		if !more {
+			break
+		}
+		start := o.at()
+		if start < len(data) && data[start] == '[' && keyIs(k, "choices") {
+			var end int
+			if ch, found, end, ok = readChoices(data, start, o.w.Depth(), strict); !ok {
+				return rp, ch, false, false
+			}
+			o.setEnd(end)
+			rp.choices = data[start:end]
+			continue
+		}
+		v, err := o.value()
+		if err != nil {
+			return rp, ch, false, false
+		}
+		rp.member(k, v)
+		if keyIs(k, "choices") {
+			ch, found = choice{}, false
+		}
+	}
+	if skipSpace(data, o.at()) != len(data) {
+		return rp, ch, false, false
+	}
+	return rp, ch, found, true
+}
+
+// readChoices validates the choices array at b[i], which depth objects and
+// arrays enclose, and returns the first choice as readChunk picks it, and
+// where the array ends.
+func readChoices(b []byte, i, depth int, strict bool) (ch choice, found bool, end int, ok bool) {
+	a, ok := newVArray(b, i, depth)
+	if !ok {
+		return ch, false, 0, false
+	}
+	zero := false // ch has index 0
+	for {
+		start, more, err := a.elem()
+		if err != nil {
+			return ch, false, 0, false
+		}
+		if !more {
+			return ch, found, a.at(), true
+		}
+		if b[start] != '{' {
+			if _, err := a.value(); err != nil {
+				return ch, false, 0, false
+			}
+			continue
+		}
+		c, cend, ok := readChoice(b, start, a.w.Depth())
+		if !ok {
+			return ch, false, 0, false
+		}
+		a.setEnd(cend)
+		switch {
+		case zero:
+		case c.index == nil || string(c.index) == "0":
+			ch, found, zero = c, true, true
+		case !found && !strict:
+			ch, found = c, true
+		}
+	}
+}
+
+// readChoice validates the choice at b[i] and reads it; it returns where
+// the choice ends.
+func readChoice(b []byte, i, depth int) (c choice, end int, ok bool) {
+	o, ok := newVObject(b, i, depth)
+	if !ok {
+		return c, 0, false
+	}
+	var r choiceReader
+	for {
+		k, more, err := o.key()
+		if err != nil {
+			return c, 0, false
+		}
+		if !more {
+			return r.choice(), o.at(), true
+		}
+		v, err := o.value()
+		if err != nil {
+			return c, 0, false
+		}
+		r.member(k, v)
+	}
 }
 
 // choice holds the members of one choice that matter.
@@ -138,56 +240,37 @@ type choice struct {
 	matched []byte
 }
 
-func parseChoice(o *object) choice {
-	var c choice
-	var vllm, sglang []byte
-	for k, val, ok := o.next(); ok; k, val, ok = o.next() {
-		if hasBackslash(k) {
-			k = keyName(k) // an escaped key: compare what it spells
-		}
-		switch string(k) {
-		case "index":
-			c.index = val
-		case "delta", "message":
-			c.msg = val
-		case "finish_reason":
-			c.finish = val
-		case "stop_reason":
-			vllm = val
-		case "matched_stop":
-			sglang = val
-		}
-	}
-	switch {
-	case isString(vllm):
-		c.matched = vllm
-	case isString(sglang):
-		c.matched = sglang
-	}
-	return c
+// choiceReader gathers a choice from its members.
+type choiceReader struct {
+	c            choice
+	vllm, sglang []byte
 }
 
-// firstChoice returns the choice with index 0 or, when strict is false and
-// there is none, the first one listed. Streams are strict: a chunk may carry
-// only the other choices of an n>1 request.
-func firstChoice(choices []byte, strict bool) (choice, bool) {
-	a := newArray(choices)
-	var first choice
-	found := false
-	for o, isObj, ok := a.nextObject(); ok; o, isObj, ok = a.nextObject() {
-		if !isObj {
-			continue
-		}
-		c := parseChoice(&o)
-		a.skipPast(&o)
-		if c.index == nil || string(c.index) == "0" {
-			return c, true
-		}
-		if !found && !strict {
-			first, found = c, true
-		}
+// member records one member; k is the key as written.
+func (r *choiceReader) member(k, v []byte) {
+	// An escaped key is compared by what it spells.
+	switch string(keyName(k)) {
+	case "index":
+		r.c.index = v
+	case "delta", "message":
+		r.c.msg = v
+	case "finish_reason":
+		r.c.finish = v
+	case "stop_reason":
+		r.vllm = v
+	case "matched_stop":
+		r.sglang = v
 	}
-	return first, found
+}
+
+func (r *choiceReader) choice() choice {
+	switch {
+	case isString(r.vllm):
+		r.c.matched = r.vllm
+	case isString(r.sglang):
+		r.c.matched = r.sglang
+	}
+	return r.c
 }
 
 // replyMessage holds the members of a reply's message that matter, read in one
@@ -230,19 +313,18 @@ func parseMessage(msg []byte) replyMessage {
 // back as an *UpstreamError; a body that is no reply at all as an error
 // wrapping ErrMalformed.
 func Response(body []byte, clientModel string) ([]byte, error) {
-	if !validJSON(body) {
+	body = trimSpace(body)
+	rp, ch, found, ok := readChunk(body, false)
+	switch {
+	case !ok && validJSON(body):
+		return nil, fmt.Errorf("convert: %w: reply is not a JSON object", ErrMalformed)
+	case !ok:
 		return nil, fmt.Errorf("convert: %w: reply is not valid JSON", ErrMalformed)
 	}
-	body = trimSpace(body)
-	if !isObject(body) {
-		return nil, fmt.Errorf("convert: %w: reply is not a JSON object", ErrMalformed)
-	}
-	rp := parseReply(body)
 	if e := rp.upstreamError(body); e != nil {
 		return nil, e
 	}
-	ch, ok := firstChoice(rp.choices, false)
-	if !ok {
+	if !found {
 		return nil, fmt.Errorf("convert: %w: reply has no choices", ErrMalformed)
 	}
 	msg := parseMessage(ch.msg)

@@ -98,6 +98,7 @@ type Stream struct {
 	buf    []byte   // the bytes of the events made by the current call
 	marks  []evMark // where each of them starts in buf
 	events []sse.Event
+	borrow bool // see Borrow
 
 	started, pinged, done bool
 	err                   error
@@ -158,14 +159,14 @@ func (s *Stream) Feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error) {
 	if ev.Name == "error" {
 		return dst, s.fail(parseError(http.StatusOK, data))
 	}
-	if !validJSON(data) || !isObject(data) {
+	rp, ch, found, ok := readChunk(data, true)
+	if !ok {
 		return dst, s.fail(fmt.Errorf("convert: %w: stream chunk is not a JSON object", ErrMalformed))
 	}
-	rp := parseReply(data)
 	if e := rp.upstreamError(data); e != nil {
 		return dst, s.fail(e)
 	}
-	if err := s.chunk(data, rp); err != nil {
+	if err := s.chunk(data, rp, ch, found); err != nil {
 		return dst, s.fail(err)
 	}
 	return s.flush(), nil
@@ -210,16 +211,26 @@ func (s *Stream) begin(dst []sse.Event) {
 	s.marks = s.marks[:0]
 }
 
-// flush copies the events built in s.buf to memory of their own, one
-// allocation for all of them, and appends them to the caller's slice.
+// Borrow makes the stream lend the events it returns instead of copying
+// them: their Raw and Data are valid only until the next call to Feed or
+// Close. A relay that hands each event on before it feeds the next, and
+// copies the few it keeps, saves an allocation per chunk.
+func (s *Stream) Borrow() { s.borrow = true }
+
+// flush appends the events built in s.buf to the caller's slice: lent in
+// place (Borrow), or copied to memory of their own, one allocation for all
+// of them.
 func (s *Stream) flush() []sse.Event {
 	out := s.events
 	s.events = nil
 	if len(s.marks) == 0 {
 		return out
 	}
-	own := make([]byte, len(s.buf))
-	copy(own, s.buf)
+	own := s.buf
+	if !s.borrow {
+		own = make([]byte, len(s.buf))
+		copy(own, s.buf)
+	}
 	for _, m := range s.marks {
 		raw := own[m.start:m.end:m.end]
 		dataStart := len("event: ") + len(m.name) + len("\ndata: ")
@@ -228,16 +239,16 @@ func (s *Stream) flush() []sse.Event {
 	return out
 }
 
-// chunk handles one parsed chunk.
-func (s *Stream) chunk(data []byte, rp reply) error {
+// chunk handles one chunk, read by readChunk: its top-level members and its
+// first choice, if found.
+func (s *Stream) chunk(data []byte, rp reply, ch choice, found bool) error {
 	if u, ok := parseUsage(rp.usage); ok {
 		s.usage, s.usageSeen = u, true
 	}
 	if !s.started {
 		s.messageStart()
 	}
-	ch, ok := firstChoice(rp.choices, true)
-	if !ok {
+	if !found {
 		return nil
 	}
 	if strIs(ch.finish, "error") {
