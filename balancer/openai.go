@@ -98,10 +98,13 @@ func (o *openAIStream) events(dst []relay.Event, evs []sse.Event) []relay.Event 
 }
 
 func streamErr(err error, data []byte) error {
+	if err == nil {
+		// Before the errors.As below: its target would be allocated for
+		// every chunk.
+		return nil
+	}
 	var ue *convert.UpstreamError
 	switch {
-	case err == nil:
-		return nil
 	case errors.As(err, &ue):
 		// The upstream event is lent: the error keeps a copy.
 		return &inBandError{errType: ue.Type, message: ue.Message, body: bytes.Clone(data)}

@@ -304,3 +304,28 @@ func TestReadAllReadsWhatComesWhateverTheLength(t *testing.T) {
 		t.Fatalf("got %v, want the reader's error", err)
 	}
 }
+
+// TestAnOpenAIChunkCostsNoAllocation: a Chat Completions stream is relayed
+// without an allocation per chunk: the reader lends each chunk to the
+// converter, the converter lends the events it makes to the relay, and an
+// error is made only for a chunk that fails.
+func TestAnOpenAIChunkCostsNoAllocation(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop what it is given")
+	}
+	allocs := func(n int) float64 {
+		bal := oneProvider(t, fmt.Sprintf("openai-allocs-%d", n), ProviderConfig{BaseURL: chatUpstream(t, n), Type: "openai"})
+		req := streamRequest(t)
+		return testing.AllocsPerRun(20, func() {
+			r := *req
+			out := &countingOutput{}
+			if res := bal.Serve(context.Background(), &r, out); res.Status != 200 || out.n < n*60 {
+				t.Fatalf("status %d, %d bytes", res.Status, out.n)
+			}
+		})
+	}
+	short, long := allocs(10), allocs(210)
+	if perChunk := (long - short) / 200; perChunk > 0.05 {
+		t.Fatalf("%.2f allocations a chunk (%.0f for 10 chunks, %.0f for 210)", perChunk, short, long)
+	}
+}
