@@ -20,6 +20,10 @@ func (c openAICodec) body(req *Request, model string) ([]byte, error) {
 	if model == "" {
 		model = req.Peek.Model
 	}
+	if req.Peek.Valid() {
+		// Intake validated the body: the converter reads it once.
+		return convert.ValidRequest(req.Body, model, *c.opts)
+	}
 	return convert.Request(req.Body, model, *c.opts)
 }
 

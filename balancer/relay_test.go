@@ -11,6 +11,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/claude-balancer/caddy-claude-balancer/convert"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
@@ -327,5 +328,32 @@ func TestAnOpenAIChunkCostsNoAllocation(t *testing.T) {
 	short, long := allocs(10), allocs(210)
 	if perChunk := (long - short) / 200; perChunk > 0.05 {
 		t.Fatalf("%.2f allocations a chunk (%.0f for 10 chunks, %.0f for 210)", perChunk, short, long)
+	}
+}
+
+// TestAnOpenAIBodyIsValidatedOnce: the body of a request that intake
+// validated (its Peek says so) is converted without being validated again;
+// any other body is validated as it is converted.
+func TestAnOpenAIBodyIsValidatedOnce(t *testing.T) {
+	good := []byte(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)
+	bad := []byte(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"h\q"}]}`)
+	peek, err := PeekBody(good)
+	if err != nil || !peek.Valid() {
+		t.Fatalf("PeekBody: %v, valid %v", err, peek.Valid())
+	}
+	if _, err := PeekBody(bad); err == nil {
+		t.Fatal("intake accepted a bad escape")
+	}
+	cd := openAICodec{opts: &convert.Options{}}
+	// A Peek that says "validated" is trusted: the bad escape is not looked at.
+	if out, err := cd.body(&Request{Body: bad, Peek: peek}, ""); err != nil || !bytes.Contains(out, []byte(`h\q`)) {
+		t.Fatalf("a validated body was validated again: %v %s", err, out)
+	}
+	// One made otherwise is not.
+	if _, err := cd.body(&Request{Body: bad, Peek: Peek{Model: "m"}}, ""); err == nil {
+		t.Fatal("a body nobody validated was converted unchecked")
+	}
+	if out, err := cd.body(&Request{Body: good, Peek: Peek{Model: "m"}}, ""); err != nil || !bytes.Contains(out, []byte(`"hi"`)) {
+		t.Fatalf("%v %s", err, out)
 	}
 }

@@ -33,19 +33,26 @@ func BenchmarkRequestClaudeCode(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendRequestClaudeCode converts Claude Code's request into a
+// pooled buffer: validated as it is read (AppendRequest), and known valid,
+// as a body intake accepted is (ValidRequest).
 func BenchmarkAppendRequestClaudeCode(b *testing.B) {
 	body := recordedBody(b, "../testdata/claude-code-2.1.332-request.json")
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	var buf []byte
-	c0 := cpuTime()
-	for b.Loop() {
-		var err error
-		if buf, err = AppendRequest(buf[:0], body, "deepseek-chat", Options{}); err != nil {
-			b.Fatal(err)
-		}
+	for _, valid := range []bool{false, true} {
+		b.Run(map[bool]string{false: "validate", true: "valid"}[valid], func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			var buf []byte
+			c0 := cpuTime()
+			for b.Loop() {
+				var err error
+				if buf, err = appendRequest(buf[:0], body, "deepseek-chat", Options{}, valid); err != nil {
+					b.Fatal(err)
+				}
+			}
+			reportCPU(b, c0)
+		})
 	}
-	reportCPU(b, c0)
 }
 
 func BenchmarkStripForeignThinking(b *testing.B) {

@@ -1,14 +1,17 @@
 package convert
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
 
@@ -45,6 +48,12 @@ func FuzzRequest(f *testing.F) {
 	f.Add([]byte(`{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"toolu_oai_abcdef_!!","name":"a","input":[1]}]}],"system":[{"type":"text","text":"\u0000"}]}`), uint8(255))
 	f.Fuzz(func(t *testing.T, body []byte, flags uint8) {
 		out, err := Request(body, "model", fuzzOptions(flags))
+		// A body known valid is read without validation, to the same
+		// result; any other body must not make it panic.
+		vout, verr := ValidRequest(body, "model", fuzzOptions(flags))
+		if rawjson.Valid(body) && (!bytes.Equal(out, vout) || fmt.Sprint(err) != fmt.Sprint(verr)) {
+			t.Fatalf("ValidRequest gives %v\n%s\nRequest gives %v\n%s", verr, vout, err, out)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalidRequest) {
 				t.Fatalf("error %v does not wrap ErrInvalidRequest", err)

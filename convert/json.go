@@ -17,9 +17,12 @@ func skipSpace(b []byte, i int) int     { return rawjson.SkipSpace(b, i) }
 func validJSON(b []byte) bool           { return rawjson.Valid(b) }
 func field(v []byte, key string) []byte { return rawjson.Field(v, key) }
 
-// checkValue validates the value starting at b[i], which depth objects and
-// arrays enclose, and returns the index just past it.
-func checkValue(b []byte, i, depth int) (int, error) { return rawjson.CheckValue(b, i, depth) }
+// checkOrSkip validates the value starting at b[i], which depth objects
+// and arrays enclose, and returns the index just past it; in a document
+// known to be valid it only skips it.
+func checkOrSkip(b []byte, i, depth int, valid bool) (int, error) {
+	return rawjson.CheckOrSkip(b, i, depth, valid)
+}
 
 // vobject walks an object and validates it as it goes (rawjson.ObjectWalk):
 // the caller takes each key, then validates its value with value (or with a
@@ -30,6 +33,13 @@ type vobject struct{ w rawjson.ObjectWalk }
 // no object there, or when it would nest too deeply.
 func newVObject(b []byte, i, depth int) (vobject, bool) {
 	w, err := rawjson.WalkObject(b, i, depth)
+	return vobject{w}, err == nil
+}
+
+// newValidVObject is newVObject over a document known to be valid
+// (rawjson.WalkValidObject): it is read without being checked again.
+func newValidVObject(b []byte, i, depth int) (vobject, bool) {
+	w, err := rawjson.WalkValidObject(b, i, depth)
 	return vobject{w}, err == nil
 }
 
@@ -53,6 +63,11 @@ type varray struct{ w rawjson.ArrayWalk }
 
 func newVArray(b []byte, i, depth int) (varray, bool) {
 	w, err := rawjson.WalkArray(b, i, depth)
+	return varray{w}, err == nil
+}
+
+func newValidVArray(b []byte, i, depth int) (varray, bool) {
+	w, err := rawjson.WalkValidArray(b, i, depth)
 	return varray{w}, err == nil
 }
 

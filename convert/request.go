@@ -58,8 +58,11 @@ type message struct {
 }
 
 type request struct {
-	out      []byte
-	opt      Options
+	out []byte
+	opt Options
+	// valid: the body is known valid and is read without being checked
+	// (ValidRequest).
+	valid    bool
 	msgs     []message
 	tools    []tool
 	firstMsg bool
@@ -87,12 +90,25 @@ func Request(body []byte, model string, opt Options) ([]byte, error) {
 // buffers converts without allocating the result. On error dst comes back
 // unchanged.
 func AppendRequest(dst, body []byte, model string, opt Options) ([]byte, error) {
+	return appendRequest(dst, body, model, opt, false)
+}
+
+// ValidRequest is Request for a body known to be valid JSON under the
+// module's grammar (internal/rawjson), as a Messages request that intake
+// accepted is: it is read without being validated again. Given bytes that
+// are not valid JSON after all, it fails or converts what it could read; it
+// never panics.
+func ValidRequest(body []byte, model string, opt Options) ([]byte, error) {
+	return appendRequest(nil, body, model, opt, true)
+}
+
+func appendRequest(dst, body []byte, model string, opt Options, valid bool) ([]byte, error) {
 	var f struct {
 		messages, system, toolChoice, maxTokens, temperature, topP, topK,
 		stop, stream, metadata, thinking, outputConfig, outputFormat []byte
 	}
-	r := &request{opt: opt}
-	o, ok := newVObject(body, skipSpace(body, 0), 0)
+	r := &request{opt: opt, valid: valid}
+	o, ok := r.object(body, skipSpace(body, 0), 0)
 	if !ok {
 		if validJSON(body) {
 			return dst, invalid("body is not a JSON object")
@@ -205,12 +221,33 @@ func AppendRequest(dst, body []byte, model string, opt Options) ([]byte, error) 
 	return r.out, nil
 }
 
+// object, array and check start a walk of the value at b[i], or validate
+// it, as the request's body asks: validated as it is read, or read only,
+// when it is known valid (ValidRequest).
+func (r *request) object(b []byte, i, depth int) (vobject, bool) {
+	if r.valid {
+		return newValidVObject(b, i, depth)
+	}
+	return newVObject(b, i, depth)
+}
+
+func (r *request) array(b []byte, i, depth int) (varray, bool) {
+	if r.valid {
+		return newValidVArray(b, i, depth)
+	}
+	return newVArray(b, i, depth)
+}
+
+func (r *request) check(b []byte, i, depth int) (int, error) {
+	return checkOrSkip(b, i, depth, r.valid)
+}
+
 // parseMessages validates and reads the messages array at body[i] and
 // returns where it ends.
 func (r *request) parseMessages(body []byte, i int) (int, error) {
-	a, ok := newVArray(body, i, 1)
+	a, ok := r.array(body, i, 1)
 	if !ok {
-		if _, err := checkValue(body, i, 1); err != nil {
+		if _, err := r.check(body, i, 1); err != nil {
 			return 0, errJSON
 		}
 		return 0, invalid("messages: want an array")
@@ -224,7 +261,7 @@ func (r *request) parseMessages(body []byte, i int) (int, error) {
 		if !more {
 			return a.at(), nil
 		}
-		o, isObj := newVObject(body, start, 2)
+		o, isObj := r.object(body, start, 2)
 		if !isObj {
 			if _, err := a.value(); err != nil {
 				return 0, errJSON
@@ -286,9 +323,9 @@ func (r *request) parseMessages(body []byte, i int) (int, error) {
 // parseTools validates and reads the tools array at body[i] and returns
 // where it ends. A tools value that is not an array is ignored.
 func (r *request) parseTools(body []byte, i int) (int, error) {
-	a, ok := newVArray(body, i, 1)
+	a, ok := r.array(body, i, 1)
 	if !ok {
-		return checkValue(body, i, 1)
+		return r.check(body, i, 1)
 	}
 	r.tools = r.tools[:0]
 	for {
@@ -296,7 +333,7 @@ func (r *request) parseTools(body []byte, i int) (int, error) {
 		if err != nil || !more {
 			return a.at(), err
 		}
-		o, isObj := newVObject(body, start, 2)
+		o, isObj := r.object(body, start, 2)
 		if !isObj {
 			if _, err := a.value(); err != nil {
 				return 0, err

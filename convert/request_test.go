@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -219,5 +221,37 @@ func TestRequestMidConversationSystemMessages(t *testing.T) {
 				t.Fatalf("messages:\n%s\nwant\n%s", got, tc.want)
 			}
 		})
+	}
+}
+
+// ValidRequest converts every request as Request does; it reads the body
+// without validating it (a body intake accepted), so a bad escape deep in a
+// message, which Request refuses, goes through as it was read.
+func TestValidRequestConvertsWithoutValidating(t *testing.T) {
+	paths, _ := filepath.Glob("testdata/requests/*.json")
+	n := 0
+	for _, p := range paths {
+		if strings.Contains(p, ".want") {
+			continue
+		}
+		c := loadRequestCase(t, p)
+		want, werr := Request(c.Body, c.Model, c.Options)
+		got, err := ValidRequest(c.Body, c.Model, c.Options)
+		if fmt.Sprint(err) != fmt.Sprint(werr) || !bytes.Equal(got, want) {
+			t.Fatalf("%s: ValidRequest gives %v\n%s\nRequest gives %v\n%s", p, err, got, werr, want)
+		}
+		n++
+	}
+	if n < 10 {
+		t.Fatalf("only %d request cases", n)
+	}
+
+	bad := []byte(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a\q"}]}]}`)
+	if _, err := Request(bad, "m", Options{}); err == nil {
+		t.Fatal("Request accepted a bad escape")
+	}
+	out, err := ValidRequest(bad, "m", Options{})
+	if err != nil || !bytes.Contains(out, []byte(`a\q`)) {
+		t.Fatalf("ValidRequest validated what it was told is valid: %v\n%s", err, out)
 	}
 }

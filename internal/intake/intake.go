@@ -80,7 +80,15 @@ type Peek struct {
 	// modelStart and modelEnd locate the model's JSON string, quotes
 	// included, so it can be replaced in place.
 	modelStart, modelEnd int
+	// valid is set by the walk that validated the body (see Valid).
+	valid bool
 }
+
+// Valid reports whether p was read from a body that the walk validated
+// whole: that body is valid JSON under the module's grammar, and a reader of
+// it (a converter) may walk it without validating it again. A Peek made any
+// other way reports false.
+func (p Peek) Valid() bool { return p.valid }
 
 // WithModel returns body with the model replaced by model. The original body
 // is not modified; everything but the model's value stays byte for byte.
@@ -137,6 +145,7 @@ func read(body []byte, opt Options, digest bool) (p Peek, k Key, d uint64, err e
 	if p, err = w.peek(); err != nil {
 		return Peek{}, Key{}, 0, err
 	}
+	p.valid = true
 	if opt.Sign {
 		k = w.sign(opt.Identity, opt.Beta)
 	}

@@ -38,7 +38,18 @@ func TestPeekBody(t *testing.T) {
 			if p.Model != tc.model || p.Stream != tc.stream || p.Session != tc.session {
 				t.Fatalf("got %+v", p)
 			}
+			// The walk validated the body whole, and its Peek says so,
+			// as Prepare's does.
+			if !p.Valid() {
+				t.Fatal("Read's Peek does not say the body is valid")
+			}
+			if p, _, err := Prepare([]byte(tc.body), Options{}); err != nil || !p.Valid() {
+				t.Fatalf("Prepare: %v, valid %v", err, p.Valid())
+			}
 		})
+	}
+	if (Peek{Model: "m"}).Valid() {
+		t.Fatal("a Peek made by hand says its body is valid")
 	}
 }
 

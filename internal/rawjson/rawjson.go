@@ -558,6 +558,8 @@ type ObjectWalk struct {
 	i     int
 	depth int
 	first bool
+	// valid: the document is known valid (WalkValidObject).
+	valid bool
 }
 
 // WalkObject starts a walk of the object at b[i], which depth objects and
@@ -571,6 +573,17 @@ func WalkObject(b []byte, i, depth int) (ObjectWalk, error) {
 		return ObjectWalk{}, syntaxErr(i, "JSON nested too deeply")
 	}
 	return ObjectWalk{b: b, i: i + 1, depth: depth, first: true}, nil
+}
+
+// WalkValidObject is WalkObject over a document known to be valid (one that
+// Check accepted, or a reader of this grammar did): its keys and values are
+// read without being checked again, and Value skips a value rather than
+// validating it. On bytes that are not valid JSON after all, the walk ends
+// early or reads nonsense; it never reads out of bounds.
+func WalkValidObject(b []byte, i, depth int) (ObjectWalk, error) {
+	w, err := WalkObject(b, i, depth)
+	w.valid = true
+	return w, err
 }
 
 // Key returns the next key, quotes included and as written, and leaves the
@@ -601,8 +614,10 @@ func (o *ObjectWalk) Key() (quoted []byte, ok bool, err error) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, false, syntaxErr(i, "expected a string key")
 	}
-	ke, err := CheckString(b, i)
-	if err != nil {
+	var ke int
+	if o.valid {
+		ke = SkipString(b, i)
+	} else if ke, err = CheckString(b, i); err != nil {
 		return nil, false, err
 	}
 	quoted = b[i:ke]
@@ -617,12 +632,30 @@ func (o *ObjectWalk) Key() (quoted []byte, ok bool, err error) {
 // Value validates the value the walk is at and returns it.
 func (o *ObjectWalk) Value() ([]byte, error) {
 	start := o.i
-	end, err := CheckValue(o.b, start, o.depth+1)
+	end, err := checkOrSkip(o.b, start, o.depth+1, o.valid)
 	if err != nil {
 		return nil, err
 	}
 	o.i = end
 	return o.b[start:end], nil
+}
+
+// checkOrSkip validates the value at b[i] as CheckValue does or, in a
+// document known to be valid, skips it.
+func checkOrSkip(b []byte, i, depth int, valid bool) (int, error) {
+	if !valid {
+		return CheckValue(b, i, depth)
+	}
+	if i >= len(b) {
+		return 0, syntaxErr(i, "unexpected end of JSON input")
+	}
+	return max(SkipValue(b, i), i+1), nil
+}
+
+// CheckOrSkip is CheckValue, or SkipValue in a document known to be valid
+// (see WalkValidObject).
+func CheckOrSkip(b []byte, i, depth int, valid bool) (int, error) {
+	return checkOrSkip(b, i, depth, valid)
 }
 
 // Members validates the whole of the object at b[i] (which depth objects
@@ -665,6 +698,7 @@ type ArrayWalk struct {
 	i     int
 	depth int
 	first bool
+	valid bool
 }
 
 // WalkArray starts a walk of the array at b[i], which depth objects and
@@ -677,6 +711,14 @@ func WalkArray(b []byte, i, depth int) (ArrayWalk, error) {
 		return ArrayWalk{}, syntaxErr(i, "JSON nested too deeply")
 	}
 	return ArrayWalk{b: b, i: i + 1, depth: depth, first: true}, nil
+}
+
+// WalkValidArray is WalkArray over a document known to be valid (see
+// WalkValidObject).
+func WalkValidArray(b []byte, i, depth int) (ArrayWalk, error) {
+	w, err := WalkArray(b, i, depth)
+	w.valid = true
+	return w, err
 }
 
 // Next leaves the walk at the next element and returns where it starts; ok
@@ -713,7 +755,7 @@ func (a *ArrayWalk) Next() (start int, ok bool, err error) {
 // Value validates the element the walk is at and returns it.
 func (a *ArrayWalk) Value() ([]byte, error) {
 	start := a.i
-	end, err := CheckValue(a.b, start, a.depth+1)
+	end, err := checkOrSkip(a.b, start, a.depth+1, a.valid)
 	if err != nil {
 		return nil, err
 	}
