@@ -311,9 +311,6 @@ func TestReadAllReadsWhatComesWhateverTheLength(t *testing.T) {
 // converter, the converter lends the events it makes to the relay, and an
 // error is made only for a chunk that fails.
 func TestAnOpenAIChunkCostsNoAllocation(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector makes sync.Pool drop what it is given")
-	}
 	allocs := func(n int) float64 {
 		bal := oneProvider(t, fmt.Sprintf("openai-allocs-%d", n), ProviderConfig{BaseURL: chatUpstream(t, n), Type: "openai"})
 		req := streamRequest(t)
@@ -326,7 +323,14 @@ func TestAnOpenAIChunkCostsNoAllocation(t *testing.T) {
 		})
 	}
 	short, long := allocs(10), allocs(210)
-	if perChunk := (long - short) / 200; perChunk > 0.05 {
+	// Under the race detector, sync.Pool drops a quarter of what it is
+	// given: the reader's and the relay's pooled buffers then cost about
+	// half an allocation a chunk.
+	limit := 0.05
+	if raceEnabled {
+		limit = 0.8
+	}
+	if perChunk := (long - short) / 200; perChunk > limit {
 		t.Fatalf("%.2f allocations a chunk (%.0f for 10 chunks, %.0f for 210)", perChunk, short, long)
 	}
 }
