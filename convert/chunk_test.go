@@ -76,6 +76,16 @@ func chunkSeeds(t testing.TB) [][]byte {
 		bytes.Repeat([]byte(`{"a":`), 600),
 		append(append([]byte(`{"choices":[{"index":0,"delta":`), bytes.Repeat([]byte(`[`), 520)...), bytes.Repeat([]byte(`]`), 520)...),
 	}
+	for _, stream := range streamChunks(t) {
+		seeds = append(seeds, stream...)
+	}
+	return seeds
+}
+
+// streamChunks are the data of the chunks of each stream in
+// testdata/streams, [DONE] and keep-alives left out.
+func streamChunks(t testing.TB) [][][]byte {
+	var streams [][][]byte
 	paths, _ := filepath.Glob("testdata/streams/*.sse")
 	for _, p := range paths {
 		if filepath.Ext(p[:len(p)-len(".sse")]) == ".want" {
@@ -85,6 +95,7 @@ func chunkSeeds(t testing.TB) [][]byte {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var chunks [][]byte
 		rd := sse.NewReader(bytes.NewReader(b))
 		for {
 			ev, err := rd.Next()
@@ -92,18 +103,28 @@ func chunkSeeds(t testing.TB) [][]byte {
 				break
 			}
 			if d := trimSpace(ev.Data); len(d) > 0 && string(d) != string(doneData) {
-				seeds = append(seeds, bytes.Clone(d))
+				chunks = append(chunks, bytes.Clone(d))
 			}
 		}
+		streams = append(streams, chunks)
 	}
-	return seeds
+	return streams
 }
 
 // sameChunk compares what the two readings found, strict and not.
 func sameChunk(t *testing.T, data []byte) {
 	t.Helper()
 	for _, strict := range []bool{true, false} {
-		rp, ch, found, ok := readChunk(data, strict)
+		sameChunkAfter(t, data, strict, nil)
+	}
+}
+
+// sameChunkAfter compares what readChunk finds in data with head, after
+// the chunks head has seen, with what the two passes find.
+func sameChunkAfter(t *testing.T, data []byte, strict bool, head *chunkHead) {
+	t.Helper()
+	{
+		rp, ch, found, ok := readChunk(data, strict, head)
 		wrp, wch, wfound, wok := twoPassChunk(data, strict)
 		if ok != wok {
 			t.Fatalf("%s: one walk ok=%v, two passes ok=%v", data, ok, wok)
@@ -140,7 +161,7 @@ func TestReadChunkIsValidationAndReadingInOne(t *testing.T) {
 	accepted := 0
 	for _, s := range seeds {
 		sameChunk(t, s)
-		if _, _, _, ok := readChunk(s, true); ok {
+		if _, _, _, ok := readChunk(s, true, nil); ok {
 			accepted++
 		}
 	}
@@ -243,4 +264,62 @@ func TestBorrowedStreamLendsItsEvents(t *testing.T) {
 	if n := allocs(false); n < 1 {
 		t.Errorf("a copied chunk of text costs %.1f allocations: the copy is gone, and this test with it", n)
 	}
+}
+
+// headPairs are chunks that start alike, in pairs: what the first leaves in
+// a stream's head must not change what the second reads.
+var headPairs = [][2]string{
+	// A number or a literal that the next chunk continues.
+	{`{"id":"x","created":17,"choices":[{"index":0,"delta":{"content":"a"}}]}`, `{"id":"x","created":170,"choices":[{"index":0,"delta":{"content":"b"}}]}`},
+	{`{"id":"x","created":17,"choices":[]}`, `{"id":"x","created":17e,"choices":[]}`},
+	{`{"id":"x","ok":true,"choices":[]}`, `{"id":"x","ok":truex,"choices":[]}`},
+	{`{"id":"x","n":1 ,"choices":[]}`, `{"id":"x","n":1 ,"choices":[{"index":0,"delta":{"content":"c"}}]}`},
+	// Members read in the head come back, from the second chunk's bytes.
+	{`{"object":"error","usage":{"prompt_tokens":1},"choices":[]}`, `{"object":"error","usage":{"prompt_tokens":1},"choices":[{"index":0}],"error":{"message":"m"}}`},
+	{`{"object":"chat.completion.chunk","choices":[],"object":"error"}`, `{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{}}]}`},
+	// What follows the head decides, as in a chunk of its own.
+	{`{"id":"x","choices":[]}`, `{"id":"x","choices":[]`},
+	{`{"id":"x","choices":[]}`, `{"id":"x","choices":[]} x`},
+	{`{"id":"x","choices":[]}`, `{"id":"x"}`},
+	{`{"id":"x","choices":[]}`, `{"id":"x","choices":null,"choices":[{"index":0,"delta":{"content":"d"}}]}`},
+	// A start that changes is read in full, and becomes the head.
+	{`{"id":"x","choices":[]}`, `{"id":"y","choices":[{"index":0,"delta":{"content":"e"}}]}`},
+	{`{"choices":[],"id":"x"}`, `{"choices":[{"index":0,"delta":{"content":"f"}}],"id":"x"}`},
+}
+
+// A stream reads the start its chunks share once: each chunk after the
+// first is read on from where the start they share ends, to what reading it
+// alone finds.
+func TestAStreamReadsTheStartItsChunksShareOnce(t *testing.T) {
+	for _, p := range headPairs {
+		head := &chunkHead{}
+		sameChunkAfter(t, []byte(p[0]), true, head)
+		sameChunkAfter(t, []byte(p[1]), true, head)
+	}
+	chunks, resumed := 0, 0
+	for _, stream := range streamChunks(t) {
+		head := &chunkHead{}
+		for _, d := range stream {
+			chunks++
+			if head.matches(d) {
+				resumed++
+			}
+			sameChunkAfter(t, d, true, head)
+		}
+	}
+	// Most chunks of a stream repeat the start of the one before.
+	if chunks < 100 || resumed < chunks/2 {
+		t.Fatalf("%d of %d chunks read on from a head", resumed, chunks)
+	}
+}
+
+func FuzzReadChunkAfter(f *testing.F) {
+	for _, p := range headPairs {
+		f.Add([]byte(p[0]), []byte(p[1]))
+	}
+	f.Fuzz(func(t *testing.T, first, second []byte) {
+		head := &chunkHead{}
+		readChunk(first, true, head)
+		sameChunkAfter(t, second, true, head)
+	})
 }

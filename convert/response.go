@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 	"net/http"
 	"strconv"
 )
@@ -127,14 +128,24 @@ func (rp reply) upstreamError(body []byte) *UpstreamError {
 // the first listed. Streams are strict: a chunk may carry only the other
 // choices of an n>1 request. ok is false when data is not one valid JSON
 // object. Only the choice's message or delta is walked again, with the
-// plain iterators: a chunk's id, model and other members, most of its
-// bytes, are read once.
-func readChunk(data []byte, strict bool) (rp reply, ch choice, found, ok bool) {
+// plain iterators.
+//
+// With head, the chunks of a stream are read together: head keeps the start
+// of a chunk, up to its "choices", and a chunk that starts with the same
+// bytes is read from there on (see chunkHead).
+func readChunk(data []byte, strict bool, head *chunkHead) (rp reply, ch choice, found, ok bool) {
 	o, ok := newVObject(data, 0, 0)
 	if !ok {
 		return rp, ch, false, false
 	}
+	resumed := head.matches(data)
+	if resumed {
+		o.w = rawjson.ResumeObject(data, len(head.b)-1, 0)
+		rp = head.reply(data)
+	}
+	members := 0
 	for {
+		at := o.at()
 		k, more, err := o.key()
 		if err != nil {
 			return rp, ch, false, false
@@ -144,12 +155,18 @@ func readChunk(data []byte, strict bool) (rp reply, ch choice, found, ok bool) {
 		}
 		start := o.at()
 		if start < len(data) && data[start] == '[' && keyIs(k, "choices") {
+			if !resumed && head != nil && members > 0 {
+				// The first "choices" of a chunk whose start is new.
+				head.keep(data, at, rp)
+				resumed = true
+			}
 			var end int
 			if ch, found, end, ok = readChoices(data, start, o.w.Depth(), strict); !ok {
 				return rp, ch, false, false
 			}
 			o.setEnd(end)
 			rp.choices = data[start:end]
+			members++
 			continue
 		}
 		v, err := o.value()
@@ -160,11 +177,62 @@ func readChunk(data []byte, strict bool) (rp reply, ch choice, found, ok bool) {
 		if keyIs(k, "choices") {
 			ch, found = choice{}, false
 		}
+		members++
 	}
 	if skipSpace(data, o.at()) != len(data) {
 		return rp, ch, false, false
 	}
 	return rp, ch, found, true
+}
+
+// chunkHead is the start of a stream's chunk, up to its first "choices"
+// member: the chunks of one stream repeat their id, object, created, model
+// and fingerprint byte for byte, and make most of its bytes. A chunk that
+// starts with the same bytes is read on from where they end, as a walk of
+// them would read them again, to the same result: a walk's state between
+// two members of the top-level object is only where it stands. The byte
+// after the last value counts too, since it ends a number or a literal.
+type chunkHead struct {
+	b []byte
+	// The members of the reply read in b, as spans of it; end 0 for none.
+	usage, err, object [2]int
+}
+
+// matches reports whether data starts with the head; a nil or empty head
+// matches nothing.
+func (h *chunkHead) matches(data []byte) bool {
+	return h != nil && len(h.b) > 0 && len(data) > len(h.b) && string(data[:len(h.b)]) == string(h.b)
+}
+
+// keep makes the head data's start: its bytes up to and including data[at],
+// the byte after the value of the member before "choices", and the members
+// of rp read there, all slices of data.
+func (h *chunkHead) keep(data []byte, at int, rp reply) {
+	if at >= len(data) {
+		h.b = h.b[:0]
+		return
+	}
+	h.b = append(h.b[:0], data[:at+1]...)
+	span := func(v []byte) [2]int {
+		if v == nil {
+			return [2]int{}
+		}
+		// v is a slice of data: its capacity says where it starts.
+		s := cap(data) - cap(v)
+		return [2]int{s, s + len(v)}
+	}
+	h.usage, h.err, h.object = span(rp.usage), span(rp.err), span(rp.object)
+}
+
+// reply returns the members read in the head, as slices of data.
+func (h *chunkHead) reply(data []byte) reply {
+	get := func(s [2]int) []byte {
+		if s[1] == 0 {
+			return nil
+		}
+		return data[s[0]:s[1]:s[1]]
+	}
+	return reply{usage: get(h.usage), err: get(h.err), object: get(h.object)}
 }
 
 // readChoices validates the choices array at b[i], which depth objects and
@@ -314,7 +382,7 @@ func parseMessage(msg []byte) replyMessage {
 // wrapping ErrMalformed.
 func Response(body []byte, clientModel string) ([]byte, error) {
 	body = trimSpace(body)
-	rp, ch, found, ok := readChunk(body, false)
+	rp, ch, found, ok := readChunk(body, false, nil)
 	switch {
 	case !ok && validJSON(body):
 		return nil, fmt.Errorf("convert: %w: reply is not a JSON object", ErrMalformed)

@@ -99,6 +99,8 @@ type Stream struct {
 	marks  []evMark // where each of them starts in buf
 	events []sse.Event
 	borrow bool // see Borrow
+	// head is the start of the last chunk read in full (see chunkHead).
+	head chunkHead
 
 	started, pinged, done bool
 	err                   error
@@ -159,7 +161,7 @@ func (s *Stream) Feed(dst []sse.Event, ev sse.Event) ([]sse.Event, error) {
 	if ev.Name == "error" {
 		return dst, s.fail(parseError(http.StatusOK, data))
 	}
-	rp, ch, found, ok := readChunk(data, true)
+	rp, ch, found, ok := readChunk(data, true, &s.head)
 	if !ok {
 		return dst, s.fail(fmt.Errorf("convert: %w: stream chunk is not a JSON object", ErrMalformed))
 	}

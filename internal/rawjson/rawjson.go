@@ -586,6 +586,15 @@ func WalkValidObject(b []byte, i, depth int) (ObjectWalk, error) {
 	return w, err
 }
 
+// ResumeObject continues a walk of the object that encloses b[i], which
+// depth objects and arrays enclose, after its members before b[i]: a walk of
+// the same bytes (in an earlier document that began with them) read them,
+// and b[i] is where that walk stood after their last value. It is how a
+// reader of many documents that start alike reads their common start once.
+func ResumeObject(b []byte, i, depth int) ObjectWalk {
+	return ObjectWalk{b: b, i: i, depth: depth}
+}
+
 // Key returns the next key, quotes included and as written, and leaves the
 // walk at its value; ok is false after the closing brace, and At then says
 // where the object ends.
