@@ -58,7 +58,7 @@ func (c *call) attempt() *outcome {
 	if c.req.RawQuery != "" && p.Type == TypeAnthropic {
 		target += "?" + c.req.RawQuery
 	}
-	src := &bodySource{b: body}
+	src := &bodySource{b: body, pooled: c.cd.ownsBody()}
 	defer src.release()
 	c.onCommit = func() {
 		src.release()

@@ -27,6 +27,10 @@ type codec interface {
 	errorInfo(status int, body []byte) (errType, message string, ok bool)
 	// clientHeaders reports whether client headers are forwarded upstream.
 	clientHeaders() bool
+	// ownsBody reports whether the bodies body makes are the codec's own,
+	// lent by the buffer pool: the attempt gives each back once nothing
+	// can read it (bodySource.release).
+	ownsBody() bool
 }
 
 // streamDecoder turns upstream SSE events into Anthropic events, each read
@@ -46,6 +50,10 @@ type streamDecoder interface {
 // model is replaced when a route asks for it, and, for a provider with
 // fold_system, mid-conversation system messages are folded into user turns.
 type anthropicCodec struct{ fold bool }
+
+// ownsBody is false: the body is the client's, or made from it once per
+// request and kept with it.
+func (anthropicCodec) ownsBody() bool { return false }
 
 func (c anthropicCodec) body(req *Request, model string) ([]byte, error) {
 	body, peek := req.anthropicBody()

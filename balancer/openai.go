@@ -8,6 +8,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/convert"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/anthropic"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/apierr"
+	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/relay"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/sse"
 )
@@ -20,12 +21,25 @@ func (c openAICodec) body(req *Request, model string) ([]byte, error) {
 	if model == "" {
 		model = req.Peek.Model
 	}
+	// The converted body is about as large as the client's: a buffer lent
+	// by the pool, given back once the attempt lets go of it.
+	buf := bufpool.Get(len(req.Body) + len(req.Body)/8 + 512)
+	var out []byte
+	var err error
 	if req.Peek.Valid() {
 		// Intake validated the body: the converter reads it once.
-		return convert.ValidRequest(req.Body, model, *c.opts)
+		out, err = convert.AppendValidRequest(buf, req.Body, model, *c.opts)
+	} else {
+		out, err = convert.AppendRequest(buf, req.Body, model, *c.opts)
 	}
-	return convert.Request(req.Body, model, *c.opts)
+	if err != nil {
+		bufpool.Put(buf)
+	}
+	return out, err
 }
+
+// ownsBody is true: body converts into a buffer lent by the pool.
+func (openAICodec) ownsBody() bool { return true }
 
 func (openAICodec) header(h http.Header, req *Request) {
 	h.Set("Content-Type", "application/json")

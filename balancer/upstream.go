@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/bufpool"
 )
 
 // isHopHeader reports whether a header, named in canonical form (as
@@ -187,12 +189,20 @@ func (b *Balancer) setAuth(ctx context.Context, p *Provider, h http.Header, clie
 type bodySource struct {
 	mu sync.Mutex
 	b  []byte
+	// pooled: b is lent by the buffer pool (codec.ownsBody), and goes back
+	// on release.
+	pooled bool
 }
 
 var errBodyReleased = errors.New("request body already released")
 
 func (s *bodySource) release() {
 	s.mu.Lock()
+	if s.pooled && s.b != nil {
+		// Readers copy from b under the lock, and read nothing once it is
+		// released: nobody holds it now.
+		bufpool.Put(s.b)
+	}
 	s.b = nil
 	s.mu.Unlock()
 }

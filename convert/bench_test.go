@@ -35,7 +35,7 @@ func BenchmarkRequestClaudeCode(b *testing.B) {
 
 // BenchmarkAppendRequestClaudeCode converts Claude Code's request into a
 // pooled buffer: validated as it is read (AppendRequest), and known valid,
-// as a body intake accepted is (ValidRequest).
+// as a body intake accepted is (AppendValidRequest).
 func BenchmarkAppendRequestClaudeCode(b *testing.B) {
 	body := recordedBody(b, "../testdata/claude-code-2.1.332-request.json")
 	for _, valid := range []bool{false, true} {

@@ -50,9 +50,9 @@ func FuzzRequest(f *testing.F) {
 		out, err := Request(body, "model", fuzzOptions(flags))
 		// A body known valid is read without validation, to the same
 		// result; any other body must not make it panic.
-		vout, verr := ValidRequest(body, "model", fuzzOptions(flags))
+		vout, verr := AppendValidRequest(nil, body, "model", fuzzOptions(flags))
 		if rawjson.Valid(body) && (!bytes.Equal(out, vout) || fmt.Sprint(err) != fmt.Sprint(verr)) {
-			t.Fatalf("ValidRequest gives %v\n%s\nRequest gives %v\n%s", verr, vout, err, out)
+			t.Fatalf("AppendValidRequest gives %v\n%s\nRequest gives %v\n%s", verr, vout, err, out)
 		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalidRequest) {

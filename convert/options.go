@@ -8,7 +8,7 @@
 // Everything works on raw JSON bytes. Strings that only change place are
 // copied as written, never decoded and encoded again. A request, a reply
 // and each stream chunk are validated in the walk that reads them; a
-// request body already validated (ValidRequest) is not validated again, and
+// request body already validated (AppendValidRequest) is not validated again, and
 // a Stream reads the start its chunks share (id, model...) once. A Stream
 // can lend the events it makes (Borrow) to a relay that hands each on
 // before it feeds the next chunk: a chunk of text costs no allocation.

@@ -61,7 +61,7 @@ type request struct {
 	out []byte
 	opt Options
 	// valid: the body is known valid and is read without being checked
-	// (ValidRequest).
+	// (AppendValidRequest).
 	valid    bool
 	msgs     []message
 	tools    []tool
@@ -93,13 +93,13 @@ func AppendRequest(dst, body []byte, model string, opt Options) ([]byte, error) 
 	return appendRequest(dst, body, model, opt, false)
 }
 
-// ValidRequest is Request for a body known to be valid JSON under the
-// module's grammar (internal/rawjson), as a Messages request that intake
-// accepted is: it is read without being validated again. Given bytes that
-// are not valid JSON after all, it fails or converts what it could read; it
-// never panics.
-func ValidRequest(body []byte, model string, opt Options) ([]byte, error) {
-	return appendRequest(nil, body, model, opt, true)
+// AppendValidRequest is AppendRequest for a body known to be valid JSON
+// under the module's grammar (internal/rawjson), as a Messages request that
+// intake accepted is: it is read without being validated again. Given bytes
+// that are not valid JSON after all, it fails or converts what it could
+// read; it never panics.
+func AppendValidRequest(dst, body []byte, model string, opt Options) ([]byte, error) {
+	return appendRequest(dst, body, model, opt, true)
 }
 
 func appendRequest(dst, body []byte, model string, opt Options, valid bool) ([]byte, error) {
@@ -223,7 +223,7 @@ func appendRequest(dst, body []byte, model string, opt Options, valid bool) ([]b
 
 // object, array and check start a walk of the value at b[i], or validate
 // it, as the request's body asks: validated as it is read, or read only,
-// when it is known valid (ValidRequest).
+// when it is known valid (AppendValidRequest).
 func (r *request) object(b []byte, i, depth int) (vobject, bool) {
 	if r.valid {
 		return newValidVObject(b, i, depth)
@@ -323,6 +323,11 @@ func (r *request) parseMessages(body []byte, i int) (int, error) {
 // parseTools validates and reads the tools array at body[i] and returns
 // where it ends. A tools value that is not an array is ignored.
 func (r *request) parseTools(body []byte, i int) (int, error) {
+	if k, n := lookupTools(body[i:], !r.valid); k != nil {
+		// An array read before (see toolcache.go).
+		r.tools = k.appendTools(r.tools[:0], body[i:])
+		return i + n, nil
+	}
 	a, ok := r.array(body, i, 1)
 	if !ok {
 		return r.check(body, i, 1)
@@ -330,8 +335,12 @@ func (r *request) parseTools(body []byte, i int) (int, error) {
 	r.tools = r.tools[:0]
 	for {
 		start, more, err := a.elem()
-		if err != nil || !more {
+		if err != nil {
 			return a.at(), err
+		}
+		if !more {
+			keepTools(body, i, a.at(), r.tools, !r.valid)
+			return a.at(), nil
 		}
 		o, isObj := r.object(body, start, 2)
 		if !isObj {

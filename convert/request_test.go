@@ -224,10 +224,10 @@ func TestRequestMidConversationSystemMessages(t *testing.T) {
 	}
 }
 
-// ValidRequest converts every request as Request does; it reads the body
+// AppendValidRequest converts every request as Request does; it reads the body
 // without validating it (a body intake accepted), so a bad escape deep in a
 // message, which Request refuses, goes through as it was read.
-func TestValidRequestConvertsWithoutValidating(t *testing.T) {
+func TestAppendValidRequestConvertsWithoutValidating(t *testing.T) {
 	paths, _ := filepath.Glob("testdata/requests/*.json")
 	n := 0
 	for _, p := range paths {
@@ -236,9 +236,9 @@ func TestValidRequestConvertsWithoutValidating(t *testing.T) {
 		}
 		c := loadRequestCase(t, p)
 		want, werr := Request(c.Body, c.Model, c.Options)
-		got, err := ValidRequest(c.Body, c.Model, c.Options)
+		got, err := AppendValidRequest(nil, c.Body, c.Model, c.Options)
 		if fmt.Sprint(err) != fmt.Sprint(werr) || !bytes.Equal(got, want) {
-			t.Fatalf("%s: ValidRequest gives %v\n%s\nRequest gives %v\n%s", p, err, got, werr, want)
+			t.Fatalf("%s: AppendValidRequest gives %v\n%s\nRequest gives %v\n%s", p, err, got, werr, want)
 		}
 		n++
 	}
@@ -250,8 +250,79 @@ func TestValidRequestConvertsWithoutValidating(t *testing.T) {
 	if _, err := Request(bad, "m", Options{}); err == nil {
 		t.Fatal("Request accepted a bad escape")
 	}
-	out, err := ValidRequest(bad, "m", Options{})
+	out, err := AppendValidRequest(nil, bad, "m", Options{})
 	if err != nil || !bytes.Contains(out, []byte(`a\q`)) {
-		t.Fatalf("ValidRequest validated what it was told is valid: %v\n%s", err, out)
+		t.Fatalf("AppendValidRequest validated what it was told is valid: %v\n%s", err, out)
 	}
+}
+
+// A tools array read once is not read again: a body that starts its
+// "tools" with the same bytes gets the same tools from the cache, a
+// changed array is read anew, and what a walk that did not validate kept
+// (AppendValidRequest) never spares a validating walk its validation.
+func TestToolsReadOnceAreKept(t *testing.T) {
+	tools := func(desc string) string {
+		var b strings.Builder
+		b.WriteString(`[`)
+		for i := range 12 {
+			if i > 0 {
+				b.WriteString(`,`)
+			}
+			fmt.Fprintf(&b, `{"name":"tool%d","description":%q,"input_schema":{"type":"object","properties":{"a":{"type":"string","description":"an argument of tool %d"}}}}`, i, desc, i)
+		}
+		b.WriteString(`]`)
+		return b.String()
+	}
+	body := func(ts string) []byte {
+		return []byte(`{"model":"m","max_tokens":5,"tools":` + ts + `,"messages":[{"role":"user","content":"hi"}]}`)
+	}
+	a := body(tools("A tool that does one thing well, and says so at some length."))
+	if len(a) < 2*toolsMin {
+		t.Fatalf("the body is too small to keep its tools: %d bytes", len(a))
+	}
+	first, err := Request(a, "m", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits := toolsKept.Hits()
+	again, err := Request(a, "m", Options{})
+	if err != nil || !bytes.Equal(again, first) || toolsKept.Hits() != hits+1 {
+		t.Fatalf("the same tools again: %v, %d hits, same output %v", err, toolsKept.Hits()-hits, bytes.Equal(again, first))
+	}
+	// The same tools at another place in another body.
+	moved := []byte(`{"system":"be brief","model":"m","tools":` + tools("A tool that does one thing well, and says so at some length.") + `,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)
+	out, err := Request(moved, "m", Options{})
+	if err != nil || toolsKept.Hits() != hits+2 || !bytes.Contains(out, []byte(`"name":"tool11"`)) {
+		t.Fatalf("moved tools: %v, %d hits\n%s", err, toolsKept.Hits()-hits, out)
+	}
+	// One byte changed at the end of the array: read anew, and right.
+	changedTools := tools("A tool that does one thing well, and says so at some length.")
+	changedTools = changedTools[:len(changedTools)-len(`"}}}}]`)-1] + `X"}}}}]`
+	changed := body(changedTools)
+	cacheless, err := appendRequestUncached(changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Request(changed, "m", Options{})
+	if err != nil || !bytes.Equal(got, cacheless) || !bytes.Contains(got, []byte(`tool 1X"`)) {
+		t.Fatalf("changed tools: %v\n%s\nwant\n%s", err, got, cacheless)
+	}
+	// Invalid tools that a walk trusting its body kept are not trusted by
+	// a walk that validates.
+	bad := body(strings.ReplaceAll(tools("A tool with a bad escape, kept by a walk that trusted it."), "bad escape", `bad \q escape`))
+	if _, err := appendRequestUncached(bad); err == nil {
+		t.Fatal("Request accepted a bad escape")
+	}
+	if _, err := AppendValidRequest(nil, bad, "m", Options{}); err != nil {
+		t.Fatalf("AppendValidRequest: %v", err)
+	}
+	if _, err := Request(bad, "m", Options{}); err == nil {
+		t.Fatal("tools kept by a walk that did not validate them spared Request its validation")
+	}
+}
+
+// appendRequestUncached converts body with the tools cache emptied first.
+func appendRequestUncached(body []byte) ([]byte, error) {
+	toolsKept.Reset()
+	return Request(body, "m", Options{})
 }

@@ -1,27 +1,20 @@
 package intake
 
 import (
-	"bytes"
-	"sync"
 	"sync/atomic"
 
-	"github.com/zeebo/xxh3"
-
+	"github.com/claude-balancer/caddy-claude-balancer/internal/prefixcache"
 	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
 // Claude Code sends the same "tools" and "system" with every request of a
 // session, and they are most of its bytes. The walk therefore keeps the
-// large objects and arrays it met as top-level values: when a body's value
-// starts with the exact bytes of one it validated before, that value is the
-// same value (an object or array ends where its bytes say), valid at the
-// same depth, and it is not walked again. For a signature, its canonical text
-// (see walk.go), which depends on its bytes alone, is kept with it.
-//
-// A value is found by its owner (Options.Owner: a client only ever meets
-// what it sent itself) and a hash of its first bytes, and then compared in
-// full, so a match is never mistaken. The cache is bounded in entries and
-// bytes; when it is full, entries are dropped at random.
+// large objects and arrays it met as top-level values (internal/prefixcache):
+// when a body's value starts with the exact bytes of one it validated before,
+// that value is the same value, valid at the same depth, and it is not walked
+// again. For a signature, its canonical text (see walk.go), which depends on
+// its bytes alone, is kept with it. A value is kept under its owner
+// (Options.Owner): a client only ever meets what it sent itself.
 
 // knownMin is the smallest value, as written, worth keeping.
 const knownMin = 1 << 10
@@ -32,12 +25,8 @@ const (
 	knownBytes   = 8 << 20
 )
 
-// knownKeyLen is how many of a value's first bytes find it.
-const knownKeyLen = 64
-
+// knownValue is what the walk learned from a value it kept.
 type knownValue struct {
-	owner string
-	raw   []byte
 	// canon is what a signature's walk wrote for the value, once one did.
 	canon atomic.Pointer[canonText]
 }
@@ -51,61 +40,7 @@ type canonText struct {
 	foreign bool
 }
 
-var known = struct {
-	mu sync.RWMutex
-	m  map[uint64][]*knownValue
-	// n counts the values kept, size their bytes.
-	n, size int
-}{m: map[uint64][]*knownValue{}}
-
-// knownHits counts the values found in the cache, for the tests.
-var knownHits atomic.Int64
-
-func knownKey(owner string, b []byte) uint64 {
-	return xxh3.Hash(b[:min(len(b), knownKeyLen)]) ^ xxh3.HashString(owner)
-}
-
-// lookupKnown returns the value of owner's that b starts with, or nil.
-func lookupKnown(owner string, b []byte) *knownValue {
-	if len(b) < knownMin {
-		return nil
-	}
-	k := knownKey(owner, b)
-	known.mu.RLock()
-	defer known.mu.RUnlock()
-	for _, v := range known.m[k] {
-		if v.owner == owner && len(v.raw) <= len(b) && bytes.Equal(b[:len(v.raw)], v.raw) {
-			return v
-		}
-	}
-	return nil
-}
-
-// keepKnown keeps a copy of raw, a valid top-level object or array of
-// owner's.
-func keepKnown(owner string, raw []byte) *knownValue {
-	v := &knownValue{owner: owner, raw: bytes.Clone(raw)}
-	k := knownKey(owner, raw)
-	known.mu.Lock()
-	defer known.mu.Unlock()
-	for known.n > 0 && (known.n >= knownEntries || known.size+len(raw) > knownBytes) {
-		for old, list := range known.m {
-			delete(known.m, old)
-			known.n -= len(list)
-			for _, x := range list {
-				known.size -= len(x.raw)
-			}
-			break
-		}
-	}
-	if len(raw) > knownBytes {
-		return v
-	}
-	known.m[k] = append(known.m[k], v)
-	known.n++
-	known.size += len(raw)
-	return v
-}
+var known = prefixcache.New[*knownValue](knownMin, knownEntries, knownBytes)
 
 // topValue walks the top-level object or array at src[i] that is not
 // "messages", and returns where it ends: a value kept from an earlier walk
@@ -113,16 +48,15 @@ func keepKnown(owner string, raw []byte) *knownValue {
 func (w *walker) topValue(i int) (int, error) {
 	// Canonical texts are kept as signatures write them (inlineMax).
 	full := w.inline == inlineMax
-	v := lookupKnown(w.owner, w.src[i:])
-	if v != nil {
-		knownHits.Add(1)
+	e := known.Lookup(w.owner, w.src[i:], nil)
+	if e != nil {
 		if !w.canon {
-			return i + len(v.raw), nil
+			return i + e.Len(), nil
 		}
-		if c := v.canon.Load(); c != nil && full {
+		if c := e.Value.canon.Load(); c != nil && full {
 			w.out = append(w.out, c.text...)
 			w.foreign = w.foreign || c.foreign
-			return i + len(v.raw), nil
+			return i + e.Len(), nil
 		}
 	}
 	var end int
@@ -138,12 +72,12 @@ func (w *walker) topValue(i int) (int, error) {
 			return 0, grammarError(err)
 		}
 	}
-	if v == nil && end-i >= knownMin {
-		v = keepKnown(w.owner, w.src[i:end])
+	if e == nil && end-i >= knownMin {
+		e = known.Keep(w.owner, w.src[i:end], &knownValue{})
 	}
-	if v != nil && c != nil && full {
+	if e != nil && c != nil && full {
 		// A second walk of the same bytes writes the same text.
-		v.canon.Store(c)
+		e.Value.canon.Store(c)
 	}
 	return end, nil
 }

@@ -10,11 +10,7 @@ import (
 )
 
 // resetKnown empties the cache of known values.
-func resetKnown() {
-	known.mu.Lock()
-	defer known.mu.Unlock()
-	known.m, known.n, known.size = map[uint64][]*knownValue{}, 0, 0
-}
+func resetKnown() { known.Reset() }
 
 // largeBody is a request whose "tools" and "system" are larger than
 // knownMin, with tools' members in an order the canonical form changes.
@@ -41,11 +37,11 @@ func TestLargeValuesSeenBeforeAreNotWalkedAgain(t *testing.T) {
 		return k
 	}
 	first := sign(body)
-	before := knownHits.Load()
+	before := known.Hits()
 	if sign(body) != first {
 		t.Fatal("the cached walk signs differently")
 	}
-	if hits := knownHits.Load() - before; hits != 2 {
+	if hits := known.Hits() - before; hits != 2 {
 		t.Fatalf("%d values taken from the cache, want 2 (tools and system)", hits)
 	}
 	// With nothing kept, the same signature.
@@ -116,10 +112,8 @@ func TestCacheUnderConcurrentWalks(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	known.mu.RLock()
-	defer known.mu.RUnlock()
-	if known.n > knownEntries || known.size > knownBytes {
-		t.Errorf("the cache holds %d entries of %d bytes, more than %d and %d", known.n, known.size, knownEntries, knownBytes)
+	if n, size := known.Size(); n > knownEntries || size > knownBytes {
+		t.Errorf("the cache holds %d entries of %d bytes, more than %d and %d", n, size, knownEntries, knownBytes)
 	}
 }
 
@@ -133,23 +127,23 @@ func TestKnownValuesAreNotValidatedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := knownHits.Load()
+	before := known.Hits()
 	again, _, err := Read(body, Options{Owner: "c"})
 	if err != nil || again != first {
 		t.Fatalf("read again: %+v, %v; first %+v", again, err, first)
 	}
-	if hits := knownHits.Load() - before; hits != 2 {
+	if hits := known.Hits() - before; hits != 2 {
 		t.Fatalf("%d known values, want 2 (tools and system)", hits)
 	}
 	// Another client's body never meets them, nor does one read without
 	// an owner.
-	before = knownHits.Load()
+	before = known.Hits()
 	for _, owner := range []string{"d", ""} {
 		if _, _, err := Read(body, Options{Owner: owner}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if hits := knownHits.Load() - before; hits != 0 {
+	if hits := known.Hits() - before; hits != 0 {
 		t.Fatalf("%d values of another owner's met", hits)
 	}
 	// The same start, then something else, and invalid.
