@@ -35,18 +35,26 @@ func BenchmarkRequestClaudeCode(b *testing.B) {
 
 // BenchmarkAppendRequestClaudeCode converts Claude Code's request into a
 // pooled buffer: validated as it is read (AppendRequest), and known valid,
-// as a body intake accepted is (AppendValidRequest).
+// as a body intake accepted is (AppendValidRequest); both once the session
+// sent its tools before, and "valid-first" as the first request of a
+// session, whose tools are read and kept.
 func BenchmarkAppendRequestClaudeCode(b *testing.B) {
 	body := recordedBody(b, "../testdata/claude-code-2.1.332-request.json")
-	for _, valid := range []bool{false, true} {
-		b.Run(map[bool]string{false: "validate", true: "valid"}[valid], func(b *testing.B) {
+	for _, v := range []struct {
+		name         string
+		valid, first bool
+	}{{"validate", false, false}, {"valid", true, false}, {"valid-first", true, true}} {
+		b.Run(v.name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			var buf []byte
 			c0 := cpuTime()
 			for b.Loop() {
+				if v.first {
+					toolsKept.Reset()
+				}
 				var err error
-				if buf, err = appendRequest(buf[:0], body, "deepseek-chat", Options{}, valid); err != nil {
+				if buf, err = appendRequest(buf[:0], body, "deepseek-chat", Options{}, v.valid); err != nil {
 					b.Fatal(err)
 				}
 			}
