@@ -24,6 +24,33 @@ func checkOrSkip(b []byte, i, depth int, valid bool) (int, error) {
 	return rawjson.CheckOrSkip(b, i, depth, valid)
 }
 
+// span locates a value read from a document by its offsets in it, so that
+// the same value is found in another document that holds the same bytes at
+// the same place. A nil value is span{-1, -1}.
+type span [2]int
+
+// spanOf returns where v, a slice of base, stands in base; ok is false when
+// it does not stand within it.
+func spanOf(base, v []byte) (s span, ok bool) {
+	if v == nil {
+		return span{-1, -1}, true
+	}
+	// v is a slice of base's array: their capacities say where it starts.
+	at := cap(base) - cap(v)
+	if at < 0 || at+len(v) > len(base) {
+		return span{}, false
+	}
+	return span{at, at + len(v)}, true
+}
+
+// of returns the value in b, nil for the span of nil.
+func (s span) of(b []byte) []byte {
+	if s[0] < 0 {
+		return nil
+	}
+	return b[s[0]:s[1]:s[1]]
+}
+
 // vobject walks an object and validates it as it goes (rawjson.ObjectWalk):
 // the caller takes each key, then validates its value with value (or with a
 // walk of its own that ends at setEnd).

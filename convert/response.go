@@ -4,9 +4,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 	"net/http"
 	"strconv"
+
+	"github.com/claude-balancer/caddy-claude-balancer/internal/rawjson"
 )
 
 // ErrMalformed is wrapped by the errors for upstream replies that are not
@@ -154,7 +155,8 @@ func readChunk(data []byte, strict bool, head *chunkHead) (rp reply, ch choice, 
 			break
 		}
 		start := o.at()
-		if start < len(data) && data[start] == '[' && keyIs(k, "choices") {
+		choices := keyIs(k, "choices")
+		if choices && start < len(data) && data[start] == '[' {
 			if !resumed && head != nil && members > 0 {
 				// The first "choices" of a chunk whose start is new.
 				head.keep(data, at, rp)
@@ -174,7 +176,7 @@ func readChunk(data []byte, strict bool, head *chunkHead) (rp reply, ch choice, 
 			return rp, ch, false, false
 		}
 		rp.member(k, v)
-		if keyIs(k, "choices") {
+		if choices {
 			ch, found = choice{}, false
 		}
 		members++
@@ -194,8 +196,8 @@ func readChunk(data []byte, strict bool, head *chunkHead) (rp reply, ch choice, 
 // after the last value counts too, since it ends a number or a literal.
 type chunkHead struct {
 	b []byte
-	// The members of the reply read in b, as spans of it; end 0 for none.
-	usage, err, object [2]int
+	// The members of the reply read in b, as spans of it.
+	usage, err, object span
 }
 
 // matches reports whether data starts with the head; a nil or empty head
@@ -212,27 +214,23 @@ func (h *chunkHead) keep(data []byte, at int, rp reply) {
 		h.b = h.b[:0]
 		return
 	}
-	h.b = append(h.b[:0], data[:at+1]...)
-	span := func(v []byte) [2]int {
-		if v == nil {
-			return [2]int{}
-		}
-		// v is a slice of data: its capacity says where it starts.
-		s := cap(data) - cap(v)
-		return [2]int{s, s + len(v)}
+	head := data[:at+1]
+	all := true
+	in := func(v []byte) span {
+		s, ok := spanOf(head, v)
+		all = all && ok
+		return s
 	}
-	h.usage, h.err, h.object = span(rp.usage), span(rp.err), span(rp.object)
+	h.usage, h.err, h.object = in(rp.usage), in(rp.err), in(rp.object)
+	h.b = h.b[:0]
+	if all {
+		h.b = append(h.b, head...)
+	}
 }
 
 // reply returns the members read in the head, as slices of data.
 func (h *chunkHead) reply(data []byte) reply {
-	get := func(s [2]int) []byte {
-		if s[1] == 0 {
-			return nil
-		}
-		return data[s[0]:s[1]:s[1]]
-	}
-	return reply{usage: get(h.usage), err: get(h.err), object: get(h.object)}
+	return reply{usage: h.usage.of(data), err: h.err.of(data), object: h.object.of(data)}
 }
 
 // readChoices validates the choices array at b[i], which depth objects and

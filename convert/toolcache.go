@@ -1,10 +1,6 @@
 package convert
 
-import (
-	"bytes"
-
-	"github.com/claude-balancer/caddy-claude-balancer/internal/prefixcache"
-)
+import "github.com/claude-balancer/caddy-claude-balancer/internal/prefixcache"
 
 // Claude Code sends the same "tools" with every request of a session, and
 // they are most of its bytes (34 KB of a 52 KB request). The tools a request
@@ -34,7 +30,7 @@ type keptTools struct {
 // toolSpan is a tool whose name, description and schema are spans of the
 // array it was read from.
 type toolSpan struct {
-	name, description, schema [2]int
+	name, description, schema span
 	deferred, active          bool
 }
 
@@ -57,25 +53,18 @@ func keepTools(body []byte, i, end int, tools []tool, validated bool) {
 	if len(raw) < toolsMin {
 		return
 	}
-	ok := true
-	span := func(v []byte) [2]int {
-		if v == nil {
-			return [2]int{-1, -1}
-		}
-		// v is a slice of body: its capacity says where it starts.
-		s := cap(body) - cap(v) - i
-		if s < 0 || s+len(v) > len(raw) || !bytes.Equal(raw[s:s+len(v)], v) {
-			ok = false
-			return [2]int{}
-		}
-		return [2]int{s, s + len(v)}
+	all := true
+	at := func(v []byte) span {
+		s, ok := spanOf(raw, v)
+		all = all && ok
+		return s
 	}
 	k := &keptTools{tools: make([]toolSpan, len(tools)), validated: validated}
 	for n, t := range tools {
-		k.tools[n] = toolSpan{name: span(t.name), description: span(t.description), schema: span(t.schema),
+		k.tools[n] = toolSpan{name: at(t.name), description: at(t.description), schema: at(t.schema),
 			deferred: t.deferred, active: t.active}
 	}
-	if ok {
+	if all {
 		toolsKept.Keep("", raw, k)
 	}
 }
@@ -83,14 +72,8 @@ func keepTools(body []byte, i, end int, tools []tool, validated bool) {
 // appendTools appends the tools of k to dst, as slices of b, which starts
 // with the bytes of the array they were read from.
 func (k *keptTools) appendTools(dst []tool, b []byte) []tool {
-	get := func(s [2]int) []byte {
-		if s[0] < 0 {
-			return nil
-		}
-		return b[s[0]:s[1]:s[1]]
-	}
 	for _, t := range k.tools {
-		dst = append(dst, tool{name: get(t.name), description: get(t.description), schema: get(t.schema),
+		dst = append(dst, tool{name: t.name.of(b), description: t.description.of(b), schema: t.schema.of(b),
 			deferred: t.deferred, active: t.active})
 	}
 	return dst

@@ -641,7 +641,7 @@ func (o *ObjectWalk) Key() (quoted []byte, ok bool, err error) {
 // Value validates the value the walk is at and returns it.
 func (o *ObjectWalk) Value() ([]byte, error) {
 	start := o.i
-	end, err := checkOrSkip(o.b, start, o.depth+1, o.valid)
+	end, err := CheckOrSkip(o.b, start, o.depth+1, o.valid)
 	if err != nil {
 		return nil, err
 	}
@@ -649,9 +649,9 @@ func (o *ObjectWalk) Value() ([]byte, error) {
 	return o.b[start:end], nil
 }
 
-// checkOrSkip validates the value at b[i] as CheckValue does or, in a
-// document known to be valid, skips it.
-func checkOrSkip(b []byte, i, depth int, valid bool) (int, error) {
+// CheckOrSkip validates the value at b[i] as CheckValue does or, in a
+// document known to be valid (see WalkValidObject), skips it.
+func CheckOrSkip(b []byte, i, depth int, valid bool) (int, error) {
 	if !valid {
 		return CheckValue(b, i, depth)
 	}
@@ -659,12 +659,6 @@ func checkOrSkip(b []byte, i, depth int, valid bool) (int, error) {
 		return 0, syntaxErr(i, "unexpected end of JSON input")
 	}
 	return max(SkipValue(b, i), i+1), nil
-}
-
-// CheckOrSkip is CheckValue, or SkipValue in a document known to be valid
-// (see WalkValidObject).
-func CheckOrSkip(b []byte, i, depth int, valid bool) (int, error) {
-	return checkOrSkip(b, i, depth, valid)
 }
 
 // Members validates the whole of the object at b[i] (which depth objects
@@ -764,7 +758,7 @@ func (a *ArrayWalk) Next() (start int, ok bool, err error) {
 // Value validates the element the walk is at and returns it.
 func (a *ArrayWalk) Value() ([]byte, error) {
 	start := a.i
-	end, err := checkOrSkip(a.b, start, a.depth+1, a.valid)
+	end, err := CheckOrSkip(a.b, start, a.depth+1, a.valid)
 	if err != nil {
 		return nil, err
 	}
