@@ -39,7 +39,8 @@ func Signature(body []byte, ignore []string, identity, beta string) (Key, error)
 // canonical form exists, but the balancer refuses the request.
 func peekError(err error) bool {
 	msg := err.Error()
-	return strings.HasPrefix(msg, "duplicate ") || strings.HasPrefix(msg, "model:") || strings.HasPrefix(msg, "stream:")
+	return strings.HasPrefix(msg, "duplicate ") || strings.HasPrefix(msg, "model:") || strings.HasPrefix(msg, "stream:") ||
+		strings.Contains(msg, "keys are case-sensitive")
 }
 
 func mustSign(t testing.TB, body string, ignore []string, identity, beta string) Key {
