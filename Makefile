@@ -59,7 +59,7 @@ integration: claude-code build
 	$(GO) test -race -count=1 -p 1 ./integration/...
 
 # Placeholder secrets, so that examples naming {env.*} keys validate.
-EXAMPLE_ENV = ANTHROPIC_API_KEY=x OPENROUTER_API_KEY=x RELAY_TOKEN=x TEAM_KEY_ALICE=x TEAM_KEY_BOB=x BALANCER_ADMIN_KEY=x
+EXAMPLE_ENV = ANTHROPIC_API_KEY=x-anthropic OPENROUTER_API_KEY=x-openrouter RELAY_TOKEN=x-relay TEAM_KEY_ALICE=x-alice TEAM_KEY_BOB=x-bob BALANCER_ADMIN_KEY=x-admin
 
 # Everything CI runs: lint, every test under the race detector, the memory
 # test without it (the detector makes stacks larger), each fuzz target

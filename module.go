@@ -184,6 +184,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.team, h.releaseTeam = tm, release
+	for _, d := range h.clientKeys {
+		if c := tm.Owner(d); c != nil {
+			return fmt.Errorf("client_keys: a key is also client %q's: a key identifies one client (keep it under the client)", c.Name)
+		}
+	}
 	h.maxBody = h.MaxRequestBody
 	if h.maxBody == 0 {
 		h.maxBody = DefaultMaxRequestBody

@@ -118,7 +118,16 @@ type QuotaStatus struct {
 	Windows        []WindowStatus `json:"windows"`
 	Status         string         `json:"status,omitempty"`
 	Representative string         `json:"representative,omitempty"`
-	Observed       *time.Time     `json:"observed,omitempty"`
+	// Reset is when the binding window resets.
+	Reset *time.Time `json:"reset,omitempty"`
+	// OverageStatus and OverageDisabledReason are the account's
+	// pay-as-you-go overage; Fallback and FallbackPercentage its fallback,
+	// as the latest answer gave them.
+	OverageStatus         string     `json:"overage_status,omitempty"`
+	OverageDisabledReason string     `json:"overage_disabled_reason,omitempty"`
+	Fallback              string     `json:"fallback,omitempty"`
+	FallbackPercentage    *float64   `json:"fallback_percentage,omitempty"`
+	Observed              *time.Time `json:"observed,omitempty"`
 	// CooldownUntil is the end of an account-wide cooldown after a 429.
 	CooldownUntil  *time.Time `json:"cooldown_until,omitempty"`
 	CooldownWindow string     `json:"cooldown_window,omitempty"`
@@ -141,6 +150,8 @@ func quotaStatus(s quota.Snapshot) *QuotaStatus {
 		return nil
 	}
 	qs := &QuotaStatus{Windows: []WindowStatus{}, Status: s.Status, Representative: s.Representative,
+		Reset: timePtr(s.Summary.Reset.UTC()), OverageStatus: s.Summary.Overage, OverageDisabledReason: s.Summary.OverageDisabledReason,
+		Fallback: s.Summary.Fallback, FallbackPercentage: s.Summary.FallbackPercentage,
 		Observed: timePtr(s.Observed), CooldownUntil: timePtr(s.Until), CooldownWindow: s.Why}
 	for _, w := range s.Windows {
 		ws := WindowStatus{Name: w.Name, Status: w.Status, Reset: timePtr(w.Reset.UTC()), Models: w.Models, CooldownUntil: timePtr(w.Until.UTC())}

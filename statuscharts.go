@@ -48,6 +48,21 @@ func quotaBars(q *QuotaStatus) template.HTML {
 			template.HTMLEscapeString(w.Name), template.HTMLEscapeString(status), template.HTMLEscapeString(w.Name),
 			width/100, template.HTMLEscapeString(status), width, label, reset)
 	}
+	if q.OverageStatus != "" || q.FallbackPercentage != nil {
+		// Pay-as-you-go overage, as the account's latest answer gave it.
+		var parts []string
+		if q.OverageStatus != "" {
+			o := "overage " + q.OverageStatus
+			if q.OverageDisabledReason != "" {
+				o += " (" + q.OverageDisabledReason + ")"
+			}
+			parts = append(parts, o)
+		}
+		if q.FallbackPercentage != nil {
+			parts = append(parts, "fallback "+strconv.FormatFloat(*q.FallbackPercentage*100, 'f', -1, 64)+"%")
+		}
+		fmt.Fprintf(&b, `<div class="small overage">%s</div>`, template.HTMLEscapeString(strings.Join(parts, " · ")))
+	}
 	b.WriteString(`</div>`)
 	return template.HTML(b.String())
 }

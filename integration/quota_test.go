@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,10 @@ func (a *account) headers(w http.ResponseWriter, status string) {
 	h.Set("Anthropic-Ratelimit-Unified-"+a.window+"-Utilization", strconv.FormatFloat(a.util, 'f', 3, 64))
 	h.Set("Anthropic-Ratelimit-Unified-"+a.window+"-Reset", strconv.FormatInt(a.reset.Unix(), 10))
 	h.Set("Anthropic-Ratelimit-Unified-"+a.window+"-Status", status)
+	h.Set("Anthropic-Ratelimit-Unified-Reset", strconv.FormatInt(a.reset.Unix(), 10))
+	h.Set("Anthropic-Ratelimit-Unified-Overage-Status", "rejected")
+	h.Set("Anthropic-Ratelimit-Unified-Overage-Disabled-Reason", "org_level_disabled")
+	h.Set("Anthropic-Ratelimit-Unified-Fallback-Percentage", "0.5")
 }
 
 func (a *account) behave(w http.ResponseWriter, r *http.Request, n int) {
@@ -125,6 +130,11 @@ func TestNewSessionsAreServedWithoutA429WhileAnAccountHasHeadroom(t *testing.T) 
 		if p.Quota == nil || len(p.Quota.Windows) != 1 || p.Quota.Windows[0].Name != "5h" || p.Quota.Windows[0].Utilization == nil ||
 			*p.Quota.Windows[0].Utilization < 0.89 || p.Quota.Windows[0].Status != "allowed_warning" || p.Quota.Representative != "5h" {
 			t.Fatalf("%s quota %+v", p.Name, p.Quota)
+		}
+		// What the answers said of the account as a whole is shown too.
+		if q := p.Quota; q.Reset == nil || !slices.ContainsFunc(accts, func(a *account) bool { return q.Reset.Equal(a.reset) }) || q.Overage != "rejected" || q.OverageReason != "org_level_disabled" ||
+			q.FallbackPct == nil || *q.FallbackPct != 0.5 {
+			t.Fatalf("%s account summary: reset %v, overage %q (%q), fallback %v", p.Name, q.Reset, q.Overage, q.OverageReason, q.FallbackPct)
 		}
 	}
 }
@@ -219,8 +229,12 @@ type quotaDoc struct {
 		QuotaCooldown bool    `json:"quota_cooldown"`
 		Cooldown      float64 `json:"cooldown_remaining_seconds"`
 		Quota         *struct {
-			Status         string `json:"status"`
-			Representative string `json:"representative"`
+			Status         string     `json:"status"`
+			Representative string     `json:"representative"`
+			Reset          *time.Time `json:"reset"`
+			Overage        string     `json:"overage_status"`
+			OverageReason  string     `json:"overage_disabled_reason"`
+			FallbackPct    *float64   `json:"fallback_percentage"`
 			CooldownUntil  *time.Time
 			Windows        []struct {
 				Name          string     `json:"name"`

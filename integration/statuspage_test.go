@@ -190,6 +190,10 @@ func TestStatusPageDrawsQuotaWindowsAndRecentMinutes(t *testing.T) {
 	if !strings.Contains(win, "95%") || !strings.Contains(win, "resets in") {
 		t.Fatalf("b's 7d window: %q", win)
 	}
+	// The account's overage, as its answers gave it.
+	if o := read(`(() => { const o = document.querySelector('tr[data-provider="a"] .overage'); return o ? o.textContent : "none" })()`); o != "overage rejected (org_level_disabled) · fallback 50%" {
+		t.Fatalf("a's overage: %q", o)
+	}
 	// Three requests this minute: the requests chart has a bar, the time to
 	// first token a line, the failures chart nothing.
 	got := read(`(() => { const r = document.querySelector('tr[data-provider="a"] svg[data-chart="requests"]');

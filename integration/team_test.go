@@ -385,3 +385,28 @@ func TestTokensLimitUnderConcurrency(t *testing.T) {
 		t.Fatalf("fay: %+v", c)
 	}
 }
+
+// A key identifies one client: a config that gives one key to two clients,
+// or to a client and client_keys, is refused when it loads, whatever the
+// placeholders it is written with.
+func TestAKeyBelongsToOneClient(t *testing.T) {
+	t.Setenv("CB_TEST_SHARED_KEY", "shared-key")
+	e := start(t, "provider a {\nbase_url http://127.0.0.1:9\napi_key k\n}")
+	site := func(inner string) string {
+		return globalOptions("") + fmt.Sprintf(":%d {\n\tclaude_balancer {\n\t\tprovider a {\n\t\t\tbase_url http://127.0.0.1:9\n\t\t\tapi_key k\n\t\t}\n%s\t}\n}\n", httpPort, inner)
+	}
+	// The error comes back inside a JSON string.
+	loadErr := func(cfg string) string { return strings.ReplaceAll(e.loadErr(cfg), `\"`, `"`) }
+	msg := loadErr(site("\t\tclient alice {\n\t\t\tkey shared-key\n\t\t}\n\t\tclient bob {\n\t\t\tkey {env.CB_TEST_SHARED_KEY}\n\t\t}\n"))
+	if !strings.Contains(msg, `client "bob": a key is also client "alice"'s`) {
+		t.Fatalf("two clients with one key: %s", msg)
+	}
+	msg = loadErr(site("\t\tclient_keys {env.CB_TEST_SHARED_KEY}\n\t\tclient alice {\n\t\t\tkey shared-key\n\t\t}\n"))
+	if !strings.Contains(msg, `client_keys: a key is also client "alice"'s`) {
+		t.Fatalf("client_keys and a client with one key: %s", msg)
+	}
+	// The running config is still the one that loaded.
+	if resp, b := e.get("/providers"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("/providers after the refused loads: %d %s", resp.StatusCode, b)
+	}
+}

@@ -176,7 +176,12 @@ func Compile(cfg []ClientConfig, balancer string, expand func(string) string) (*
 				release()
 				return nil, nil, fmt.Errorf("client %q: a key is empty (is the environment variable set?)", cc.Name)
 			}
-			t.keys = append(t.keys, keyEntry{digest: sha256.Sum256([]byte(k)), client: c})
+			d := sha256.Sum256([]byte(k))
+			if other := t.Owner(d); other != nil && other != c {
+				release()
+				return nil, nil, fmt.Errorf("client %q: a key is also client %q's: a key identifies one client", cc.Name, other.Name)
+			}
+			t.keys = append(t.keys, keyEntry{digest: d, client: c})
 		}
 		key := "team/" + balancer + "/" + cc.Name
 		v, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) { return newState(), nil })
@@ -214,6 +219,17 @@ func (t *Team) Match(presented string) *Client {
 		}
 	}
 	return found
+}
+
+// Owner returns the client whose key has the SHA-256 digest d, or nil: for
+// configuration checks (Match compares presented keys).
+func (t *Team) Owner(d [32]byte) *Client {
+	for _, k := range t.keys {
+		if k.digest == d {
+			return k.client
+		}
+	}
+	return nil
 }
 
 // Allows reports whether the client may ask for model.

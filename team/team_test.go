@@ -1,7 +1,9 @@
 package team
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,6 +45,7 @@ func TestCompileRefusesBadClients(t *testing.T) {
 		{"no key", []ClientConfig{{Name: "a"}}},
 		{"empty key", []ClientConfig{{Name: "a", Keys: []string{""}}}},
 		{"twice", []ClientConfig{{Name: "a", Keys: []string{"k"}}, {Name: "a", Keys: []string{"j"}}}},
+		{"one key for two clients", []ClientConfig{{Name: "a", Keys: []string{"k"}}, {Name: "b", Keys: []string{"j", "k"}}}},
 		{"reserved", []ClientConfig{{Name: "anonymous", Keys: []string{"k"}}}},
 		{"spaces", []ClientConfig{{Name: "a b", Keys: []string{"k"}}}},
 		{"zero limit", []ClientConfig{{Name: "a", Keys: []string{"k"}, Rate: &Limit{Count: 0, Window: caddy.Duration(time.Minute)}}}},
@@ -51,6 +54,27 @@ func TestCompileRefusesBadClients(t *testing.T) {
 		if _, _, err := Compile(tc.cfg, t.Name(), func(s string) string { return s }); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
+	}
+}
+
+// A key a client lists twice is one key; keys that expand to the same one
+// for two clients are refused.
+func TestCompileTellsWhoseKeyItIs(t *testing.T) {
+	tm, release, err := Compile([]ClientConfig{{Name: "a", Keys: []string{"k", "k"}}, {Name: "b", Keys: []string{"j"}}}, t.Name(), func(s string) string { return s })
+	if err != nil {
+		t.Fatalf("a key listed twice by one client: %v", err)
+	}
+	defer release()
+	if c := tm.Owner(sha256.Sum256([]byte("j"))); c == nil || c.Name != "b" {
+		t.Fatalf("owner of j: %v", c)
+	}
+	if c := tm.Owner(sha256.Sum256([]byte("x"))); c != nil {
+		t.Fatalf("owner of x: %v", c.Name)
+	}
+	expand := func(s string) string { return strings.TrimPrefix(s, "{env.") }
+	_, _, err = Compile([]ClientConfig{{Name: "a", Keys: []string{"same"}}, {Name: "b", Keys: []string{"{env.same"}}}, t.Name()+"2", expand)
+	if err == nil || !strings.Contains(err.Error(), `client "b": a key is also client "a"'s`) {
+		t.Fatalf("keys that expand alike: %v", err)
 	}
 }
 

@@ -27,6 +27,8 @@ type Account struct {
 	observed       time.Time
 	status         string
 	representative string
+	// summary is the rest of the latest reading's account-level headers.
+	summary Summary
 	// windows are few (two account-wide, a model window or two): a slice
 	// is read faster than a map.
 	windows []*windowState
@@ -136,6 +138,7 @@ func (a *Account) Observe(r Reading, model string, now time.Time, near float64) 
 	events := a.expireLocked(now, nil)
 	a.observed = now
 	a.status, a.representative = r.Status, r.Representative
+	a.summary = r.summary()
 	for _, w := range r.Windows {
 		ws, added := a.windowOrNew(w.Name)
 		if ws == nil {
@@ -287,11 +290,33 @@ func (a *Account) Fullest(model string, now time.Time) (util float64, window str
 	return util, window, known
 }
 
+// Summary is what the latest answer said of the account as a whole, beyond
+// its status and binding window: when that window resets, and its
+// pay-as-you-go overage and fallback.
+type Summary struct {
+	Reset                 time.Time `json:"reset"`
+	Overage               string    `json:"overage_status,omitempty"`
+	OverageDisabledReason string    `json:"overage_disabled_reason,omitempty"`
+	Fallback              string    `json:"fallback,omitempty"`
+	// FallbackPercentage is nil when the answer did not say.
+	FallbackPercentage *float64 `json:"fallback_percentage,omitempty"`
+}
+
+func (r Reading) summary() Summary {
+	s := Summary{Reset: r.Reset, Overage: r.Overage, OverageDisabledReason: r.OverageDisabled, Fallback: r.Fallback}
+	if r.HasFallbackPercentage {
+		f := r.FallbackPercentage
+		s.FallbackPercentage = &f
+	}
+	return s
+}
+
 // Snapshot is an account's state, for status pages and for sharing.
 type Snapshot struct {
 	Observed       time.Time        `json:"observed"`
 	Status         string           `json:"status,omitempty"`
 	Representative string           `json:"representative,omitempty"`
+	Summary        Summary          `json:"summary"`
 	Until          time.Time        `json:"until"`
 	Since          time.Time        `json:"since"`
 	Why            string           `json:"why,omitempty"`
@@ -311,7 +336,15 @@ type WindowSnapshot struct {
 func (a *Account) Snapshot(now time.Time) Snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Snapshot{Observed: a.observed, Status: a.status, Representative: a.representative}
+	s := Snapshot{Observed: a.observed, Status: a.status, Representative: a.representative, Summary: a.summary}
+	if p := a.summary.FallbackPercentage; p != nil {
+		f := *p
+		s.Summary.FallbackPercentage = &f
+	}
+	if !s.Summary.Reset.IsZero() && !s.Summary.Reset.After(now) {
+		// The binding window reset since.
+		s.Summary.Reset = time.Time{}
+	}
 	if a.until.After(now) {
 		s.Until, s.Since, s.Why = a.until, a.since, a.why
 	}
@@ -369,7 +402,7 @@ func (a *Account) Merge(s Snapshot, now time.Time) {
 	}
 	newer := s.Observed.After(a.observed)
 	if newer {
-		a.observed, a.status, a.representative = s.Observed, s.Status, s.Representative
+		a.observed, a.status, a.representative, a.summary = s.Observed, s.Status, s.Representative, s.Summary
 	}
 	for _, w := range s.Windows {
 		if !w.Reset.IsZero() && !w.Reset.After(now) && !w.Until.After(now) {

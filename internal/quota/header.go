@@ -51,6 +51,12 @@ type Reading struct {
 	Representative string
 	// Overage is the overage status, OverageDisabled why it is off.
 	Overage, OverageDisabled string
+	// Fallback is the fallback header as sent ("available", ...), and
+	// FallbackPercentage the share of requests it applies to (valid when
+	// HasFallbackPercentage).
+	Fallback              string
+	FallbackPercentage    float64
+	HasFallbackPercentage bool
 	// Windows are the windows the answer named, sorted by name.
 	Windows []Window
 }
@@ -111,6 +117,14 @@ func Parse(h http.Header, now time.Time) (r Reading, ok bool) {
 			continue
 		case "Overage-Disabled-Reason":
 			r.OverageDisabled = v
+			continue
+		case "Fallback":
+			r.Fallback = strings.ToLower(v)
+			continue
+		case "Fallback-Percentage":
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 && !math.IsInf(f, 0) && !math.IsNaN(f) {
+				r.FallbackPercentage, r.HasFallbackPercentage = f, true
+			}
 			continue
 		}
 		i := strings.LastIndexByte(rest, '-')

@@ -3,6 +3,7 @@ package quota
 import (
 	"net/http"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -39,7 +40,9 @@ func TestParseRealShapes(t *testing.T) {
 			"anthropic-ratelimit-unified-overage-status", "rejected",
 			"anthropic-ratelimit-unified-overage-disabled-reason", "org_level_disabled",
 			"anthropic-ratelimit-unified-fallback-percentage", "0.5",
+			"anthropic-ratelimit-unified-fallback", "available",
 		), Reading{Status: Allowed, Reset: time.Unix(1790814600, 0), Representative: "5h", Overage: "rejected", OverageDisabled: "org_level_disabled",
+			Fallback: "available", FallbackPercentage: 0.5, HasFallbackPercentage: true,
 			Windows: []Window{
 				{Name: "5h", Utilization: 0.42, HasUtil: true, Status: Allowed, Reset: time.Unix(1790814600, 0)},
 				{Name: "7d", Utilization: 0.1, HasUtil: true, Status: Allowed, Reset: time.Unix(1791300000, 0)},
@@ -223,6 +226,53 @@ func TestMergeTakesTheLaterCooldownAndTheNewerReading(t *testing.T) {
 	a.Merge(old.Snapshot(now), now.Add(2*time.Second))
 	if u, _, _ := a.Fullest("m", now.Add(2*time.Second)); u != 0.6 {
 		t.Fatalf("utilization %v after an older reading", u)
+	}
+}
+
+// The account keeps what the latest answer said of it as a whole, shows it
+// while its binding window lasts, and shares it as it shares the newer
+// reading.
+func TestTheAccountSummaryIsKeptShownAndShared(t *testing.T) {
+	h := hdr(
+		"anthropic-ratelimit-unified-status", "allowed",
+		"anthropic-ratelimit-unified-reset", strconv.FormatInt(now.Add(time.Hour).Unix(), 10),
+		"anthropic-ratelimit-unified-overage-status", "rejected",
+		"anthropic-ratelimit-unified-overage-disabled-reason", "org_spend_cap_reached",
+		"anthropic-ratelimit-unified-fallback-percentage", "0.25",
+		"anthropic-ratelimit-unified-5h-utilization", "0.3",
+	)
+	r, ok := Parse(h, now)
+	if !ok {
+		t.Fatal("no reading")
+	}
+	var a Account
+	a.Observe(r, "m", now, 0.9)
+	s := a.Snapshot(now)
+	want := Summary{Reset: now.Add(time.Hour).Truncate(time.Second), Overage: "rejected", OverageDisabledReason: "org_spend_cap_reached"}
+	if got := s.Summary; !got.Reset.Equal(want.Reset) || got.Overage != want.Overage || got.OverageDisabledReason != want.OverageDisabledReason ||
+		got.FallbackPercentage == nil || *got.FallbackPercentage != 0.25 {
+		t.Fatalf("summary %+v", got)
+	}
+	// Past the reset, the summary no longer claims it.
+	if got := a.Snapshot(now.Add(2 * time.Hour)).Summary; !got.Reset.IsZero() || got.Overage != "rejected" {
+		t.Fatalf("summary after the reset %+v", got)
+	}
+	// Another instance learns it with the newer reading, not with an older one.
+	var b Account
+	b.Merge(s, now)
+	if got := b.Snapshot(now).Summary; got.Overage != "rejected" || got.FallbackPercentage == nil || *got.FallbackPercentage != 0.25 {
+		t.Fatalf("merged summary %+v", got)
+	}
+	var older Account
+	older.Observe(Reading{Overage: "allowed"}, "m", now.Add(-time.Minute), 0.9)
+	b.Merge(older.Snapshot(now), now)
+	if got := b.Snapshot(now).Summary; got.Overage != "rejected" {
+		t.Fatalf("an older reading replaced the summary: %+v", got)
+	}
+	// A later answer that says nothing of overage clears it.
+	a.Observe(reading("anthropic-ratelimit-unified-5h-utilization", "0.4"), "m", now.Add(time.Second), 0.9)
+	if got := a.Snapshot(now.Add(time.Second)).Summary; got.Overage != "" || got.FallbackPercentage != nil {
+		t.Fatalf("summary after an answer without it %+v", got)
 	}
 }
 
