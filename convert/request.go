@@ -483,8 +483,12 @@ func (r *request) appendSystemText(v []byte, top bool) {
 }
 
 func (r *request) writeMessages() {
-	for i := range r.msgs {
+	from, compacted := r.compaction()
+	for i := from; i < len(r.msgs); i++ {
 		m := &r.msgs[i]
+		if i == from && compacted != nil {
+			m = compacted
+		}
 		switch m.role {
 		case roleSystem:
 			r.writeInlineSystem(m)
@@ -497,6 +501,57 @@ func (r *request) writeMessages() {
 			r.writeUser(m)
 		}
 	}
+}
+
+// compaction finds the last compaction block with a summary in an assistant
+// message. The API reads nothing before such a block: the summary stands
+// for the conversation so far. So the provider gets the summary as the
+// first user message (some chat templates want a user message first), then
+// the rest of that assistant message, then what follows it. from is the
+// index of that message (0 without one), and compacted what is left of it
+// after the summary (nil without one).
+func (r *request) compaction() (from int, compacted *message) {
+	for i := len(r.msgs) - 1; i >= 0; i-- {
+		m := &r.msgs[i]
+		if m.role != roleAssistant || !isArray(m.content) {
+			continue
+		}
+		at, n := -1, 0
+		var summary []byte
+		bs := newBlocks(m.content)
+		for b, ok := bs.next(); ok; b, ok = bs.next() {
+			if b.typ == blockCompaction && nonEmptyString(b.text) {
+				at, summary = n, b.text
+			}
+			n++
+		}
+		if at < 0 {
+			continue
+		}
+		r.sep()
+		r.out = append(r.out, `{"role":"user","content":`...)
+		r.out = append(r.out, summary...)
+		r.out = append(r.out, '}')
+		rest := append(make([]byte, 0, len(m.content)), '[')
+		a := newArray(m.content)
+		n = 0
+		for v, ok := a.next(); ok; v, ok = a.next() {
+			if n > at {
+				if len(rest) > 1 {
+					rest = append(rest, ',')
+				}
+				rest = append(rest, v...)
+			}
+			if isObject(v) {
+				n++
+			}
+		}
+		rest = append(rest, ']')
+		c := *m
+		c.content = rest
+		return i, &c
+	}
+	return 0, nil
 }
 
 func (r *request) writeInlineSystem(m *message) {
