@@ -513,7 +513,9 @@ func (r *request) writeMessages() {
 func (r *request) compaction() (from int, compacted *message) {
 	for i := len(r.msgs) - 1; i >= 0; i-- {
 		m := &r.msgs[i]
-		if m.role != roleAssistant || !isArray(m.content) {
+		if m.role != roleAssistant || !isArray(m.content) || !bytes.Contains(m.content, []byte(`"compaction"`)) {
+			// (A compaction block's type is written so, escapes aside;
+			// the check saves reading every other message's blocks.)
 			continue
 		}
 		at, n := -1, 0
