@@ -114,6 +114,9 @@ type Client struct {
 	models  []glob.Pattern
 	pricing []price
 	state   *state
+	// rateW and tokensW are the windows of the state the limits count in,
+	// nil without the limit.
+	rateW, tokensW *window
 }
 
 type price struct {
@@ -191,7 +194,7 @@ func Compile(cfg []ClientConfig, balancer string, expand func(string) string) (*
 		}
 		keys = append(keys, key)
 		c.state = v.(*state)
-		c.state.setLimits(c.rate, c.tokens)
+		c.rateW, c.tokensW = c.state.windowFor("rate", c.rate), c.state.windowFor("tokens", c.tokens)
 		t.clients = append(t.clients, c)
 		t.byName[c.Name] = c
 	}
@@ -254,14 +257,13 @@ type Verdict struct {
 // it: nothing is counted then. A request admitted under the limits finishes,
 // whatever it costs: tokens are charged when the answer ends (Charge).
 func (c *Client) Admit(t time.Time) Verdict {
-	s := c.state
 	if c.tokens != nil {
-		if ok, at := s.tokens.take(t, c.tokens.Count, 0); !ok {
+		if ok, at := c.tokensW.take(t, c.tokens.Count, 0); !ok {
 			return Verdict{Limit: "tokens", RetryAt: at}
 		}
 	}
 	if c.rate != nil {
-		if ok, at := s.rate.take(t, c.rate.Count, 1); !ok {
+		if ok, at := c.rateW.take(t, c.rate.Count, 1); !ok {
 			return Verdict{Limit: "rate", RetryAt: at}
 		}
 	}
@@ -288,7 +290,10 @@ func (c *Client) Charge(t time.Time, model, label, provider string, u Usage) (co
 			break
 		}
 	}
-	c.state.record(t, label, provider, u, cost, c.tokens != nil)
+	c.state.record(t, label, provider, u, cost)
+	if c.tokensW != nil && u.Counted() > 0 {
+		c.tokensW.add(t, u.Counted())
+	}
 	return cost, priced
 }
 
@@ -335,7 +340,10 @@ func (c *Client) Status(t time.Time) Status {
 		if l == nil {
 			continue
 		}
-		w := c.state.window(name)
+		w := c.rateW
+		if name == "tokens" {
+			w = c.tokensW
+		}
 		st.Limits[name] = l.String()
 		st.WindowUsed[name] = w.used(t)
 		if r := w.resetAt(t); !r.IsZero() {
@@ -367,9 +375,19 @@ func (c *Client) Status(t time.Time) Status {
 
 // state is what a client keeps across reloads: its windows and usage.
 type state struct {
-	rate, tokens *window
-	mu           sync.Mutex
-	usage        map[usageKey]*usage
+	mu sync.Mutex
+	// windows are the client's sliding windows by limit and span. A config
+	// counts in the ones its limits name, taken when it is compiled: a
+	// config that changes a window's span starts a window of its own, and
+	// loading one (even one refused later) never touches the windows the
+	// running config counts in.
+	windows map[windowKey]*window
+	usage   map[usageKey]*usage
+}
+
+type windowKey struct {
+	limit string
+	span  time.Duration
 }
 
 type usageKey struct{ model, provider string }
@@ -381,35 +399,38 @@ type usage struct {
 }
 
 func newState() *state {
-	return &state{rate: newWindow(time.Minute), tokens: newWindow(time.Hour), usage: map[usageKey]*usage{}}
+	return &state{windows: map[windowKey]*window{}, usage: map[usageKey]*usage{}}
 }
 
 // Destruct implements caddy.Destructor.
 func (*state) Destruct() error { return nil }
 
-// setLimits sizes the windows to the limits; a window whose span changed
-// starts empty.
-func (s *state) setLimits(rate, tokens *Limit) {
+// windowFor returns the window the limit l (named limit) counts in: the
+// one of its span, made empty the first time; nil without a limit.
+func (s *state) windowFor(limit string, l *Limit) *window {
+	if l == nil {
+		return nil
+	}
+	k := windowKey{limit, time.Duration(l.Window)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rate != nil && s.rate.span != time.Duration(rate.Window) {
-		s.rate = newWindow(time.Duration(rate.Window))
+	w := s.windows[k]
+	if w == nil {
+		if len(s.windows) >= maxWindows {
+			// Spans tried and left long ago: start over.
+			clear(s.windows)
+		}
+		w = newWindow(k.span)
+		s.windows[k] = w
 	}
-	if tokens != nil && s.tokens.span != time.Duration(tokens.Window) {
-		s.tokens = newWindow(time.Duration(tokens.Window))
-	}
+	return w
 }
 
-func (s *state) window(name string) *window {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if name == "rate" {
-		return s.rate
-	}
-	return s.tokens
-}
+// maxWindows bounds the windows a client keeps across reloads: a window
+// per limit and span configured so far.
+const maxWindows = 16
 
-func (s *state) record(t time.Time, model, provider string, u Usage, cost float64, limited bool) {
+func (s *state) record(t time.Time, model, provider string, u Usage, cost float64) {
 	s.mu.Lock()
 	k := usageKey{model, provider}
 	e := s.usage[k]
@@ -423,11 +444,7 @@ func (s *state) record(t time.Time, model, provider string, u Usage, cost float6
 	e.CacheRead += u.CacheRead
 	e.CacheWrite += u.CacheWrite
 	e.cost += cost
-	tokens := s.tokens
 	s.mu.Unlock()
-	if limited && u.Counted() > 0 {
-		tokens.add(t, u.Counted())
-	}
 }
 
 // shareDoc is what an instance shares of its clients' windows.
@@ -447,13 +464,12 @@ type sharedWindows struct {
 func (t *Team) Export(at time.Time) []byte {
 	doc := shareDoc{Balancer: t.balancer, Clients: map[string]sharedWindows{}}
 	for _, c := range t.clients {
-		rate, tokens := c.state.window("rate"), c.state.window("tokens")
 		sw := sharedWindows{}
-		if c.rate != nil {
-			sw.Rate = rate.export(at)
+		if c.rateW != nil {
+			sw.Rate = c.rateW.export(at)
 		}
-		if c.tokens != nil {
-			sw.Tokens = tokens.export(at)
+		if c.tokensW != nil {
+			sw.Tokens = c.tokensW.export(at)
 		}
 		if len(sw.Rate) > 0 || len(sw.Tokens) > 0 {
 			doc.Clients[c.Name] = sw
@@ -478,7 +494,11 @@ func (t *Team) Import(docs [][]byte) {
 		}
 	}
 	for _, c := range t.clients {
-		c.state.window("rate").setRemote(rates[c.Name])
-		c.state.window("tokens").setRemote(tokens[c.Name])
+		if c.rateW != nil {
+			c.rateW.setRemote(rates[c.Name])
+		}
+		if c.tokensW != nil {
+			c.tokensW.setRemote(tokens[c.Name])
+		}
 	}
 }

@@ -205,3 +205,44 @@ func TestInstancesShareTheirWindows(t *testing.T) {
 		t.Fatal("3 here and 2 there should fill a window of 5")
 	}
 }
+
+// Loading a config never changes the windows the running one counts in:
+// not when it is refused, and not when it changes a limit's span (it counts
+// in a window of its own); a config with the same span goes on counting in
+// the same window.
+func TestACompiledConfigLeavesTheRunningWindowsAlone(t *testing.T) {
+	minute := &Limit{Count: 2, Window: caddy.Duration(time.Minute)}
+	hour := &Limit{Count: 2, Window: caddy.Duration(time.Hour)}
+	running := compile(t, t.Name(), ClientConfig{Name: "alice", Keys: []string{"a"}, Rate: minute})
+	alice := running.Clients()[0]
+	for i := range 2 {
+		if v := alice.Admit(t0); !v.OK {
+			t.Fatalf("request %d refused", i)
+		}
+	}
+	// Refused: bob has alice's key.
+	if _, _, err := Compile([]ClientConfig{{Name: "alice", Keys: []string{"a"}, Rate: hour}, {Name: "bob", Keys: []string{"a"}}}, t.Name(), func(s string) string { return s }); err == nil {
+		t.Fatal("a shared key was accepted")
+	}
+	// Accepted, with another span: it starts a window of its own.
+	other := compile(t, t.Name(), ClientConfig{Name: "alice", Keys: []string{"a"}, Rate: hour})
+	if v := other.Clients()[0].Admit(t0); !v.OK {
+		t.Fatal("the new span's window is not empty")
+	}
+	// The running config still counts its two requests in its one-minute
+	// window, and frees them a minute later.
+	if v := alice.Admit(t0.Add(time.Second)); v.OK || v.Limit != "rate" {
+		t.Fatalf("third request in the minute: %+v", v)
+	}
+	if st := alice.Status(t0.Add(time.Second)); st.WindowUsed["rate"] != 2 || st.Limits["rate"] != minute.String() {
+		t.Fatalf("running status %+v", st)
+	}
+	if v := alice.Admit(t0.Add(61 * time.Second)); !v.OK {
+		t.Fatalf("after the minute: %+v", v)
+	}
+	// A config with the running span counts in the same window.
+	same := compile(t, t.Name(), ClientConfig{Name: "alice", Keys: []string{"a"}, Rate: minute})
+	if st := same.Clients()[0].Status(t0.Add(62 * time.Second)); st.WindowUsed["rate"] != 1 {
+		t.Fatalf("same span: used %d, want the running window's 1", st.WindowUsed["rate"])
+	}
+}
