@@ -62,8 +62,10 @@ type request struct {
 	opt Options
 	// valid: the body is known valid and is read without being checked
 	// (AppendValidRequest).
-	valid    bool
-	msgs     []message
+	valid bool
+	msgs  []message
+	// cut is where the messages the provider gets begin (see compaction).
+	cut      cut
 	tools    []tool
 	firstMsg bool
 	scratch  []byte
@@ -186,6 +188,7 @@ func appendRequest(dst, body []byte, model string, opt Options, valid bool) ([]b
 	r.out = appendString(r.out, model)
 	r.out = append(r.out, `,"messages":[`...)
 	r.firstMsg = true
+	r.cut = r.compaction()
 	r.writeSystem(f.system)
 	r.writeMessages()
 	r.out = append(r.out, ']')
@@ -440,7 +443,7 @@ func (r *request) writeSystem(system []byte) {
 	textStart := len(r.out)
 	r.appendSystemText(system, true)
 	if r.opt.InlineSystem == "merge" {
-		for _, msg := range r.msgs {
+		for _, msg := range r.msgs[r.cut.from:] {
 			if msg.role == roleSystem {
 				sep := len(r.out)
 				if len(r.out) > textStart {
@@ -483,11 +486,17 @@ func (r *request) appendSystemText(v []byte, top bool) {
 }
 
 func (r *request) writeMessages() {
-	from, compacted := r.compaction()
-	for i := from; i < len(r.msgs); i++ {
+	c := r.cut
+	if c.summary != nil {
+		r.sep()
+		r.out = append(r.out, `{"role":"user","content":`...)
+		r.out = append(r.out, c.summary...)
+		r.out = append(r.out, '}')
+	}
+	for i := c.from; i < len(r.msgs); i++ {
 		m := &r.msgs[i]
-		if i == from && compacted != nil {
-			m = compacted
+		if i == c.from && c.rest != nil {
+			m = c.rest
 		}
 		switch m.role {
 		case roleSystem:
@@ -503,19 +512,31 @@ func (r *request) writeMessages() {
 	}
 }
 
+// cut is where the conversation the provider gets begins: at a compaction
+// block's summary, or at the first message.
+type cut struct {
+	// from is the index of the first message written; rest, when set,
+	// stands for that message: what follows its compaction block.
+	from int
+	rest *message
+	// summary is the compaction block's summary (a JSON string), nil
+	// without one.
+	summary []byte
+}
+
 // compaction finds the last compaction block with a summary in an assistant
 // message. The API reads nothing before such a block: the summary stands
 // for the conversation so far. So the provider gets the summary as the
 // first user message (some chat templates want a user message first), then
-// the rest of that assistant message, then what follows it. from is the
-// index of that message (0 without one), and compacted what is left of it
-// after the summary (nil without one).
-func (r *request) compaction() (from int, compacted *message) {
+// the rest of that assistant message, then what follows it. What the
+// dropped part did to the tools (a tool search's references, tools added
+// or removed) still holds, as the API keeps the tools it loaded.
+func (r *request) compaction() cut {
 	for i := len(r.msgs) - 1; i >= 0; i-- {
 		m := &r.msgs[i]
+		// A compaction block's type is written so, escapes aside: the
+		// check saves reading every other message's blocks.
 		if m.role != roleAssistant || !isArray(m.content) || !bytes.Contains(m.content, []byte(`"compaction"`)) {
-			// (A compaction block's type is written so, escapes aside;
-			// the check saves reading every other message's blocks.)
 			continue
 		}
 		at, n := -1, 0
@@ -530,10 +551,10 @@ func (r *request) compaction() (from int, compacted *message) {
 		if at < 0 {
 			continue
 		}
-		r.sep()
-		r.out = append(r.out, `{"role":"user","content":`...)
-		r.out = append(r.out, summary...)
-		r.out = append(r.out, '}')
+		for j := range r.msgs[:i] {
+			r.applyToolState(r.msgs[j].content, -1)
+		}
+		r.applyToolState(m.content, at)
 		rest := append(make([]byte, 0, len(m.content)), '[')
 		a := newArray(m.content)
 		n = 0
@@ -551,9 +572,28 @@ func (r *request) compaction() (from int, compacted *message) {
 		rest = append(rest, ']')
 		c := *m
 		c.content = rest
-		return i, &c
+		return cut{from: i, rest: &c, summary: summary}
 	}
-	return 0, nil
+	return cut{}
+}
+
+// applyToolState applies what a message left out of the provider's request
+// did to the tools: its tool_addition and tool_removal blocks and the tool
+// references in its tool results, among its first n blocks (all when n < 0).
+func (r *request) applyToolState(content []byte, n int) {
+	if !isArray(content) {
+		return
+	}
+	bs := newBlocks(content)
+	for b, ok := bs.next(); ok && n != 0; b, ok = bs.next() {
+		n--
+		switch b.typ {
+		case blockToolAddition, blockToolRemoval:
+			r.toolChange(b)
+		case blockToolResult:
+			r.scanToolReferences(b.content)
+		}
+	}
 }
 
 func (r *request) writeInlineSystem(m *message) {
