@@ -150,9 +150,11 @@ func quotaStatus(s quota.Snapshot) *QuotaStatus {
 		return nil
 	}
 	qs := &QuotaStatus{Windows: []WindowStatus{}, Status: s.Status, Representative: s.Representative,
-		Reset: timePtr(s.Summary.Reset.UTC()), OverageStatus: s.Summary.Overage, OverageDisabledReason: s.Summary.OverageDisabledReason,
-		Fallback: s.Summary.Fallback, FallbackPercentage: s.Summary.FallbackPercentage,
 		Observed: timePtr(s.Observed), CooldownUntil: timePtr(s.Until), CooldownWindow: s.Why}
+	if sum := s.Summary; sum != nil {
+		qs.Reset, qs.OverageStatus, qs.OverageDisabledReason = timePtr(sum.Reset.UTC()), sum.Overage, sum.OverageDisabledReason
+		qs.Fallback, qs.FallbackPercentage = sum.Fallback, sum.FallbackPercentage
+	}
 	for _, w := range s.Windows {
 		ws := WindowStatus{Name: w.Name, Status: w.Status, Reset: timePtr(w.Reset.UTC()), Models: w.Models, CooldownUntil: timePtr(w.Until.UTC())}
 		if w.HasUtilization {

@@ -3,6 +3,7 @@ package claudebalancer
 import (
 	"fmt"
 	"html/template"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -15,7 +16,8 @@ import (
 // quotaBars draws an account's quota windows: one bar per window, its fill
 // the utilization, its colour the status, the time to its reset beside it.
 func quotaBars(q *QuotaStatus) template.HTML {
-	if q == nil || len(q.Windows) == 0 && q.CooldownUntil == nil {
+	overage := q != nil && (q.OverageStatus != "" || q.Fallback != "" || q.FallbackPercentage != nil)
+	if q == nil || len(q.Windows) == 0 && q.CooldownUntil == nil && !overage {
 		return ""
 	}
 	var b strings.Builder
@@ -48,8 +50,9 @@ func quotaBars(q *QuotaStatus) template.HTML {
 			template.HTMLEscapeString(w.Name), template.HTMLEscapeString(status), template.HTMLEscapeString(w.Name),
 			width/100, template.HTMLEscapeString(status), width, label, reset)
 	}
-	if q.OverageStatus != "" || q.FallbackPercentage != nil {
-		// Pay-as-you-go overage, as the account's latest answer gave it.
+	if overage {
+		// Pay-as-you-go overage and fallback, as the account's latest
+		// answer gave them.
 		var parts []string
 		if q.OverageStatus != "" {
 			o := "overage " + q.OverageStatus
@@ -58,8 +61,17 @@ func quotaBars(q *QuotaStatus) template.HTML {
 			}
 			parts = append(parts, o)
 		}
-		if q.FallbackPercentage != nil {
-			parts = append(parts, "fallback "+strconv.FormatFloat(*q.FallbackPercentage*100, 'f', -1, 64)+"%")
+		if q.Fallback != "" || q.FallbackPercentage != nil {
+			f := "fallback"
+			if q.Fallback != "" {
+				f += " " + q.Fallback
+			}
+			if p := q.FallbackPercentage; p != nil {
+				// A percentage to two decimals at most: 0.07 is 7%, not
+				// 7.000000000000001%.
+				f += " " + strconv.FormatFloat(math.Round(*p*10000)/100, 'f', -1, 64) + "%"
+			}
+			parts = append(parts, f)
 		}
 		fmt.Fprintf(&b, `<div class="small overage">%s</div>`, template.HTMLEscapeString(strings.Join(parts, " · ")))
 	}

@@ -313,14 +313,16 @@ func (r Reading) summary() Summary {
 
 // Snapshot is an account's state, for status pages and for sharing.
 type Snapshot struct {
-	Observed       time.Time        `json:"observed"`
-	Status         string           `json:"status,omitempty"`
-	Representative string           `json:"representative,omitempty"`
-	Summary        Summary          `json:"summary"`
-	Until          time.Time        `json:"until"`
-	Since          time.Time        `json:"since"`
-	Why            string           `json:"why,omitempty"`
-	Windows        []WindowSnapshot `json:"windows"`
+	Observed       time.Time `json:"observed"`
+	Status         string    `json:"status,omitempty"`
+	Representative string    `json:"representative,omitempty"`
+	// Summary is nil in a snapshot shared by an instance that does not
+	// keep it: the reading it came with then leaves the summary as it was.
+	Summary *Summary         `json:"summary,omitempty"`
+	Until   time.Time        `json:"until"`
+	Since   time.Time        `json:"since"`
+	Why     string           `json:"why,omitempty"`
+	Windows []WindowSnapshot `json:"windows"`
 }
 
 // WindowSnapshot is one window of a Snapshot.
@@ -336,15 +338,16 @@ type WindowSnapshot struct {
 func (a *Account) Snapshot(now time.Time) Snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Snapshot{Observed: a.observed, Status: a.status, Representative: a.representative, Summary: a.summary}
-	if p := a.summary.FallbackPercentage; p != nil {
+	sum := a.summary
+	if p := sum.FallbackPercentage; p != nil {
 		f := *p
-		s.Summary.FallbackPercentage = &f
+		sum.FallbackPercentage = &f
 	}
-	if !s.Summary.Reset.IsZero() && !s.Summary.Reset.After(now) {
+	if !sum.Reset.IsZero() && !sum.Reset.After(now) {
 		// The binding window reset since.
-		s.Summary.Reset = time.Time{}
+		sum.Reset = time.Time{}
 	}
+	s := Snapshot{Observed: a.observed, Status: a.status, Representative: a.representative, Summary: &sum}
 	if a.until.After(now) {
 		s.Until, s.Since, s.Why = a.until, a.since, a.why
 	}
@@ -402,7 +405,10 @@ func (a *Account) Merge(s Snapshot, now time.Time) {
 	}
 	newer := s.Observed.After(a.observed)
 	if newer {
-		a.observed, a.status, a.representative, a.summary = s.Observed, s.Status, s.Representative, s.Summary
+		a.observed, a.status, a.representative = s.Observed, s.Status, s.Representative
+		if s.Summary != nil {
+			a.summary = *s.Summary
+		}
 	}
 	for _, w := range s.Windows {
 		if !w.Reset.IsZero() && !w.Reset.After(now) && !w.Until.After(now) {

@@ -1,6 +1,7 @@
 package quota
 
 import (
+	"encoding/json"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -268,6 +269,27 @@ func TestTheAccountSummaryIsKeptShownAndShared(t *testing.T) {
 	b.Merge(older.Snapshot(now), now)
 	if got := b.Snapshot(now).Summary; got.Overage != "rejected" {
 		t.Fatalf("an older reading replaced the summary: %+v", got)
+	}
+	// An instance that does not keep the summary shares snapshots without
+	// one: its newer reading leaves the summary as it was.
+	raw, err := json.Marshal(older.Snapshot(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	delete(doc, "summary")
+	raw, _ = json.Marshal(doc)
+	var plain Snapshot
+	if err := json.Unmarshal(raw, &plain); err != nil {
+		t.Fatal(err)
+	}
+	plain.Observed = now.Add(time.Minute)
+	b.Merge(plain, now.Add(time.Minute))
+	if got := b.Snapshot(now.Add(time.Minute)).Summary; got.Overage != "rejected" {
+		t.Fatalf("a snapshot without a summary cleared it: %+v", got)
 	}
 	// A later answer that says nothing of overage clears it.
 	a.Observe(reading("anthropic-ratelimit-unified-5h-utilization", "0.4"), "m", now.Add(time.Second), 0.9)
