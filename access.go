@@ -14,7 +14,7 @@ import (
 	"github.com/claude-balancer/caddy-claude-balancer/team"
 )
 
-// Who sent a request decides what it may do (DESIGN §13). A request with a
+// Who sent a request decides what it may do (README, "Security"). A request with a
 // valid key is judged by its key alone. Without one, it is served only when it
 // is local, and then only when no web page could have sent it: a page in the
 // user's browser can reach a loopback address too.

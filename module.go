@@ -1,7 +1,9 @@
 // Package claudebalancer is a Caddy HTTP handler that puts one endpoint in
 // front of many Claude-capable providers for Claude Code and other clients of
 // the Anthropic Messages API: routing by model, failover before the first
-// byte, passive health, session stickiness and the status endpoints.
+// byte, passive health, session stickiness and the status endpoints. It also
+// registers the admin API module (admin.go) and the `caddy claude-balancer
+// check` command (check.go).
 package claudebalancer
 
 import (

@@ -10,7 +10,12 @@
 // is), relay.go (committing an answer and relaying a stream, each event read
 // once), upstream.go (headers, credentials, the watchdog), codec.go and
 // openai.go (wire formats), health.go, scope.go, select.go, sticky.go,
-// route.go, provider.go and count.go.
+// route.go, provider.go, count.go and probe_count.go (count_tokens
+// upstream), quota.go (subscription quota windows and the headroom
+// strategy), share.go (state shared with other instances), models.go (model
+// listing), fold.go (fold_system), body.go (request body edits), stats.go
+// (the last minutes), config.go, and readahead*.go (the upstream
+// connection's read-ahead). A commit is in attempt.go.
 package balancer
 
 import (

@@ -22,7 +22,7 @@ const (
 	ClassCountTokens = "count_tokens"
 )
 
-// Scope says who an attempt's failure belongs to (DESIGN §4).
+// Scope says who an attempt's failure belongs to (README, "Failover and the commit point").
 type Scope int
 
 const (

@@ -9,7 +9,7 @@ import (
 )
 
 // A subscription account (OAuth, or a relay passing the headers on) says on
-// every answer how full each of its quota windows is (DESIGN §4a). The
+// every answer how full each of its quota windows is (README, "Subscription pools"). The
 // balancer keeps the latest reading per account: the provider's own
 // credential, or each client credential of a passthrough provider. A 429
 // cools down exactly the rejected window's scope, and accounts near a

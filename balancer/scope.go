@@ -17,7 +17,7 @@ const maxScopes = 10_000
 // A passthrough_auth provider is asked with each client's own credential, so
 // a 401, 403 or 429 is a verdict on that credential, not on the provider:
 // it is recorded in the credential's scope, which no other credential sees
-// (DESIGN §13). Faults that are the provider's whoever asks (network,
+// (README, "Security"). Faults that are the provider's whoever asks (network,
 // timeouts, 5xx) stay provider-wide.
 
 // credScope is what a provider's answers said about one client credential.

@@ -12,7 +12,7 @@ import (
 )
 
 // Facts about accounts (quota cooldowns, window readings) are shared with the
-// other instances on the same Caddy storage (DESIGN §12): each instance
+// other instances on the same Caddy storage (README, "More than one instance"): each instance
 // writes its own document, reads the others' in the background, and merges
 // them into its accounts. Network-level health stays per instance: it is
 // about each instance's own path to the provider.

@@ -1,5 +1,8 @@
-// Package bench measures claude_balancer's passthrough path against Caddy's
-// own reverse_proxy, all running in one in-process Caddy in front of the
-// same fast mock Anthropic upstream. It holds benchmarks and a comparison
-// test only; see README.md for how to run them and read the numbers.
+// Package bench measures claude_balancer against Caddy's own reverse_proxy,
+// each target a site of one in-process Caddy in front of a mock of its own
+// (an Anthropic one, or a Chat Completions one for the type openai target).
+// The side-by-side comparison (TestCompareProxies) and the capacity test
+// (TestCapacity) run their clients and mocks in a helper process, so that
+// the CPU measured is Caddy's; TestIdleStreamMemory and the checks run in
+// make test. See README.md for how to run them and read the numbers.
 package bench

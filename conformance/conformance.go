@@ -1,6 +1,6 @@
 // Package conformance checks that a provider gives Claude Code what it needs:
 // a streamed text answer, a tool call with streamed arguments, a tool result
-// round trip, thinking (and, on Anthropic types, its signature sent back), an
+// round trip, thinking (and its block sent back on the next turn), an
 // image, count_tokens, the prompt-cache usage fields and the quota headers.
 //
 // Each probe is one small request. The caller supplies the means to send it

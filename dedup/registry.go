@@ -1,8 +1,10 @@
 // Package dedup shares one upstream call among identical in-flight Messages
 // API requests. Requests are found by their Ticket's Pre and matched by Key,
-// made only when two Pres meet (see Registry.enter), so that a request
-// without a twin in flight is never signed. The first request with a given
-// Key leads: its attempt loop
+// made when two Pres meet (see Registry.enter), so that a JSON request
+// without a twin in flight is never signed (the handler signs a stream at
+// intake, since its body goes back to the pool at the commit point, and a
+// group kept for replay is signed when it finishes). The first request with
+// a given Key leads: its attempt loop
 // runs once, in the leader's goroutine, writing the committed response into a
 // group, and straight on to the leader's client while nobody else reads it
 // (leader.go). Once another client joins, every client, the leader's own
@@ -10,7 +12,9 @@
 // connection in its own mode (event stream or JSON) from its own goroutine,
 // so a slow or departed client never holds up the others or the upstream
 // read. Events arrive with what the relay learned of
-// them (internal/relay), so a group never parses one; members are woken once
+// them (internal/relay), so the group's write path never parses one (a
+// member that wants JSON from a stream reads the events again to build
+// it); members are woken once
 // per burst. The answer's bytes live in blocks lent by internal/bufpool,
 // given back when the group is over and its last member has left. With Options.Off every request runs its own loop straight into
 // its client: the handler always goes through a Registry, which knows "off".

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Who sent a request, and whose fault a failure is (DESIGN §13).
+// Who sent a request, and whose fault a failure is (README, "Security").
 
 // byKey answers each client credential (its x-api-key) with its own
 // behaviour, and everyone else with def.

@@ -1,4 +1,4 @@
-// Package team knows the named clients of a balancer (DESIGN §15): who each
+// Package team knows the named clients of a balancer (README, "Teams"): who each
 // key belongs to, the limits each client has (requests and tokens per sliding
 // window), the models each may ask for, and what each used, by model and
 // provider. Its state lives across config reloads, and windows are shared

@@ -1,5 +1,6 @@
 // Package tokens counts the input tokens of an Anthropic Messages request locally, as
-// POST /v1/messages/count_tokens would, when no upstream can answer.
+// POST /v1/messages/count_tokens would: when no upstream can answer it, and for the input
+// tokens of an OpenAI-compatible provider's stream, which reports them only at its end.
 //
 // Text is counted with a tiktoken encoding (loaded from the tables embedded in tiktoken-go-loader, never
 // downloaded) and scaled by a calibration factor towards Claude's own tokenizer; images are estimated from their

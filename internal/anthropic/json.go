@@ -5,6 +5,10 @@
 // into a stream. Both keep fields they do not know, and keep thinking
 // signatures, tool inputs and usage intact, so a client cannot tell a converted
 // answer from one the API produced in its own mode.
+//
+// It also reads what the relay needs of each stream event (event.go): its
+// type, usage, stop reason and error (Inspect, EventInfo), and the runs of
+// plain text deltas a burst is mostly made of (PlainDeltas).
 package anthropic
 
 import (

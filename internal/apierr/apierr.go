@@ -1,7 +1,9 @@
 // Package apierr writes errors in the Anthropic Messages API envelope:
 // {"type":"error","error":{"type":"<type>","message":"<message>"}}.
-// Every error the module answers with, in JSON or as an SSE frame, comes from
-// here so that clients see one shape.
+// Every error the module answers a client of the Messages API with (the
+// messages, count_tokens and models endpoints), in JSON or as an SSE frame,
+// comes from here so that clients see one shape; the admin API answers in
+// Caddy's own error shape.
 package apierr
 
 import (

@@ -1,11 +1,13 @@
 // Package intake reads a Messages request body once: one walk over its bytes
 // validates it with the module's grammar (internal/rawjson), finds what the
 // balancer needs (model, stream, session, this module's own thinking
-// signatures) and, for de-duplication, either the signature (a hash of the
-// body in canonical form, Read) or a digest that identical bodies share, with
-// the signature left for when a request with the same digest is in flight
-// (Prepare, ticket.go). No other walk of the body happens on the way to an
-// Anthropic-compatible provider unless such a request is. Large top-level
+// signatures) and, for de-duplication, a digest that identical bodies share
+// and, when asked (Options.Sign), the signature too (a hash of the body in
+// canonical form, Read); otherwise the signature is left for when a request
+// with the same digest is in flight (Prepare, ticket.go), or for the
+// handler, which signs a stream before its body goes back to the pool. The
+// balancer walks a body again only to change it (this module's own thinking
+// blocks taken out, a provider's fold_system). Large top-level
 // values a client sent before (its tools and system prompt) are recognised
 // by their bytes and not walked again (cache.go).
 package intake

@@ -1,5 +1,8 @@
-// Package rawjson is the module's one JSON grammar: what every package
-// accepts as JSON, and the tools to walk it without decoding it.
+// Package rawjson is the module's one JSON grammar: what the module accepts
+// as JSON from clients and providers on the request path (bodies, events,
+// chunks), and the tools to walk it without decoding it. What the module
+// decodes into Go values (error envelopes, model lists, its own shared
+// state) goes through encoding/json.
 //
 // The grammar is RFC 8259's, with two liberties that keep a request's bytes
 // intact on their way to the provider: strings may hold invalid UTF-8, and

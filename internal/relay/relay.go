@@ -1,8 +1,10 @@
 // Package relay defines how a committed upstream response travels to its
-// readers: the attempt loop writes into an Output, which is either one
-// client's ResponseWriter or a de-duplication group shared by several clients.
-// A stream travels as events, each with what the relay learned when it read
-// it, so that no reader parses an event again.
+// readers: the attempt loop writes into an Output: one client's
+// ResponseWriter, a de-duplication group shared by several clients, or a
+// provider check's probe. A stream travels as events, each with what the
+// relay learned when it read it, so that passing one on needs no second
+// parse (a client that asked for JSON from a stream reads the events again
+// to build its answer).
 package relay
 
 import (

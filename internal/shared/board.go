@@ -1,6 +1,6 @@
 // Package shared lets several Caddy instances share what each learns, through
 // the Caddy storage they share (a file system on a shared disk, or a storage
-// module such as Redis), without a store of the module's own (DESIGN §12).
+// module such as Redis), without a store of the module's own (README, "More than one instance").
 //
 // Each instance writes one document of its own per board: when something
 // changed, at once for a transition, otherwise at most once every MinWrite.

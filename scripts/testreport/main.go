@@ -1,8 +1,9 @@
 // Command testreport runs `go test -json` and prints what plain `go test`
 // would (each package's result line, and the whole output of every failing
-// test and package), keeps the JSON stream in a file, and ends with the
-// tests that were skipped and why, so that a green run cannot hide that it
-// was partial. Its exit status is the test command's.
+// test and package), keeps the JSON stream in a file (-json), and counts the
+// tests that were skipped; -summary reads such files and lists every
+// skipped test and why, so that a green run cannot hide that it was
+// partial. Its exit status is the test command's.
 //
 //	go run ./scripts/testreport [-v] [-json FILE] -- go test -json [flags] [packages]
 //	go run ./scripts/testreport -summary FILE...
