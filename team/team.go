@@ -336,13 +336,14 @@ func (c *Client) Status(t time.Time) Status {
 	for _, p := range c.models {
 		st.Models = append(st.Models, p.String())
 	}
-	for name, l := range map[string]*Limit{"rate": c.rate, "tokens": c.tokens} {
+	for _, lw := range [...]struct {
+		name string
+		l    *Limit
+		w    *window
+	}{{"rate", c.rate, c.rateW}, {"tokens", c.tokens, c.tokensW}} {
+		name, l, w := lw.name, lw.l, lw.w
 		if l == nil {
 			continue
-		}
-		w := c.rateW
-		if name == "tokens" {
-			w = c.tokensW
 		}
 		st.Limits[name] = l.String()
 		st.WindowUsed[name] = w.used(t)

@@ -338,11 +338,8 @@ type WindowSnapshot struct {
 func (a *Account) Snapshot(now time.Time) Snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// (Its FallbackPercentage is shared: nothing writes through it.)
 	sum := a.summary
-	if p := sum.FallbackPercentage; p != nil {
-		f := *p
-		sum.FallbackPercentage = &f
-	}
 	if !sum.Reset.IsZero() && !sum.Reset.After(now) {
 		// The binding window reset since.
 		sum.Reset = time.Time{}
